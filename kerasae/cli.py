@@ -1,0 +1,218 @@
+"""The `kerasae` command line: the only module that prints.
+
+User mistakes (`KerasaeError`) become one line per problem on stderr and exit
+code 2, with no traceback; `--debug` shows tracebacks.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from kerasae.errors import KerasaeError
+
+EXIT_USER_ERROR = 2
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="kerasae", description="Train autoencoders from YAML recipes.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a recipe and write its zoo entry")
+    train.add_argument("recipe")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
+    train.add_argument("--zoo", help="zoo folder (default: $KERASAE_ZOO, else ./zoo)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing entry")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+
+    validate = sub.add_parser("validate", help="check recipes without training")
+    validate.add_argument("recipes", nargs="+")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    validate.add_argument("--print", action="store_true", dest="show", help="print the resolved recipe")
+
+    zoo_cmd = sub.add_parser("zoo", help="inspect the zoo")
+    zoo_sub = zoo_cmd.add_subparsers(dest="zoo_command", required=True)
+    listing = zoo_sub.add_parser("list", help="list the entries as a table")
+    listing.add_argument("--zoo")
+    listing.add_argument("--json", action="store_true")
+
+    denoise = sub.add_parser("denoise", help="denoise images with a zoo entry; writes a PNG grid")
+    denoise.add_argument("entry", help="entry name or folder")
+    denoise.add_argument("--input", required=True, help=".npy or .npz (first array) of images")
+    denoise.add_argument("--output", required=True, help="PNG file to write")
+    denoise.add_argument("--corrupt", action="store_true", help="corrupt the inputs with the model's noise first")
+    denoise.add_argument("--zoo")
+
+    sample = sub.add_parser("sample", help="draw images from a VAE's prior; writes a PNG grid")
+    sample.add_argument("entry")
+    sample.add_argument("--n", type=int, default=16)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--output", required=True)
+    sample.add_argument("--zoo")
+
+    interp = sub.add_parser("interpolate", help="decode a walk between two test digits' latent means")
+    interp.add_argument("entry")
+    interp.add_argument("--steps", type=int, default=10)
+    interp.add_argument("--pairs", type=int, default=4, help="number of test-digit pairs (rows)")
+    interp.add_argument("--output", required=True)
+    interp.add_argument("--zoo")
+    return parser
+
+
+def _validate(args):
+    from kerasae import recipe
+
+    problems = 0
+    for path in args.recipes:
+        try:
+            r = recipe.load(path, args.overrides)
+        except KerasaeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            problems += 1
+            continue
+        print(f"ok: {path} ({r.name}, family {r.model.family})")
+        if args.show:
+            import yaml
+
+            print(yaml.safe_dump(r.to_dict(), sort_keys=False))
+    return EXIT_USER_ERROR if problems else 0
+
+
+def _train(args):
+    from kerasae import recipe
+
+    r = recipe.load(args.recipe, args.overrides)
+    from kerasae import train
+
+    path, metrics = train.run(r, args.zoo, overwrite=args.overwrite, verbose=0 if args.quiet else None)
+    print(f"wrote {path}")
+    for split in ("train", "validation", "test"):
+        values = ", ".join(f"{k} {v:.3f}" for k, v in metrics[split].items())
+        print(f"  {split:<10} {values}")
+    print(f"  ({metrics['units']}; {metrics['train_seconds']:.1f} s on {metrics['versions']['backend']})")
+    return 0
+
+
+def _zoo_list(args):
+    from kerasae import zoo
+
+    rows = zoo.entries(args.zoo)
+    if args.json:
+        print(json.dumps({name: m for name, m in rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"no entries in {zoo.root(args.zoo)}")
+        return 0
+    header = ("name", "family", "latent", "data", "test loss", "backend", "train s")
+    table = [header] + [
+        (name, m.get("family", "?"), str(m.get("latent_dim", "?")), m.get("data", {}).get("name", "?"),
+         f"{m.get('test', {}).get('loss', float('nan')):.3f}", m.get("versions", {}).get("backend", "?"),
+         f"{m.get('train_seconds', 0):.0f}")
+        for name, m in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _load_images(path):
+    import numpy as np
+
+    from kerasae.data import _as_images
+    from kerasae.errors import DataError
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if hasattr(loaded, "files"):
+        if not loaded.files:
+            raise DataError(f"{path}: the .npz file holds no arrays")
+        loaded = loaded[loaded.files[0]]
+    return _as_images(loaded, os.path.basename(path), path)
+
+
+def _denoise(args):
+    from kerasae import figures, zoo
+
+    model = zoo.load(args.entry, args.zoo)
+    if not hasattr(model, "denoise"):
+        raise KerasaeError(f"{args.entry}: a {type(model).__name__} has no denoise(); use a dae entry")
+    x = _load_images(args.input)[:16]
+    rows = [("input", x)]
+    if args.corrupt:
+        x = model.corrupt(x)
+        rows.append(("noisy", x))
+    rows.append(("output", model.denoise(x)))
+    figures.image_rows(rows, args.output, f"{args.entry}: denoising")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _variational(args):
+    from kerasae import zoo
+
+    model = zoo.load(args.entry, args.zoo)
+    if not hasattr(model, "generate"):
+        raise KerasaeError(f"{args.entry}: a {type(model).__name__} is not variational; use a vae entry")
+    return model
+
+
+def _sample(args):
+    from kerasae import figures
+
+    model = _variational(args)
+    images = model.generate(args.n, seed=args.seed)
+    per_row = 8
+    rows = [("", images[i : i + per_row]) for i in range(0, len(images), per_row)]
+    figures.image_rows(rows, args.output, f"{args.entry}: samples from the prior")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _interpolate(args):
+    from kerasae import data, figures, recipe, zoo
+
+    model = _variational(args)
+    entry = zoo.resolve(args.entry, args.zoo)
+    r = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
+    test = data.load(r.data, seed=r.train.seed).x_test
+    rows = [
+        (f"{2 * i} -> {2 * i + 1}", model.interpolate(test[2 * i], test[2 * i + 1], args.steps))
+        for i in range(args.pairs)
+    ]
+    figures.image_rows(rows, args.output, f"{args.entry}: latent interpolation")
+    print(f"wrote {args.output}")
+    return 0
+
+
+COMMANDS = {
+    "train": _train, "validate": _validate, "denoise": _denoise, "sample": _sample, "interpolate": _interpolate,
+}
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    command = _zoo_list if args.command == "zoo" else COMMANDS[args.command]
+    try:
+        return command(args)
+    except KerasaeError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 -- last resort: a short message, traceback with --debug
+        if args.debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

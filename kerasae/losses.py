@@ -1,0 +1,46 @@
+"""Loss terms, each summed over an image's pixels and averaged over the batch.
+
+Per-image sums are the natural unit (nats per image): a per-pixel mean would
+hide the scale that makes AE and VAE numbers comparable with the literature.
+"""
+
+import math
+
+from keras import ops
+
+
+def _sum_per_image(values):
+    return ops.sum(ops.reshape(values, (ops.shape(values)[0], -1)), axis=-1)
+
+
+def bernoulli_nll(target, logits):
+    """-log p(target | logits) under independent Bernoulli pixels: BCE summed per image."""
+    # max(l, 0) - l * x + log(1 + exp(-|l|)): the stable form of BCE from logits.
+    values = ops.relu(logits) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))
+    return _sum_per_image(values)
+
+
+def bce(target, output, epsilon=1e-7):
+    """BCE summed per image, from probabilities (when the output is not a sigmoid of logits)."""
+    output = ops.clip(output, epsilon, 1.0 - epsilon)
+    return _sum_per_image(-(target * ops.log(output) + (1.0 - target) * ops.log(1.0 - output)))
+
+
+def half_squared_error(target, output):
+    """The seed's MSE loss for real-valued inputs: 1/2 * sum of squared errors per image."""
+    return 0.5 * _sum_per_image(ops.square(target - output))
+
+
+def gaussian_nll(target, mean):
+    """-log N(target | mean, I) summed per image (unit-variance Gaussian decoder)."""
+    size = ops.cast(ops.size(target) // ops.shape(target)[0], target.dtype)
+    return half_squared_error(target, mean) + 0.5 * math.log(2.0 * math.pi) * size
+
+
+def kl_standard_normal(z_mean, z_log_var):
+    """KL(N(z_mean, exp(z_log_var)) || N(0, I)) in closed form, summed over latent units.
+
+    The seed writes the negative of this sum (the term that enters the bound);
+    here it is the divergence itself, so it is >= 0.
+    """
+    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)

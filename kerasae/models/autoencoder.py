@@ -1,0 +1,182 @@
+"""The deterministic autoencoder (the seed's AE, linear AE) and the denoising AE."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasae import backend, losses, networks
+from kerasae.layers import Corruption, DynamicBinarization
+
+PREDICT_BATCH = 1024
+
+
+@keras.saving.register_keras_serializable(package="kerasae")
+class Autoencoder(backend.Trainer, keras.Model):
+    """x -> encoder -> z -> decoder -> x_hat, trained to reconstruct its input.
+
+    The whole graph is built here from plain values, and `get_config` returns
+    exactly these arguments, so `keras.saving.load_model` rebuilds the model on
+    any backend after `import kerasae`.
+
+    Args:
+        image_shape: (H, W, C) of the inputs.
+        encoder_layers: hidden layers, input side first: dense sizes or conv specs
+            (dicts with filters, kernel_size, strides). Empty for the seed's
+            one-hidden-layer AE, where the latent units are the hidden layer.
+        activation: activation of the hidden layers.
+        latent_dim: size of the code z.
+        latent_activation: activation of the code layer ("sigmoid" in the seed).
+        decoder_layers: hidden layers of the decoder, latent side first; `None`
+            mirrors the encoder.
+        output_activation: activation of the reconstruction.
+        reconstruction: "bce" (binary cross-entropy, for inputs in [0, 1]) or
+            "mse" (the seed's 1/2 * sum of squared errors, for real values);
+            both summed over the pixels of an image.
+        corruption: `None`, or a dict of `Corruption` arguments (kind, p, sigma)
+            applied to the inputs in training: the denoising criterion.
+        dynamic_binarization: redraw binary training images ~ Bernoulli(x) each step.
+        seed: seed of the model's random layers.
+    """
+
+    loss_names = ("loss", "reconstruction_loss")
+
+    def __init__(
+        self,
+        image_shape=(28, 28, 1),
+        encoder_layers=(),
+        activation="relu",
+        latent_dim=32,
+        latent_activation="linear",
+        decoder_layers=None,
+        output_activation="sigmoid",
+        reconstruction="bce",
+        corruption=None,
+        dynamic_binarization=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if reconstruction not in ("bce", "mse"):
+            raise ValueError(f"`reconstruction` must be 'bce' or 'mse'. Received: reconstruction={reconstruction}")
+        self.image_shape = tuple(image_shape)
+        self.encoder_layers = list(encoder_layers)
+        self.activation = activation
+        self.latent_dim = latent_dim
+        self.latent_activation = latent_activation
+        self.decoder_layers = None if decoder_layers is None else list(decoder_layers)
+        self.output_activation = output_activation
+        self.reconstruction = reconstruction
+        self.corruption_config = None if corruption is None else dict(corruption)
+        self.dynamic_binarization = dynamic_binarization
+        self.seed = seed
+
+        self.encoder = networks.build_encoder(self.image_shape, self.encoder_layers, activation, self.latent_heads())
+        hidden = networks.mirror(self.encoder_layers) if decoder_layers is None else self.decoder_layers
+        self.decoder = networks.build_decoder(latent_dim, hidden, activation, self.image_shape, output_activation)
+        self.corruption = None if corruption is None else Corruption(**corruption, seed=_offset(seed, 1))
+        self.binarization = DynamicBinarization(seed=_offset(seed, 2)) if dynamic_binarization else None
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
+        self.built = True
+
+    def latent_heads(self):
+        """The encoder's output layers: (name, size, activation)."""
+        return [("z", self.latent_dim, self.latent_activation)]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_shape": list(self.image_shape),
+            "encoder_layers": self.encoder_layers,
+            "activation": self.activation,
+            "latent_dim": self.latent_dim,
+            "latent_activation": self.latent_activation,
+            "decoder_layers": self.decoder_layers,
+            "output_activation": self.output_activation,
+            "reconstruction": self.reconstruction,
+            "corruption": self.corruption_config,
+            "dynamic_binarization": self.dynamic_binarization,
+            "seed": self.seed,
+        }
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers.values())
+
+    # -- the graph ---------------------------------------------------------
+
+    def encode_tensor(self, x, training=False):
+        """The deterministic code of x (the posterior mean for variational models)."""
+        return self.encoder(x, training=training)
+
+    def call(self, inputs, training=False):
+        return self.decoder(self.encode_tensor(inputs, training=training), training=training)
+
+    def decode_logits(self, z, training=False):
+        """The decoder up to, not including, its output activation."""
+        for layer in self.decoder.layers[:-1]:
+            z = layer(z, training=training)
+        return z
+
+    def reconstruction_loss(self, target, logits):
+        """Per-image reconstruction loss in nats (bce) or 1/2 * SSE (mse)."""
+        if self.reconstruction == "bce":
+            if self.output_activation == "sigmoid":
+                return losses.bernoulli_nll(target, logits)
+            return losses.bce(target, self.decoder.layers[-1](logits))
+        return losses.half_squared_error(target, self.decoder.layers[-1](logits))
+
+    def prepare_inputs(self, x, training):
+        """(target, model input): binarized targets, and their corrupted copy when denoising."""
+        target = self.binarization(x, training=training) if self.binarization is not None else x
+        noisy = self.corruption(target, training=training) if self.corruption is not None else target
+        return target, noisy
+
+    def compute_losses(self, x, y=None, training=False):
+        """The losses of one batch, written once for every backend's train and test step."""
+        target, noisy = self.prepare_inputs(x, training)
+        logits = self.decode_logits(self.encoder(noisy, training=training), training=training)
+        reconstruction = ops.mean(self.reconstruction_loss(target, logits))
+        return {"loss": reconstruction, "reconstruction_loss": reconstruction}
+
+    # -- numpy conveniences ------------------------------------------------
+
+    def encode(self, x, batch_size=PREDICT_BATCH):
+        """Codes of images x (numpy in, numpy out)."""
+        return self.encoder.predict(_floats(x), batch_size=batch_size, verbose=0)
+
+    def decode(self, z, batch_size=PREDICT_BATCH):
+        """Images for codes z (numpy in, numpy out)."""
+        return self.decoder.predict(_floats(z), batch_size=batch_size, verbose=0)
+
+    def reconstruct(self, x, batch_size=PREDICT_BATCH):
+        """Reconstructions of images x (numpy in, numpy out)."""
+        return self.predict(_floats(x), batch_size=batch_size, verbose=0)
+
+
+@keras.saving.register_keras_serializable(package="kerasae")
+class DenoisingAutoencoder(Autoencoder):
+    """An autoencoder trained to restore corrupted inputs (the seed's DAE).
+
+    Corruption happens inside the training step, with fresh noise every batch,
+    and the target is the clean input. Masking noise that zeroes 20% of the
+    pixels is the default.
+    """
+
+    def __init__(self, corruption=None, **kwargs):
+        super().__init__(corruption=corruption or {"kind": "masking", "p": 0.2}, **kwargs)
+
+    def denoise(self, x, batch_size=PREDICT_BATCH):
+        """Restores noisy images x (numpy in, numpy out)."""
+        return self.reconstruct(x, batch_size)
+
+    def corrupt(self, x):
+        """Applies this model's training corruption to x (numpy in, numpy out)."""
+        return ops.convert_to_numpy(self.corruption.corrupt(ops.convert_to_tensor(_floats(x))))
+
+
+def _offset(seed, k):
+    return None if seed is None else seed + k
+
+
+def _floats(x):
+    return np.asarray(x, dtype="float32")

@@ -1,0 +1,95 @@
+"""The variational autoencoder (Kingma and Welling, 2014), as in the seed."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasae import losses
+from kerasae.layers import Sampling
+from kerasae.models.autoencoder import Autoencoder, _floats, _offset
+
+
+@keras.saving.register_keras_serializable(package="kerasae")
+class VAE(Autoencoder):
+    """q(z|x) = N(z_mean(x), exp(z_log_var(x))), p(z) = N(0, I), p(x|z) from the decoder.
+
+    Minimises the negative ELBO per image, `reconstruction_loss + kl_weight * kl_loss`,
+    with the reconstruction term estimated from one reparametrized sample and
+    the KL term in closed form. `kl_weight` is a non-trainable variable holding
+    `beta`, which a `KLWarmup` callback ramps up from 0 when warm-up is asked for.
+
+    Args:
+        likelihood: "bernoulli" (binary pixels) or "gaussian" (unit variance).
+        beta: weight of the KL term (beta-VAE; 1 gives the ELBO).
+        kl_warmup_epochs: epochs over which the KL weight rises linearly to beta.
+        **kwargs: the `Autoencoder` arguments (latent_activation is unused).
+    """
+
+    loss_names = ("loss", "reconstruction_loss", "kl_loss")
+
+    def __init__(self, likelihood="bernoulli", beta=1.0, kl_warmup_epochs=0, **kwargs):
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"`likelihood` must be 'bernoulli' or 'gaussian'. Received: likelihood={likelihood}")
+        kwargs["reconstruction"] = "bce" if likelihood == "bernoulli" else "mse"
+        super().__init__(**kwargs)
+        self.likelihood = likelihood
+        self.beta = beta
+        self.kl_warmup_epochs = kl_warmup_epochs
+        self.sampling = Sampling(seed=_offset(self.seed, 3), name="sampling")
+        self.kl_weight = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(0.0 if kl_warmup_epochs else beta),
+            trainable=False, name="kl_weight",
+        )
+
+    def latent_heads(self):
+        return [("z_mean", self.latent_dim, None), ("z_log_var", self.latent_dim, None)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("reconstruction")
+        config.pop("latent_activation")
+        return {**config, "likelihood": self.likelihood, "beta": self.beta, "kl_warmup_epochs": self.kl_warmup_epochs}
+
+    def encode_tensor(self, x, training=False):
+        z_mean, _ = self.encoder(x, training=training)
+        return z_mean
+
+    def reconstruction_loss(self, target, logits):
+        if self.likelihood == "gaussian":
+            return losses.gaussian_nll(target, self.decoder.layers[-1](logits))
+        return super().reconstruction_loss(target, logits)
+
+    def compute_losses(self, x, y=None, training=False):
+        target, noisy = self.prepare_inputs(x, training)
+        z_mean, z_log_var = self.encoder(noisy, training=training)
+        z = self.sampling([z_mean, z_log_var])
+        logits = self.decode_logits(z, training=training)
+        reconstruction = ops.mean(self.reconstruction_loss(target, logits))
+        kl = ops.mean(losses.kl_standard_normal(z_mean, z_log_var))
+        return {
+            "loss": reconstruction + ops.cast(self.kl_weight, kl.dtype) * kl,
+            "reconstruction_loss": reconstruction,
+            "kl_loss": kl,
+        }
+
+    # -- numpy conveniences ------------------------------------------------
+
+    def encode(self, x, batch_size=1024):
+        """Posterior means z_mean(x) (numpy in, numpy out)."""
+        return self.encode_distribution(x, batch_size)[0]
+
+    def encode_distribution(self, x, batch_size=1024):
+        """(z_mean, z_log_var) of q(z|x) (numpy in, numpy out)."""
+        z_mean, z_log_var = self.encoder.predict(_floats(x), batch_size=batch_size, verbose=0)
+        return z_mean, z_log_var
+
+    def generate(self, n, seed=None):
+        """Decodes n codes drawn from the prior N(0, I): images of shape (n, H, W, C)."""
+        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
+        return self.decode(z)
+
+    def interpolate(self, x_a, x_b, steps=10):
+        """Decodes `steps` codes on the line between the latent means of images x_a and x_b."""
+        z_a, z_b = self.encode(np.stack([x_a, x_b]))
+        alphas = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
+        return self.decode((1.0 - alphas) * z_a + alphas * z_b)

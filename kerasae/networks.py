@@ -1,0 +1,77 @@
+"""Encoder and decoder networks built from plain values (sizes, conv specs).
+
+A layer list is either dense sizes (`[400, 200]`) or conv specs
+(`[{"filters": 32, "kernel_size": 3, "strides": 2}, ...]`). The decoder mirrors
+the encoder when no decoder list is given. The decoder ends with a separate
+`Activation` layer named "output" so losses can use the logits before it.
+"""
+
+import math
+
+import keras
+
+
+def is_conv(layers):
+    return bool(layers) and isinstance(layers[0], dict)
+
+
+def build_encoder(image_shape, layers, activation, heads, name="encoder"):
+    """Image -> one tensor per head.
+
+    Args:
+        image_shape: (H, W, C).
+        layers: dense sizes or conv specs, input side first.
+        activation: hidden activation.
+        heads: list of (name, size, activation) for the output layers, e.g.
+            [("z", 64, "sigmoid")] or [("z_mean", 20, None), ("z_log_var", 20, None)].
+    """
+    inputs = keras.Input(shape=tuple(image_shape), name="image")
+    h = inputs
+    if is_conv(layers):
+        for i, spec in enumerate(layers):
+            h = keras.layers.Conv2D(
+                spec["filters"], spec["kernel_size"], strides=spec["strides"], padding="same",
+                activation=activation, name=f"conv_{i}",
+            )(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    if not is_conv(layers):
+        for i, units in enumerate(layers):
+            h = keras.layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
+    outputs = [keras.layers.Dense(size, activation=act, name=head)(h) for head, size, act in heads]
+    return keras.Model(inputs, outputs[0] if len(outputs) == 1 else outputs, name=name)
+
+
+def mirror(layers):
+    """The decoder's layer list for an encoder's: the same layers in reverse order."""
+    return list(reversed(layers))
+
+
+def build_decoder(latent_dim, layers, activation, image_shape, output_activation, name="decoder"):
+    """Latent code -> image, as a `Sequential` whose last layer is the output activation."""
+    height, width, channels = image_shape
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=(latent_dim,), name="z"))
+    if is_conv(layers):
+        # Start from the spatial size the encoder's strided convs reach ("same" padding).
+        h, w = height, width
+        for spec in reversed(layers):
+            h, w = math.ceil(h / spec["strides"]), math.ceil(w / spec["strides"])
+        model.add(keras.layers.Dense(h * w * layers[0]["filters"], activation=activation, name="project"))
+        model.add(keras.layers.Reshape((h, w, layers[0]["filters"]), name="unflatten"))
+        for i, spec in enumerate(layers):
+            model.add(keras.layers.Conv2DTranspose(
+                spec["filters"], spec["kernel_size"], strides=spec["strides"], padding="same",
+                activation=activation, name=f"deconv_{i}",
+            ))
+            h, w = h * spec["strides"], w * spec["strides"]
+        model.add(keras.layers.Conv2D(channels, layers[-1]["kernel_size"], padding="same", name="logits"))
+        if (h, w) != (height, width):
+            dh, dw = h - height, w - width
+            model.add(keras.layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="crop"))
+    else:
+        for i, units in enumerate(layers):
+            model.add(keras.layers.Dense(units, activation=activation, name=f"dense_{i}"))
+        model.add(keras.layers.Dense(height * width * channels, name="logits"))
+        model.add(keras.layers.Reshape(tuple(image_shape), name="unflatten"))
+    model.add(keras.layers.Activation(output_activation, name="output"))
+    return model

@@ -1,0 +1,414 @@
+"""Recipes: the YAML schema and the only place user input is validated.
+
+A recipe is read with `yaml.safe_load` semantics (it never builds Python
+objects), merged over its `base:` chain, patched with `--set` overrides, then
+validated once by the pydantic models below. Every problem is reported at once,
+each with its dotted key path and the file and line (or override) it came from.
+
+The model code never imports this module: the builder turns a `Recipe` into
+plain constructor arguments, so the schema can change without breaking saved
+zoo entries.
+"""
+
+import difflib
+import os
+import re
+from typing import Annotated, Literal, Optional, Union
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from kerasae.errors import RecipeError
+
+FAMILIES = ("ae", "dae", "vae")
+VARIATIONAL_FAMILIES = ("vae",)
+
+# Upper bounds that catch typos (a latent of 10**9) before they allocate memory.
+MAX_UNITS = 65_536
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1_048_576
+
+Units = Annotated[int, Field(ge=1, le=MAX_UNITS)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConvLayer(Section):
+    """One Conv2D layer of a convolutional encoder (mirrored by Conv2DTranspose)."""
+
+    filters: Units
+    kernel_size: Annotated[int, Field(ge=1, le=31)] = 3
+    strides: Annotated[int, Field(ge=1, le=8)] = 2
+
+
+def _layers_kind(value):
+    """Dense layers are given as sizes, conv layers as mappings."""
+    if isinstance(value, list) and any(isinstance(item, (dict, ConvLayer)) for item in value):
+        return "conv"
+    return "dense"
+
+
+Layers = Annotated[
+    Union[Annotated[list[Units], Tag("dense")], Annotated[list[ConvLayer], Tag("conv")]],
+    Discriminator(_layers_kind),
+]
+
+Activation = Literal[
+    "linear", "sigmoid", "relu", "tanh", "elu", "selu", "gelu", "silu", "softplus", "leaky_relu"
+]
+
+
+class ModelSection(Section):
+    """The network: encoder, latent layer and decoder."""
+
+    family: Literal[FAMILIES]
+    encoder: Layers = Field(
+        default_factory=list,
+        description="Hidden layer sizes (dense) or conv layers, input side first.",
+    )
+    activation: Activation = "relu"
+    latent_dim: Units = 32
+    latent_activation: Activation = "linear"
+    decoder: Optional[Layers] = Field(
+        default=None, description="Hidden layers of the decoder; mirrors the encoder when omitted."
+    )
+    output_activation: Activation = "sigmoid"
+
+
+class LossSection(Section):
+    """What is minimised. `type` for ae/dae, `likelihood` and `beta` for a VAE."""
+
+    type: Optional[Literal["bce", "mse"]] = None
+    likelihood: Optional[Literal["bernoulli", "gaussian"]] = None
+    beta: Annotated[float, Field(ge=0.0, le=1e4)] = 1.0
+    kl_warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 0
+
+
+class CorruptionSection(Section):
+    """Input corruption, applied in training only (the denoising criterion)."""
+
+    type: Literal["none", "masking", "gaussian", "salt_and_pepper"] = "none"
+    p: Optional[Probability] = None
+    sigma: Optional[Annotated[float, Field(gt=0.0, le=100.0)]] = None
+
+    @model_validator(mode="after")
+    def _parameters_match_type(self):
+        if self.type in ("masking", "salt_and_pepper"):
+            if self.sigma is not None:
+                raise ValueError(f"sigma: does not apply to {self.type} corruption; use 'p'")
+            if self.p is None:
+                self.p = 0.2
+        elif self.type == "gaussian":
+            if self.p is not None:
+                raise ValueError("p: does not apply to gaussian corruption; use 'sigma'")
+            if self.sigma is None:
+                self.sigma = 0.2
+        elif self.p is not None or self.sigma is not None:
+            raise ValueError("type: 'p' and 'sigma' need a corruption type (masking, gaussian, salt_and_pepper)")
+        return self
+
+
+class NpzKeys(Section):
+    """Array names inside a user's `.npz` file."""
+
+    x_train: str = "x_train"
+    y_train: Optional[str] = "y_train"
+    x_test: Optional[str] = "x_test"
+    y_test: Optional[str] = "y_test"
+
+
+class DataSection(Section):
+    """Where the images come from and how they are prepared."""
+
+    dataset: Literal["mnist", "digits", "npz"] = "mnist"
+    path: Optional[str] = Field(default=None, description="mnist: a local mnist.npz; npz: required.")
+    keys: NpzKeys = Field(default_factory=NpzKeys)
+    binarize: Literal["none", "threshold", "bernoulli"] = "none"
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    limit: Optional[Annotated[int, Field(ge=2, le=100_000_000)]] = Field(
+        default=None, description="Use only the first `limit` training (and test) images."
+    )
+
+    @model_validator(mode="after")
+    def _npz_needs_path(self):
+        if self.dataset == "npz" and not self.path:
+            raise ValueError("path: dataset 'npz' needs the path of the .npz file")
+        return self
+
+
+class TrainSection(Section):
+    """How `fit` runs."""
+
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 128
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    tensorboard: bool = False
+
+
+FIGURES = ("reconstructions", "loss")
+
+
+class OutputsSection(Section):
+    """What the zoo entry gets besides the model."""
+
+    figures: list[Literal[FIGURES]] = Field(default_factory=lambda: ["reconstructions", "loss"])
+    epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
+        default_factory=list,
+        description="Epochs after which snapshots are taken; epochs past the last are ignored, "
+        "and the last epoch is always included.",
+    )
+    n_examples: Annotated[int, Field(ge=1, le=100)] = 10
+    export_saved_model: bool = True
+
+
+class Recipe(Section):
+    """A whole recipe: the one validated description of a training run."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    model: ModelSection
+    loss: LossSection = Field(default_factory=LossSection)
+    corruption: CorruptionSection = Field(default_factory=CorruptionSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    outputs: OutputsSection = Field(default_factory=OutputsSection)
+
+    @model_validator(mode="after")
+    def _family_rules(self):
+        family = self.model.family
+        variational = family in VARIATIONAL_FAMILIES
+        if variational and self.loss.type is not None:
+            raise ValueError(f"loss.type: does not apply to family '{family}'; use loss.likelihood")
+        if not variational and self.loss.likelihood is not None:
+            raise ValueError(f"loss.likelihood: applies to variational families; family '{family}' uses loss.type")
+        if not variational and (self.loss.beta != 1.0 or self.loss.kl_warmup_epochs):
+            raise ValueError(f"loss: beta and kl_warmup_epochs apply to variational families, not '{family}'")
+        if variational and self.loss.likelihood is None:
+            self.loss.likelihood = "bernoulli"
+        if not variational and self.loss.type is None:
+            self.loss.type = "bce"
+        if family == "dae" and self.corruption.type == "none":
+            # The seed's denoising AE: zero a random 20% of the pixels.
+            self.corruption = CorruptionSection(type="masking", p=0.2)
+        _check_conv_layers(self.model)
+        return self
+
+    def to_dict(self):
+        """The fully defaulted recipe as plain YAML-safe values."""
+        return self.model_dump(mode="json")
+
+
+def _check_conv_layers(model):
+    kinds = {type(layer) for layer in model.encoder + (model.decoder or [])}
+    if len(kinds) > 1:
+        raise ValueError("model.decoder: must be dense sizes when the encoder is dense, conv layers when it is conv")
+
+
+# ---------------------------------------------------------------------------
+# Reading YAML with line numbers.
+
+
+class _Source:
+    """Remembers where each dotted key path came from ("file:line" or "--set ...")."""
+
+    def __init__(self):
+        self.where = {}
+
+    def record(self, node, path, origin):
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key_path = path + (str(key_node.value),)
+                self.where[key_path] = f"{origin}:{key_node.start_mark.line + 1}"
+                self.record(value_node, key_path, origin)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.where[path + (i,)] = f"{origin}:{item.start_mark.line + 1}"
+                self.record(item, path + (i,), origin)
+
+    def locate(self, path):
+        """The origin of the longest recorded prefix of `path`."""
+        path = tuple(path)
+        while path:
+            if path in self.where:
+                return self.where[path]
+            path = path[:-1]
+        return None
+
+
+def _parse_yaml(path, source):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"cannot read recipe {path}: {e}") from None
+    try:
+        # compose() builds nodes (with line marks) and never constructs Python
+        # objects; safe_load() gives the values.
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if "could not determine a constructor" in str(e):
+            problem = "YAML tags that build Python objects are not allowed"
+        raise RecipeError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}:1: a recipe must be a mapping of sections, got {type(data).__name__}")
+    if node is not None:
+        source.record(node, (), str(path))
+    return data
+
+
+def _merge(base, override):
+    """Deep-merge two recipe dicts; mappings merge, everything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_chain(path, source, seen):
+    path = os.path.normpath(path)
+    real = os.path.realpath(path)
+    if real in seen:
+        chain = " -> ".join(seen + [real])
+        raise RecipeError(f"base: loop in recipe chain: {chain}")
+    data = _parse_yaml(path, source)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RecipeError(f"{source.locate(('base',))}: base: must be a file name, got {base!r}")
+    base_path = os.path.join(os.path.dirname(path), base)
+    if not os.path.exists(base_path):
+        raise RecipeError(f"{source.locate(('base',))}: base: file not found: {base_path}")
+    # The child's line numbers win over the base's for the keys it sets.
+    child_where = dict(source.where)
+    parent = _read_chain(base_path, source, seen + [real])
+    source.where.update(child_where)
+    return _merge(parent, data)
+
+
+def parse_override(text):
+    """Splits one `--set a.b=value` into a key path and a YAML-typed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {text}: expected KEY.PATH=VALUE")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return tuple(key.strip().split(".")), value
+
+
+def _apply_override(data, keys, value, text, source):
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            dotted = ".".join(keys[: i + 1])
+            raise RecipeError(f"--set {text}: '{dotted}' is not a section")
+        node = child
+    node[keys[-1]] = value
+    source.where[keys] = f"--set {text}"
+
+
+def _fields_at(loc):
+    """The field names that the schema allows at a location, for did-you-mean."""
+    cls = Recipe
+    for part in loc:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue
+        candidates = [field.annotation] + list(getattr(field.annotation, "__args__", ()))
+        sections = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not sections:
+            return []
+        cls = sections[0]
+    return list(cls.model_fields)
+
+
+def _describe(error, source):
+    # Pydantic puts union branch tags in locations; they are not keys.
+    loc = tuple(part for part in error["loc"] if part not in ("dense", "conv"))
+    dotted = ".".join(str(p) for p in loc) or "(recipe)"
+    where = source.locate(loc)
+    prefix = f"{where}: " if where else ""
+    if error["type"] == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
+        return f"{prefix}{dotted}: unknown key{hint}"
+    if error["type"] == "missing":
+        return f"{prefix}{dotted}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    # Cross-field validators name their key as "key.path: message".
+    named = re.match(r"^([A-Za-z_][\w.]*): (.*)$", message)
+    if error["type"] == "value_error" and named:
+        loc = loc + tuple(named.group(1).split("."))
+        dotted = ".".join(str(p) for p in loc)
+        where = source.locate(loc)
+        prefix = f"{where}: " if where else ""
+        return f"{prefix}{dotted}: {named.group(2)}"
+    shown = error.get("input")
+    received = "" if isinstance(shown, (dict, list)) else f" (got {shown!r})"
+    return f"{prefix}{dotted}: {message}{received}"
+
+
+def validate(data, source=None, origin="<recipe>"):
+    """Validates a recipe dict, raising one `RecipeError` that lists every problem."""
+    source = source or _Source()
+    try:
+        return Recipe.model_validate(data)
+    except pydantic.ValidationError as e:
+        problems = []
+        for error in e.errors():
+            line = _describe(error, source)
+            if line not in problems:
+                problems.append(line)
+        raise RecipeError(problems, source=origin) from None
+
+
+def load(path, overrides=()):
+    """Reads, merges, overrides and validates a recipe file.
+
+    Args:
+        path: the YAML file.
+        overrides: strings `a.b=value`, applied in order after the `base:` chain.
+
+    Returns:
+        A fully defaulted `Recipe`.
+
+    Raises:
+        RecipeError: listing every problem, each with key path and file:line.
+    """
+    source = _Source()
+    data = _read_chain(str(path), source, [])
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply_override(data, keys, value, text, source)
+    return validate(data, source, origin=str(path))
+
+
+def dump(recipe, path):
+    """Writes the resolved recipe as YAML."""
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(recipe.to_dict(), f, sort_keys=False)

@@ -1,0 +1,142 @@
+"""The zoo: the on-disk contract of a trained entry, and its atomic writing.
+
+An entry is a folder `<zoo>/<name>/` with the fixed file names below. It is
+built in a hidden staging folder next to it and renamed into place in one
+step, so a zoo never holds a half-written entry: a crash leaves either no
+entry or a complete one.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+
+from kerasae.errors import ZooError
+
+ZOO_ENV = "KERASAE_ZOO"
+DEFAULT_ZOO = "zoo"
+
+MODEL_FILE = "model.keras"
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+SAVED_MODEL_DIR = "saved_model"
+FIGURES_DIR = "figures"
+CARD_FILE = "README.md"
+REQUIRED_FILES = (MODEL_FILE, RECIPE_FILE, METRICS_FILE)
+STAGING_PREFIX = ".staging-"
+
+
+def root(zoo=None):
+    """The zoo folder: the argument, else $KERASAE_ZOO, else ./zoo."""
+    return zoo or os.environ.get(ZOO_ENV) or DEFAULT_ZOO
+
+
+def entry_path(name, zoo=None):
+    return os.path.join(root(zoo), name)
+
+
+def check_free(name, zoo=None, overwrite=False):
+    """Fails early, before any training, when an entry exists and may not be replaced."""
+    path = entry_path(name, zoo)
+    if os.path.exists(path) and not overwrite:
+        raise ZooError(f"zoo entry {path} already exists; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def staging(name, zoo=None):
+    """A private folder to build an entry in; removed if anything fails before `commit`."""
+    zoo_root = root(zoo)
+    os.makedirs(zoo_root, exist_ok=True)
+    path = os.path.join(zoo_root, f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        if os.path.exists(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def commit(staged, name, zoo=None, overwrite=False):
+    """Moves a staged entry into place atomically.
+
+    `os.rename` onto an existing, non-empty folder fails, so two trainings
+    aimed at the same name cannot both win: the loser gets a `ZooError`.
+    """
+    final = entry_path(name, zoo)
+    retired = None
+    if os.path.exists(final):
+        if not overwrite:
+            raise ZooError(f"zoo entry {final} already exists; pass --overwrite to replace it")
+        retired = os.path.join(root(zoo), f"{STAGING_PREFIX}{name}-old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, retired)
+    try:
+        os.rename(staged, final)
+    except OSError as e:
+        raise ZooError(f"zoo entry {final} was written by another run meanwhile ({e.strerror})") from None
+    if retired:
+        shutil.rmtree(retired, ignore_errors=True)
+    return final
+
+
+def check_entry(path):
+    """Raises a `ZooError` naming what is missing from an entry folder."""
+    if not os.path.isdir(path):
+        raise ZooError(f"zoo entry not found: {path}")
+    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise ZooError(f"zoo entry {path} is incomplete: missing {', '.join(missing)}")
+
+
+def resolve(name_or_path, zoo=None):
+    """An entry folder from a path or a name in the zoo."""
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    if os.path.isfile(name_or_path) and name_or_path.endswith(".keras"):
+        return os.path.dirname(name_or_path) or "."
+    return entry_path(name_or_path, zoo)
+
+
+def read_metrics(path):
+    try:
+        with open(os.path.join(path, METRICS_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ZooError(f"{os.path.join(path, METRICS_FILE)}: unreadable ({e})") from None
+
+
+def entries(zoo=None):
+    """(name, metrics) of every complete entry, sorted by name."""
+    zoo_root = root(zoo)
+    if not os.path.isdir(zoo_root):
+        return []
+    found = []
+    for name in sorted(os.listdir(zoo_root)):
+        path = os.path.join(zoo_root, name)
+        if name.startswith(".") or not os.path.isdir(path):
+            continue
+        if all(os.path.isfile(os.path.join(path, f)) for f in REQUIRED_FILES):
+            found.append((name, read_metrics(path)))
+    return found
+
+
+def load(name_or_path, zoo=None, safe_mode=True):
+    """Loads a zoo entry's model by entry name, entry folder or `.keras` path.
+
+    Args:
+        name_or_path: "vae-mnist", "zoo/vae-mnist" or "zoo/vae-mnist/model.keras".
+        zoo: the zoo to look names up in (default: $KERASAE_ZOO, else ./zoo).
+        safe_mode: passed to `keras.saving.load_model`; keep it on for files
+            from others (it refuses Lambda layers, which can run code).
+    """
+    import keras
+
+    path = resolve(name_or_path, zoo)
+    check_entry(path)
+    model_file = os.path.join(path, MODEL_FILE)
+    try:
+        return keras.saving.load_model(model_file, safe_mode=safe_mode)
+    except Exception as e:  # noqa: BLE001 -- a corrupt or foreign file raises many kinds
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ZooError(f"{model_file}: cannot be loaded ({type(e).__name__}: {reason})") from None
