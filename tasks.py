@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Set-up and entry points for a fresh checkout: needs only python3 (>= 3.11) and pip.
+
+    python3 tasks.py train [RECIPE] [kerasae train options]   # default: recipes/dae.yaml
+    python3 tasks.py test [pytest options]                     # the suite on tensorflow, jax, torch
+
+Both create `.venv/` in the checkout when it is missing and (re)install the
+project with its `dev` extras whenever pyproject.toml changed. The torch
+backend is pinned to torch==2.13.0, a CPU build on this team's machines.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(ROOT, ".venv")
+PYTHON = os.path.join(VENV, "bin", "python")
+STAMP = os.path.join(VENV, ".kerasae-installed")
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _say(message):
+    print(f"[tasks] {message}", flush=True)
+
+
+def _run(cmd, **kwargs):
+    return subprocess.run(cmd, cwd=ROOT, **kwargs)
+
+
+def setup():
+    """Creates .venv and installs kerasae[dev] into it when needed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"kerasae needs Python >= 3.11; this is {sys.version.split()[0]}")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        wanted = hashlib.sha256(f.read()).hexdigest()
+    if os.path.exists(STAMP) and open(STAMP).read().strip() == wanted:
+        return
+    if not os.path.exists(PYTHON):
+        _say("creating .venv")
+        _run([sys.executable, "-m", "venv", VENV], check=True)
+    _say("installing kerasae[dev] (keras, tensorflow, jax, torch==2.13.0, test tools) into .venv")
+    pip = [PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    # torch first and pinned, so no other requirement can pull a CUDA build.
+    _run(pip + ["torch==2.13.0"], check=True)
+    _run(pip + ["-e", ".[dev]"], check=True)
+    with open(STAMP, "w") as f:
+        f.write(wanted)
+
+
+def train(args):
+    recipe = args[0] if args and not args[0].startswith("-") else os.path.join("recipes", "dae.yaml")
+    rest = args[1:] if args and not args[0].startswith("-") else args
+    return _run([os.path.join(VENV, "bin", "kerasae"), "train", recipe, *rest]).returncode
+
+
+def _counts(junit):
+    """(passed, failed, skipped) from a pytest JUnit XML report."""
+    try:
+        suite = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return 0, 1, 0
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    return tests - failed - skipped, failed, skipped
+
+
+def test(args):
+    """Runs the same pytest suite once per backend, then prints one total line."""
+    totals = [0, 0, 0]
+    status = 0
+    backends = os.environ.get("KERASAE_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
+    for backend in backends:
+        junit = os.path.join(VENV, f"junit-{backend}.xml")
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        _say(f"pytest on KERAS_BACKEND={backend}")
+        start = time.time()
+        rc = _run([PYTHON, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", *args], env=env).returncode
+        passed, failed, skipped = _counts(junit)
+        _say(f"{backend}: {passed} passed, {failed} failed, {skipped} skipped in {time.time() - start:.0f} s")
+        totals = [t + c for t, c in zip(totals, (passed, failed, skipped))]
+        status = status or rc
+    print(f"total: {totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
+    return status
+
+
+def main():
+    if len(sys.argv) < 2 or sys.argv[1] not in ("train", "test", "setup"):
+        sys.exit(__doc__)
+    setup()
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "setup":
+        return 0
+    return train(args) if command == "train" else test(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
