@@ -140,6 +140,8 @@ def _load_npz(section):
     arrays = _read_npz(section.path, names, "data.path")
     x_train, y_train = arrays[keys.x_train], arrays.get(keys.y_train)
     x_test, y_test = arrays.get(keys.x_test), arrays.get(keys.y_test)
+    if y_train is not None:
+        _as_labels(y_train, len(x_train), keys.y_train, section.path)
     if x_test is None:
         # No test split in the file: hold out the last 10%.
         n = len(x_train) - max(1, len(x_train) // 10)

@@ -1,0 +1,176 @@
+"""Recipe parsing, `base:` chains, `--set` overrides and every error path."""
+
+import glob
+import os
+
+import pytest
+from conftest import RECIPES
+
+from kerasae import recipe
+from kerasae.errors import RecipeError
+from kerasae.models import FAMILIES
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(RECIPES, "*.yaml"))))
+def test_shipped_recipes_validate(path):
+    r = recipe.load(path)
+    assert r.name and r.model.family in FAMILIES
+
+
+def test_registry_and_schema_agree():
+    assert set(recipe.FAMILIES) == set(FAMILIES)
+
+
+def test_seed_recipes_match_the_seed():
+    ae = recipe.load(os.path.join(RECIPES, "ae.yaml"))
+    assert (ae.model.encoder, ae.model.latent_dim, ae.model.latent_activation) == ([], 64, "sigmoid")
+    assert (ae.loss.type, ae.data.binarize, ae.train.epochs) == ("bce", "threshold", 200)
+    assert ae.outputs.epochs == [1, 100, 200]
+    dae = recipe.load(os.path.join(RECIPES, "dae.yaml"))
+    assert dae.model.family == "dae" and dae.model.latent_dim == 64  # inherited through base:
+    assert (dae.corruption.type, dae.corruption.p) == ("masking", 0.2)
+    vae = recipe.load(os.path.join(RECIPES, "vae.yaml"))
+    assert (vae.model.encoder, vae.model.latent_dim, vae.loss.likelihood) == ([400], 20, "bernoulli")
+
+
+def test_defaults_are_filled_and_dumped(tmp_path, write_recipe):
+    path = write_recipe("name: x\nmodel: {family: vae}\n")
+    r = recipe.load(path)
+    assert r.loss.likelihood == "bernoulli" and r.loss.type is None
+    out = tmp_path / "resolved.yaml"
+    recipe.dump(r, out)
+    assert recipe.load(str(out)) == r
+
+
+def test_dae_defaults_to_twenty_percent_masking(write_recipe):
+    r = recipe.load(write_recipe("name: x\nmodel: {family: dae}\n"))
+    assert (r.corruption.type, r.corruption.p) == ("masking", 0.2)
+
+
+def test_every_problem_is_reported_with_key_path_and_line(write_recipe):
+    path = write_recipe(
+        """\
+        name: x
+        model:
+          family: ae
+          latnt_dim: 5
+          encoder: [0, 3]
+        train:
+          epochs: 1000000000000
+          batch_sise: 3
+        """
+    )
+    with pytest.raises(RecipeError) as info:
+        recipe.load(path)
+    problems = info.value.problems
+    assert len(problems) == 4, problems
+    text = "\n".join(problems)
+    assert f"{path}:4: model.latnt_dim: unknown key; did you mean 'latent_dim'?" in text
+    assert f"{path}:5: model.encoder.0:" in text
+    assert f"{path}:7: train.epochs: Input should be less than or equal to 100000" in text
+    assert f"{path}:8: train.batch_sise: unknown key; did you mean 'batch_size'?" in text
+
+
+def test_unknown_section_suggests_the_right_one(write_recipe):
+    with pytest.raises(RecipeError, match=r":2: modle: unknown key; did you mean 'model'\?"):
+        recipe.load(write_recipe("name: x\nmodle: {family: ae}\nmodel: {family: ae}\n"))
+
+
+def test_missing_required_keys(write_recipe):
+    with pytest.raises(RecipeError) as info:
+        recipe.load(write_recipe("model: {encoder: [3]}\n"))
+    text = str(info.value)
+    assert "name: required key is missing" in text
+    assert "model.family: required key is missing" in text
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name: x\nmodel: {family: ae, latent_dim: 1000000000}\n", "model.latent_dim: Input should be less than or equal to 65536"),
+        ("name: x\nmodel: {family: ae, latent_dim: 0}\n", "model.latent_dim: Input should be greater than or equal to 1"),
+        ("name: x\nmodel: {family: ae, latent_dim: many}\n", "model.latent_dim: Input should be a valid integer"),
+        ("name: x\nmodel: {family: ae}\ntrain: {learning_rate: -1}\n", "train.learning_rate: Input should be greater than 0"),
+        ("name: x\nmodel: {family: ae}\ntrain: {epochs: 0}\n", "train.epochs: Input should be greater than or equal to 1"),
+        ("name: x\nmodel: {family: gan}\n", "model.family: Input should be 'ae', 'dae' or 'vae'"),
+        ("name: x\nmodel: {family: ae}\ncorruption: {type: gaussian, p: 0.1}\n", "corruption.p: does not apply to gaussian corruption"),
+        ("name: x\nmodel: {family: ae}\nloss: {likelihood: gaussian}\n", "loss.likelihood: applies to variational families"),
+        ("name: x\nmodel: {family: vae}\nloss: {type: mse}\n", "loss.type: does not apply to family 'vae'"),
+        ("name: x\nmodel: {family: ae}\ndata: {dataset: npz}\n", "data.path: dataset 'npz' needs the path"),
+        ("name: ../evil\nmodel: {family: ae}\n", "name: String should match pattern"),
+        ("name: x\nmodel: {family: ae, encoder: [{filters: 8}], decoder: [8]}\n", "model.decoder: must be dense sizes"),
+    ],
+)
+def test_bad_values_name_the_key(write_recipe, text, expected):
+    with pytest.raises(RecipeError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        recipe.load(write_recipe(text))
+
+
+def test_malformed_yaml_names_file_and_line(write_recipe):
+    path = write_recipe("name: x\nmodel:\n  family: [ae\n")
+    with pytest.raises(RecipeError, match=rf"{path}:\d+: invalid YAML"):
+        recipe.load(path)
+
+
+def test_python_tags_are_refused(write_recipe, tmp_path):
+    marker = tmp_path / "pwned"
+    path = write_recipe(f"name: !!python/object/apply:os.system ['touch {marker}']\nmodel: {{family: ae}}\n")
+    with pytest.raises(RecipeError, match="YAML tags that build Python objects are not allowed"):
+        recipe.load(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("text", ["", "- just\n- a list\n", "42\n"])
+def test_a_recipe_must_be_a_mapping(write_recipe, text):
+    with pytest.raises(RecipeError):
+        recipe.load(write_recipe(text))
+
+
+def test_missing_file():
+    with pytest.raises(RecipeError, match="recipe file not found: nowhere.yaml"):
+        recipe.load("nowhere.yaml")
+
+
+def test_base_chain_merges_and_child_wins(write_recipe):
+    write_recipe("name: parent\nmodel: {family: ae, latent_dim: 7, encoder: [5]}\ntrain: {epochs: 3}\n", "parent.yaml")
+    child = write_recipe("base: parent.yaml\nname: child\nmodel: {latent_dim: 9}\n", "child.yaml")
+    r = recipe.load(child)
+    assert (r.name, r.model.latent_dim, r.model.encoder, r.train.epochs) == ("child", 9, [5], 3)
+
+
+def test_base_errors_point_into_the_right_file(write_recipe):
+    parent = write_recipe("name: parent\nmodel:\n  family: ae\n  latent_dimm: 7\n", "parent.yaml")
+    child = write_recipe("base: parent.yaml\nname: child\n", "child.yaml")
+    with pytest.raises(RecipeError, match=rf"{parent}:4: model.latent_dimm: unknown key"):
+        recipe.load(child)
+
+
+def test_base_loop_is_refused(write_recipe):
+    write_recipe("base: b.yaml\nname: a\n", "a.yaml")
+    b = write_recipe("base: a.yaml\nname: b\n", "b.yaml")
+    with pytest.raises(RecipeError, match="base: loop in recipe chain"):
+        recipe.load(b)
+
+
+def test_base_pointing_nowhere(write_recipe):
+    path = write_recipe("base: missing.yaml\nname: a\nmodel: {family: ae}\n")
+    with pytest.raises(RecipeError, match=rf"{path}:1: base: file not found"):
+        recipe.load(path)
+
+
+def test_overrides_are_typed_and_revalidated(write_recipe):
+    path = write_recipe("name: x\nmodel: {family: ae}\n")
+    r = recipe.load(path, ["train.epochs=5", "model.encoder=[16, 8]", "corruption.type=masking", "data.limit=100"])
+    assert (r.train.epochs, r.model.encoder, r.corruption.p, r.data.limit) == (5, [16, 8], 0.2, 100)
+    with pytest.raises(RecipeError, match=r"--set train.epochs=-3: train.epochs: Input should be greater"):
+        recipe.load(path, ["train.epochs=-3"])
+
+
+def test_override_that_names_no_key(write_recipe):
+    path = write_recipe("name: x\nmodel: {family: ae}\n")
+    with pytest.raises(RecipeError, match=r"--set train.epohcs=5: train.epohcs: unknown key; did you mean 'epochs'\?"):
+        recipe.load(path, ["train.epohcs=5"])
+    with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
+        recipe.load(path, ["train.epochs"])
+    with pytest.raises(RecipeError, match="'name' is not a section"):
+        recipe.load(path, ["name.first=3"])
