@@ -1,0 +1,187 @@
+"""`kerasae train / validate / zoo list / denoise / sample / interpolate`, end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import RECIPES, ROOT, small_recipe
+
+from kerasae import cli, zoo
+
+
+def _recipe_file(tmp_path, recipe, name="r.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def _no_staging_left(zoo_dir):
+    return not os.path.isdir(zoo_dir) or not [n for n in os.listdir(zoo_dir) if n.startswith(".")]
+
+
+def test_train_writes_a_complete_entry(tmp_path, mnist_like, zoo_dir, capsys):
+    recipe = small_recipe("dae", mnist_like, outputs={"figures": ["reconstructions", "loss"], "epochs": [1, 2]})
+    path = _recipe_file(tmp_path, recipe)
+    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--set", "train.epochs=3"]) == 0
+    entry = os.path.join(zoo_dir, "test-dae")
+    assert f"wrote {entry}" in capsys.readouterr().out
+    for name in (zoo.MODEL_FILE, zoo.RECIPE_FILE, zoo.METRICS_FILE, zoo.HISTORY_FILE,
+                 "figures/reconstructions.png", "figures/loss.png"):
+        assert os.path.isfile(os.path.join(entry, name)), name
+    assert _no_staging_left(zoo_dir)
+
+    metrics = json.load(open(os.path.join(entry, zoo.METRICS_FILE)))
+    assert metrics["epochs"] == 3 and metrics["family"] == "dae"
+    assert set(metrics["train"]) == set(metrics["validation"]) == set(metrics["test"]) == {"loss", "reconstruction_loss"}
+    assert metrics["data"]["sizes"] == {"train": 480, "validation": 120, "test": 200}
+    assert metrics["data"]["sha256"]["x_train"] and metrics["versions"]["keras"]
+    resolved = yaml.safe_load(open(os.path.join(entry, zoo.RECIPE_FILE)))
+    assert resolved["train"]["epochs"] == 3 and resolved["corruption"] == {"type": "masking", "p": 0.2, "sigma": None}
+    history = open(os.path.join(entry, zoo.HISTORY_FILE)).read().splitlines()
+    assert history[0].split(",")[0] == "epoch" and len(history) == 4
+
+    model = zoo.load("test-dae", zoo_dir)
+    assert type(model).__name__ == "DenoisingAutoencoder"
+
+    capsys.readouterr()
+    assert cli.main(["zoo", "list", "--zoo", zoo_dir]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["name", "family", "latent"] and table[1].split()[:3] == ["test-dae", "dae", "8"]
+
+
+def test_existing_entry_needs_overwrite(tmp_path, mnist_like, zoo_dir, capsys):
+    path = _recipe_file(tmp_path, small_recipe("ae", mnist_like, epochs=1))
+    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 0
+    entry = os.path.join(zoo_dir, "test-ae")
+    before = os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE))
+    capsys.readouterr()
+    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE)) == before
+    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--overwrite", "--set", "train.seed=5"]) == 0
+    assert yaml.safe_load(open(os.path.join(entry, zoo.RECIPE_FILE)))["train"]["seed"] == 5
+    assert sorted(os.listdir(zoo_dir)) == ["test-ae"]
+
+
+def test_commit_refuses_a_name_taken_meanwhile(tmp_path, zoo_dir):
+    with zoo.staging("race", zoo_dir) as first:
+        open(os.path.join(first, "a"), "w").close()
+        with zoo.staging("race", zoo_dir) as second:
+            open(os.path.join(second, "b"), "w").close()
+            zoo.commit(second, "race", zoo_dir)
+        with pytest.raises(zoo.ZooError, match="already exists"):
+            zoo.commit(first, "race", zoo_dir)
+    assert os.listdir(os.path.join(zoo_dir, "race")) == ["b"]
+    assert _no_staging_left(zoo_dir)
+
+
+def test_bad_recipe_exits_2_with_one_line_per_problem_and_writes_nothing(tmp_path, mnist_like, zoo_dir, capsys):
+    recipe = small_recipe("ae", mnist_like)
+    recipe["model"]["latnt_dim"] = 3
+    recipe["train"]["epochs"] = -1
+    path = _recipe_file(tmp_path, recipe)
+    assert cli.main(["train", path, "--zoo", zoo_dir]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "model.latnt_dim: unknown key; did you mean 'latent_dim'?" in err
+    assert "train.epochs: Input should be greater than or equal to 1" in err
+    assert not os.path.exists(zoo_dir)
+
+
+def test_data_error_leaves_no_entry(tmp_path, zoo_dir, capsys):
+    path = _recipe_file(tmp_path, small_recipe("ae", str(tmp_path / "missing.npz")))
+    assert cli.main(["train", path, "--zoo", zoo_dir]) == 2
+    assert "data.path: file not found" in capsys.readouterr().err
+    assert _no_staging_left(zoo_dir) and not os.path.exists(os.path.join(zoo_dir, "test-ae"))
+
+
+def test_a_failure_during_training_removes_the_staging_folder(tmp_path, mnist_like, zoo_dir, monkeypatch, capsys):
+    from kerasae import figures
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(figures, "loss_curves", broken)
+    path = _recipe_file(tmp_path, small_recipe("ae", mnist_like, epochs=1, outputs={"figures": ["loss"]}))
+    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: disk on fire (rerun with --debug" in err and "Traceback" not in err
+    assert os.listdir(zoo_dir) == []
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", "train", path, "--zoo", zoo_dir, "--quiet"])
+
+
+def test_validate_command(tmp_path, capsys):
+    good = os.path.join(RECIPES, "vae.yaml")
+    bad = _recipe_file(tmp_path, {"name": "x", "model": {"family": "ae", "units": 3}})
+    assert cli.main(["validate", good]) == 0
+    assert f"ok: {good} (vae-mnist, family vae)" in capsys.readouterr().out
+    assert cli.main(["validate", good, bad]) == 2
+    assert "model.units: unknown key" in capsys.readouterr().err
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: {family: ae}\ntrian: {}\n")
+    result = subprocess.run([sys.executable, "-m", "kerasae.cli", "validate", bad],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {bad}:3: trian: unknown key; did you mean 'train'?"
+
+
+def test_missing_and_corrupted_entries(tmp_path, zoo_dir, capsys):
+    assert cli.main(["sample", "nothing-here", "--zoo", zoo_dir, "--output", str(tmp_path / "s.png")]) == 2
+    assert "zoo entry not found" in capsys.readouterr().err
+    entry = tmp_path / "zoo" / "broken"
+    entry.mkdir(parents=True)
+    (entry / zoo.RECIPE_FILE).write_text("name: broken\n")
+    (entry / zoo.METRICS_FILE).write_text("{}")
+    assert cli.main(["sample", "broken", "--zoo", zoo_dir, "--output", str(tmp_path / "s.png")]) == 2
+    assert "is incomplete: missing model.keras" in capsys.readouterr().err
+    (entry / zoo.MODEL_FILE).write_bytes(b"PK\x03\x04 definitely not a keras file")
+    assert cli.main(["sample", "broken", "--zoo", zoo_dir, "--output", str(tmp_path / "s.png")]) == 2
+    assert "model.keras: cannot be loaded" in capsys.readouterr().err
+
+
+def test_denoise_sample_and_interpolate_write_pngs(tmp_path, mnist_like, zoo_dir, capsys):
+    for family in ("dae", "vae"):
+        path = _recipe_file(tmp_path, small_recipe(family, mnist_like, epochs=1), f"{family}.yaml")
+        assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 0
+    with np.load(mnist_like) as f:
+        np.save(tmp_path / "digits.npy", f["x_test"][:8])
+    outputs = {
+        "denoise": ["denoise", "test-dae", "--input", str(tmp_path / "digits.npy"), "--corrupt"],
+        "sample": ["sample", "test-vae", "--n", "8"],
+        "interpolate": ["interpolate", "test-vae", "--steps", "5", "--pairs", "2"],
+    }
+    import matplotlib.image
+
+    for name, args in outputs.items():
+        png = str(tmp_path / f"{name}.png")
+        assert cli.main([*args, "--zoo", zoo_dir, "--output", png]) == 0, capsys.readouterr().err
+        image = matplotlib.image.imread(png)
+        assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 100
+        assert image.std() > 0.05  # a real picture, not a blank canvas
+    assert cli.main(["sample", "test-dae", "--zoo", zoo_dir, "--output", str(tmp_path / "x.png")]) == 2
+    assert "is not variational" in capsys.readouterr().err
+
+
+def test_saved_model_export_serves_the_same_reconstruction(tmp_path, mnist_like, zoo_dir):
+    recipe = small_recipe("vae", mnist_like, epochs=1, outputs={"export_saved_model": True})
+    assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
+    entry = os.path.join(zoo_dir, "test-vae")
+    model = zoo.load(entry)
+    with np.load(mnist_like) as f:
+        x = (f["x_test"][:16, ..., None] > 127).astype("float32")
+
+    import tensorflow as tf
+
+    exported = tf.saved_model.load(os.path.join(entry, zoo.SAVED_MODEL_DIR))
+    np.testing.assert_allclose(exported.serve(x).numpy(), model.reconstruct(x), atol=1e-5)
+    np.testing.assert_allclose(exported.encode(x).numpy(), model.encode(x), atol=1e-5)
+    z = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    np.testing.assert_allclose(exported.decode(z).numpy(), model.decode(z), atol=1e-5)
