@@ -37,13 +37,16 @@ with _quiet_native_stderr():
 
 from kerasae.errors import DataError, KerasaeError, RecipeError, ZooError
 from kerasae.layers import Corruption, DynamicBinarization, Sampling
-from kerasae.models import FAMILIES, VAE, Autoencoder, DenoisingAutoencoder
+from kerasae.models import (
+    CVAE, FAMILIES, IWAE, VAE, Autoencoder, ContractiveAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
+)
 from kerasae.zoo import load
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Autoencoder", "DenoisingAutoencoder", "VAE", "FAMILIES",
+    "Autoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "ContractiveAutoencoder",
+    "VAE", "IWAE", "CVAE", "FAMILIES",
     "Sampling", "Corruption", "DynamicBinarization",
     "KerasaeError", "RecipeError", "DataError", "ZooError",
     "load", "__version__",

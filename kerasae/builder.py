@@ -3,9 +3,10 @@
 import keras
 
 from kerasae.models import FAMILIES
+from kerasae.recipe import VARIATIONAL_FAMILIES
 
 
-def model_arguments(recipe, image_shape):
+def model_arguments(recipe, image_shape, num_classes=10):
     """The constructor arguments of the recipe's model family, as plain values."""
     m = recipe.model
     layers = [layer if isinstance(layer, int) else layer.model_dump() for layer in m.encoder]
@@ -23,17 +24,29 @@ def model_arguments(recipe, image_shape):
     c = recipe.corruption
     if c.type != "none":
         args["corruption"] = {"kind": c.type, "p": c.p, "sigma": c.sigma}
-    if m.family == "vae":
-        args.update(likelihood=recipe.loss.likelihood, beta=recipe.loss.beta,
-                    kl_warmup_epochs=recipe.loss.kl_warmup_epochs)
+    loss = recipe.loss
+    if m.family in VARIATIONAL_FAMILIES:
+        args["likelihood"] = loss.likelihood
     else:
-        args.update(latent_activation=m.latent_activation, reconstruction=recipe.loss.type)
+        args.update(latent_activation=m.latent_activation, reconstruction=loss.type)
+    if m.family in ("vae", "cvae"):
+        args.update(beta=loss.beta, kl_warmup_epochs=loss.kl_warmup_epochs)
+    if m.family == "iwae":
+        args["k"] = loss.importance_samples
+    if m.family == "cvae":
+        args["num_classes"] = num_classes
+    if m.family == "sparse_ae":
+        args.update(sparsity_penalty=loss.sparsity_penalty, sparsity_weight=loss.sparsity_weight,
+                    sparsity_target=loss.sparsity_target)
+    if m.family == "contractive_ae":
+        args["contractive_weight"] = loss.contractive_weight
     return args
 
 
-def build(recipe, image_shape):
+def build(recipe, image_shape, num_classes=10):
     """A fresh model of the recipe's family for images of `image_shape` (H, W, C)."""
-    return FAMILIES[recipe.model.family](**model_arguments(recipe, image_shape), name=recipe.model.family)
+    args = model_arguments(recipe, image_shape, num_classes)
+    return FAMILIES[recipe.model.family](**args, name=recipe.model.family)
 
 
 def optimizer(train):

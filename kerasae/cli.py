@@ -49,6 +49,7 @@ def _parser():
     sample.add_argument("entry")
     sample.add_argument("--n", type=int, default=16)
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--digits", help="cvae: comma-separated classes to draw, e.g. 0,1,2 (default: cycle)")
     sample.add_argument("--output", required=True)
     sample.add_argument("--zoo")
 
@@ -165,12 +166,28 @@ def _sample(args):
     from kerasae import figures
 
     model = _variational(args)
-    images = model.generate(args.n, seed=args.seed)
+    if model.needs_labels:
+        digits = _digits(args.digits, model.num_classes) if args.digits else None
+        images = model.generate(args.n, seed=args.seed, digits=digits)
+    elif args.digits:
+        raise KerasaeError(f"--digits: {args.entry} is not label-conditioned; use a cvae entry")
+    else:
+        images = model.generate(args.n, seed=args.seed)
     per_row = 8
     rows = [("", images[i : i + per_row]) for i in range(0, len(images), per_row)]
     figures.image_rows(rows, args.output, f"{args.entry}: samples from the prior")
     print(f"wrote {args.output}")
     return 0
+
+
+def _digits(text, num_classes):
+    try:
+        digits = [int(d) for d in text.split(",")]
+    except ValueError:
+        raise KerasaeError(f"--digits: expected comma-separated integers, got {text!r}") from None
+    if min(digits) < 0 or max(digits) >= num_classes:
+        raise KerasaeError(f"--digits: classes must be in 0..{num_classes - 1}, got {text!r}")
+    return digits
 
 
 def _interpolate(args):
@@ -179,11 +196,13 @@ def _interpolate(args):
     model = _variational(args)
     entry = zoo.resolve(args.entry, args.zoo)
     r = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
-    test = data.load(r.data, seed=r.train.seed).x_test
-    rows = [
-        (f"{2 * i} -> {2 * i + 1}", model.interpolate(test[2 * i], test[2 * i + 1], args.steps))
-        for i in range(args.pairs)
-    ]
+    d = data.load(r.data, seed=r.train.seed)
+    x, y = d.x_test, d.y_test
+    rows = []
+    for i in range(min(args.pairs, len(x) // 2)):
+        a, b = 2 * i, 2 * i + 1
+        extra = {"labels": (y[a], y[b])} if model.needs_labels else {}
+        rows.append((f"test {a} -> {b}", model.interpolate(x[a], x[b], args.steps, **extra)))
     figures.image_rows(rows, args.output, f"{args.entry}: latent interpolation")
     print(f"wrote {args.output}")
     return 0

@@ -10,7 +10,8 @@ def export_saved_model(model_path, out_dir):
     """Loads a `.keras` model and writes a SavedModel to `out_dir`.
 
     Signatures: `serve` (image -> reconstruction), `encode` (image -> latent
-    code: the mean for variational families) and `decode` (latent -> image).
+    code: the mean for variational families) and `decode` (latent -> image);
+    each also takes integer labels for a conditional family.
     """
     import kerasae  # noqa: F401 -- registers the classes load_model needs
 
@@ -19,7 +20,20 @@ def export_saved_model(model_path, out_dir):
     latent = keras.InputSpec(shape=(None, model.latent_dim), dtype="float32")
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", lambda x: model(x, training=False), input_signature=[image])
-    archive.add_endpoint("encode", lambda x: model.encode_tensor(x), input_signature=[image])
-    archive.add_endpoint("decode", lambda z: model.decoder(z, training=False), input_signature=[latent])
+    if model.needs_labels:
+        # Conditional families take integer labels beside images and codes.
+        labels = keras.InputSpec(shape=(None,), dtype="int32")
+        endpoints = {
+            "serve": (lambda x, y: model([x, y], training=False), [image, labels]),
+            "encode": (lambda x, y: model.encode_tensor(x, y), [image, labels]),
+            "decode": (lambda z, y: model.decoder(model.decoder_inputs(z, y), training=False), [latent, labels]),
+        }
+    else:
+        endpoints = {
+            "serve": (lambda x: model(x, training=False), [image]),
+            "encode": (lambda x: model.encode_tensor(x), [image]),
+            "decode": (lambda z: model.decoder(z, training=False), [latent]),
+        }
+    for name, (fn, signature) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=signature)
     archive.write_out(str(out_dir), verbose=False)

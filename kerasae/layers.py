@@ -8,10 +8,27 @@ import keras
 from keras import ops
 
 CORRUPTIONS = ("masking", "gaussian", "salt_and_pepper")
+SEED_STATE_KEY = "seed_generator_state"
+
+
+class SeededLayer(keras.layers.Layer):
+    """A weightless layer whose `SeedGenerator` state is saved with the model.
+
+    Keras saves weights, not seed generator states, so a reloaded (or resumed)
+    model would replay the random draws of its first steps. These layers store
+    the state as their only variable instead.
+    """
+
+    def save_own_variables(self, store):
+        store[SEED_STATE_KEY] = ops.convert_to_numpy(self.seed_generator.state.value)
+
+    def load_own_variables(self, store):
+        if SEED_STATE_KEY in store:
+            self.seed_generator.state.assign(store[SEED_STATE_KEY])
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
-class Sampling(keras.layers.Layer):
+class Sampling(SeededLayer):
     """Draws z ~ N(z_mean, exp(z_log_var)) with the reparametrization trick.
 
     z = z_mean + sigma * eps with sigma = exp(0.5 * z_log_var) and eps ~ N(0, I).
@@ -28,6 +45,7 @@ class Sampling(keras.layers.Layer):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._build_at_init()  # weightless: built now, as Keras's own GaussianNoise is
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
@@ -42,7 +60,7 @@ class Sampling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
-class Corruption(keras.layers.Layer):
+class Corruption(SeededLayer):
     """Corrupts inputs during training only, with fresh noise every call.
 
     Args:
@@ -64,6 +82,7 @@ class Corruption(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
+        self._build_at_init()  # weightless: built now, as Keras's own GaussianNoise is
 
     def call(self, inputs, training=False):
         if not training:
@@ -91,7 +110,7 @@ class Corruption(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
-class DynamicBinarization(keras.layers.Layer):
+class DynamicBinarization(SeededLayer):
     """Redraws binary images x_b ~ Bernoulli(x) in every training step.
 
     Dynamically binarized MNIST (as in Burda et al.'s IWAE paper): grey levels are
@@ -106,6 +125,7 @@ class DynamicBinarization(keras.layers.Layer):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._build_at_init()  # weightless: built now, as Keras's own GaussianNoise is
 
     def call(self, inputs, training=False):
         if not training:

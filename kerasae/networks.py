@@ -15,8 +15,8 @@ def is_conv(layers):
     return bool(layers) and isinstance(layers[0], dict)
 
 
-def build_encoder(image_shape, layers, activation, heads, name="encoder"):
-    """Image -> one tensor per head.
+def build_encoder(image_shape, layers, activation, heads, condition_dim=0, name="encoder"):
+    """Image (and optionally a condition vector) -> one tensor per head.
 
     Args:
         image_shape: (H, W, C).
@@ -24,9 +24,12 @@ def build_encoder(image_shape, layers, activation, heads, name="encoder"):
         activation: hidden activation.
         heads: list of (name, size, activation) for the output layers, e.g.
             [("z", 64, "sigmoid")] or [("z_mean", 20, None), ("z_log_var", 20, None)].
+        condition_dim: size of a second input (e.g. a one-hot label) joined to the
+            flattened image features; 0 for none.
     """
-    inputs = keras.Input(shape=tuple(image_shape), name="image")
-    h = inputs
+    image = keras.Input(shape=tuple(image_shape), name="image")
+    inputs = [image, keras.Input(shape=(condition_dim,), name="condition")] if condition_dim else image
+    h = image
     if is_conv(layers):
         for i, spec in enumerate(layers):
             h = keras.layers.Conv2D(
@@ -34,6 +37,8 @@ def build_encoder(image_shape, layers, activation, heads, name="encoder"):
                 activation=activation, name=f"conv_{i}",
             )(h)
     h = keras.layers.Flatten(name="flatten")(h)
+    if condition_dim:
+        h = keras.layers.Concatenate(name="join_condition")([h, inputs[1]])
     if not is_conv(layers):
         for i, units in enumerate(layers):
             h = keras.layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
@@ -47,7 +52,11 @@ def mirror(layers):
 
 
 def build_decoder(latent_dim, layers, activation, image_shape, output_activation, name="decoder"):
-    """Latent code -> image, as a `Sequential` whose last layer is the output activation."""
+    """Latent code -> image, as a `Sequential` whose last layer is the output activation.
+
+    A conditional decoder takes the code and the condition joined into one
+    vector: pass their total size as `latent_dim`.
+    """
     height, width, channels = image_shape
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=(latent_dim,), name="z"))

@@ -21,8 +21,19 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 from kerasae.errors import RecipeError
 
-FAMILIES = ("ae", "dae", "vae")
-VARIATIONAL_FAMILIES = ("vae",)
+FAMILIES = ("ae", "dae", "sparse_ae", "contractive_ae", "vae", "iwae", "cvae")
+VARIATIONAL_FAMILIES = ("vae", "iwae", "cvae")
+LABELLED_FAMILIES = ("cvae",)
+# Loss keys that only one family uses.
+FAMILY_LOSS_KEYS = {
+    "beta": ("vae", "cvae"),
+    "kl_warmup_epochs": ("vae", "cvae"),
+    "importance_samples": ("iwae",),
+    "sparsity_penalty": ("sparse_ae",),
+    "sparsity_weight": ("sparse_ae",),
+    "sparsity_target": ("sparse_ae",),
+    "contractive_weight": ("contractive_ae",),
+}
 
 # Upper bounds that catch typos (a latent of 10**9) before they allocate memory.
 MAX_UNITS = 65_536
@@ -82,12 +93,17 @@ class ModelSection(Section):
 
 
 class LossSection(Section):
-    """What is minimised. `type` for ae/dae, `likelihood` and `beta` for a VAE."""
+    """What is minimised. `type` for the deterministic AEs, `likelihood` for variational ones."""
 
     type: Optional[Literal["bce", "mse"]] = None
     likelihood: Optional[Literal["bernoulli", "gaussian"]] = None
     beta: Annotated[float, Field(ge=0.0, le=1e4)] = 1.0
     kl_warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 0
+    importance_samples: Annotated[int, Field(ge=1, le=5000)] = 5
+    sparsity_penalty: Literal["kl", "l1"] = "kl"
+    sparsity_weight: Annotated[float, Field(ge=0.0, le=1e4)] = 0.1
+    sparsity_target: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    contractive_weight: Annotated[float, Field(ge=0.0, le=1e4)] = 0.1
 
 
 class CorruptionSection(Section):
@@ -185,12 +201,22 @@ class Recipe(Section):
     def _family_rules(self):
         family = self.model.family
         variational = family in VARIATIONAL_FAMILIES
+        problems = []
         if variational and self.loss.type is not None:
-            raise ValueError(f"loss.type: does not apply to family '{family}'; use loss.likelihood")
+            problems.append(f"loss.type: does not apply to family '{family}'; use loss.likelihood")
         if not variational and self.loss.likelihood is not None:
-            raise ValueError(f"loss.likelihood: applies to variational families; family '{family}' uses loss.type")
-        if not variational and (self.loss.beta != 1.0 or self.loss.kl_warmup_epochs):
-            raise ValueError(f"loss: beta and kl_warmup_epochs apply to variational families, not '{family}'")
+            problems.append(f"loss.likelihood: applies to variational families; family '{family}' uses loss.type")
+        for key in sorted(self.loss.model_fields_set & set(FAMILY_LOSS_KEYS)):
+            if family not in FAMILY_LOSS_KEYS[key]:
+                problems.append(f"loss.{key}: applies to family {' or '.join(FAMILY_LOSS_KEYS[key])}, not '{family}'")
+        if family == "sparse_ae" and self.loss.sparsity_penalty == "kl" and self.model.latent_activation != "sigmoid":
+            problems.append("model.latent_activation: the kl sparsity penalty needs 'sigmoid' codes")
+        layer_kinds = {type(layer) for layer in self.model.encoder + (self.model.decoder or [])}
+        if len(layer_kinds) > 1:
+            problems.append("model.decoder: must be dense sizes when the encoder is dense, conv layers when it is conv")
+        if problems:
+            # One error per line; _describe turns each into its own located problem.
+            raise ValueError("\n".join(problems))
         if variational and self.loss.likelihood is None:
             self.loss.likelihood = "bernoulli"
         if not variational and self.loss.type is None:
@@ -198,18 +224,17 @@ class Recipe(Section):
         if family == "dae" and self.corruption.type == "none":
             # The seed's denoising AE: zero a random 20% of the pixels.
             self.corruption = CorruptionSection(type="masking", p=0.2)
-        _check_conv_layers(self.model)
         return self
 
     def to_dict(self):
-        """The fully defaulted recipe as plain YAML-safe values."""
-        return self.model_dump(mode="json")
-
-
-def _check_conv_layers(model):
-    kinds = {type(layer) for layer in model.encoder + (model.decoder or [])}
-    if len(kinds) > 1:
-        raise ValueError("model.decoder: must be dense sizes when the encoder is dense, conv layers when it is conv")
+        """The fully defaulted recipe as plain YAML-safe values (loss keys of other families left out)."""
+        data = self.model_dump(mode="json")
+        family = self.model.family
+        data["loss"] = {
+            key: value for key, value in data["loss"].items()
+            if value is not None and family in FAMILY_LOSS_KEYS.get(key, (family,))
+        }
+        return data
 
 
 # ---------------------------------------------------------------------------
@@ -346,31 +371,35 @@ def _fields_at(loc):
     return list(cls.model_fields)
 
 
+def _located(loc, message, source):
+    where = source.locate(loc)
+    dotted = ".".join(str(p) for p in loc) or "(recipe)"
+    return f"{where + ': ' if where else ''}{dotted}: {message}"
+
+
 def _describe(error, source):
+    """One or more "file:line: key.path: message" lines for a pydantic error."""
     # Pydantic puts union branch tags in locations; they are not keys.
     loc = tuple(part for part in error["loc"] if part not in ("dense", "conv"))
-    dotted = ".".join(str(p) for p in loc) or "(recipe)"
-    where = source.locate(loc)
-    prefix = f"{where}: " if where else ""
     if error["type"] == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
-        return f"{prefix}{dotted}: unknown key{hint}"
+        return [_located(loc, f"unknown key{hint}", source)]
     if error["type"] == "missing":
-        return f"{prefix}{dotted}: required key is missing"
+        return [_located(loc, "required key is missing", source)]
     message = error["msg"].removeprefix("Value error, ")
-    # Cross-field validators name their key as "key.path: message".
-    named = re.match(r"^([A-Za-z_][\w.]*): (.*)$", message)
-    if error["type"] == "value_error" and named:
-        loc = loc + tuple(named.group(1).split("."))
-        dotted = ".".join(str(p) for p in loc)
-        where = source.locate(loc)
-        prefix = f"{where}: " if where else ""
-        return f"{prefix}{dotted}: {named.group(2)}"
+    if error["type"] == "value_error":
+        # Cross-field validators name their keys: "key.path: message", one per line.
+        lines = []
+        for line in message.splitlines():
+            named = re.match(r"^([A-Za-z_][\w.]*): (.*)$", line)
+            key = tuple(named.group(1).split(".")) if named else ()
+            lines.append(_located(loc + key, named.group(2) if named else line, source))
+        return lines
     shown = error.get("input")
     received = "" if isinstance(shown, (dict, list)) else f" (got {shown!r})"
-    return f"{prefix}{dotted}: {message}{received}"
+    return [_located(loc, f"{message}{received}", source)]
 
 
 def validate(data, source=None, origin="<recipe>"):
@@ -381,9 +410,9 @@ def validate(data, source=None, origin="<recipe>"):
     except pydantic.ValidationError as e:
         problems = []
         for error in e.errors():
-            line = _describe(error, source)
-            if line not in problems:
-                problems.append(line)
+            for line in _describe(error, source):
+                if line not in problems:
+                    problems.append(line)
         raise RecipeError(problems, source=origin) from None
 
 

@@ -17,15 +17,16 @@ from kerasae.errors import DataError
 class Snapshots(keras.callbacks.Callback):
     """Keeps reconstructions of fixed images after chosen epochs (1-based), for figures."""
 
-    def __init__(self, images, epochs):
+    def __init__(self, images, labels, epochs):
         super().__init__()
         self.images = images
+        self.labels = labels
         self.epochs = set(epochs)
         self.taken = {}
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 in self.epochs:
-            self.taken[epoch + 1] = self.model.reconstruct(self.images)
+            self.taken[epoch + 1] = self.model.reconstruct(self.images, self.labels)
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -38,6 +39,18 @@ class KLWarmup(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.kl_weight.assign(self.beta * min(1.0, epoch / self.epochs))
+
+
+def _check_labels(dataset, recipe):
+    if recipe.model.family not in recipe_module.LABELLED_FAMILIES:
+        return 0
+    for split in ("y_train", "y_val", "y_test"):
+        if getattr(dataset, split) is None:
+            raise DataError(
+                f"family '{recipe.model.family}' needs labels, but the data has no {split} "
+                f"({dataset.record['source']}; for npz, set data.keys.y_train / y_test)"
+            )
+    return int(max(dataset.y_train.max(), dataset.y_test.max())) + 1
 
 
 def _check_values(dataset, recipe):
@@ -89,28 +102,36 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None):
     keras.utils.set_random_seed(recipe.train.seed)
     dataset = data_module.load(recipe.data, seed=recipe.train.seed)
     _check_values(dataset, recipe)
-    model = builder.build(recipe, dataset.image_shape)
+    num_classes = _check_labels(dataset, recipe)
+    model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
     model.compile(optimizer=builder.optimizer(recipe.train))
+    # Conditional families train on (images, labels); the others on images alone.
+    labelled = model.needs_labels
+
+    def split(x, y):
+        return (x, y) if labelled else (x,)
 
     outputs = recipe.outputs
     examples = dataset.x_test[: outputs.n_examples]
+    example_labels = dataset.y_test[: outputs.n_examples] if labelled else None
     last = recipe.train.epochs
-    snapshots = Snapshots(examples, sorted({e for e in outputs.epochs if e <= last} | {last}))
+    snapshots = Snapshots(examples, example_labels, sorted({e for e in outputs.epochs if e <= last} | {last}))
     with zoo.staging(recipe.name, zoo_dir) as stage:
         callbacks = [keras.callbacks.CSVLogger(os.path.join(stage, zoo.HISTORY_FILE)), snapshots]
         if recipe.loss.kl_warmup_epochs:
             callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
         if recipe.train.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(stage, "logs")))
-        validation = (dataset.x_val,) if len(dataset.x_val) else None
+        validation = split(dataset.x_val, dataset.y_val) if len(dataset.x_val) else None
         start = time.perf_counter()
         history = model.fit(
-            dataset.x_train, batch_size=recipe.train.batch_size, epochs=recipe.train.epochs,
-            validation_data=validation, shuffle=True, callbacks=callbacks,
+            *split(dataset.x_train, dataset.y_train), batch_size=recipe.train.batch_size,
+            epochs=recipe.train.epochs, validation_data=validation, shuffle=True, callbacks=callbacks,
             verbose=_verbosity() if verbose is None else verbose,
         ).history
         wall = time.perf_counter() - start
-        test = model.evaluate(dataset.x_test, batch_size=recipe.train.batch_size, verbose=0, return_dict=True)
+        test = model.evaluate(*split(dataset.x_test, dataset.y_test), batch_size=recipe.train.batch_size,
+                              verbose=0, return_dict=True)
 
         metrics = {
             "name": recipe.name,

@@ -42,6 +42,16 @@ def test_defaults_are_filled_and_dumped(tmp_path, write_recipe):
     assert recipe.load(str(out)) == r
 
 
+def test_cross_field_problems_are_all_reported(write_recipe):
+    path = write_recipe("name: x\nmodel:\n  family: ae\nloss:\n  beta: 2\n  likelihood: gaussian\n")
+    with pytest.raises(RecipeError) as info:
+        recipe.load(path)
+    assert info.value.problems == [
+        f"{path}:6: loss.likelihood: applies to variational families; family 'ae' uses loss.type",
+        f"{path}:5: loss.beta: applies to family vae or cvae, not 'ae'",
+    ]
+
+
 def test_dae_defaults_to_twenty_percent_masking(write_recipe):
     r = recipe.load(write_recipe("name: x\nmodel: {family: dae}\n"))
     assert (r.corruption.type, r.corruption.p) == ("masking", 0.2)
@@ -92,7 +102,10 @@ def test_missing_required_keys(write_recipe):
         ("name: x\nmodel: {family: ae, latent_dim: many}\n", "model.latent_dim: Input should be a valid integer"),
         ("name: x\nmodel: {family: ae}\ntrain: {learning_rate: -1}\n", "train.learning_rate: Input should be greater than 0"),
         ("name: x\nmodel: {family: ae}\ntrain: {epochs: 0}\n", "train.epochs: Input should be greater than or equal to 1"),
-        ("name: x\nmodel: {family: gan}\n", "model.family: Input should be 'ae', 'dae' or 'vae'"),
+        ("name: x\nmodel: {family: gan}\n", "model.family: Input should be 'ae', 'dae', 'sparse_ae'"),
+        ("name: x\nmodel: {family: ae}\nloss: {beta: 2, importance_samples: 3}\n", "loss.beta: applies to family vae or cvae, not 'ae'"),
+        ("name: x\nmodel: {family: vae}\nloss: {contractive_weight: 1}\n", "loss.contractive_weight: applies to family contractive_ae"),
+        ("name: x\nmodel: {family: sparse_ae}\n", "model.latent_activation: the kl sparsity penalty needs 'sigmoid' codes"),
         ("name: x\nmodel: {family: ae}\ncorruption: {type: gaussian, p: 0.1}\n", "corruption.p: does not apply to gaussian corruption"),
         ("name: x\nmodel: {family: ae}\nloss: {likelihood: gaussian}\n", "loss.likelihood: applies to variational families"),
         ("name: x\nmodel: {family: vae}\nloss: {type: mse}\n", "loss.type: does not apply to family 'vae'"),

@@ -70,13 +70,32 @@ class Autoencoder(backend.Trainer, keras.Model):
         self.dynamic_binarization = dynamic_binarization
         self.seed = seed
 
-        self.encoder = networks.build_encoder(self.image_shape, self.encoder_layers, activation, self.latent_heads())
+        condition = self.condition_dim()
+        self.encoder = networks.build_encoder(
+            self.image_shape, self.encoder_layers, activation, self.latent_heads(), condition_dim=condition
+        )
         hidden = networks.mirror(self.encoder_layers) if decoder_layers is None else self.decoder_layers
-        self.decoder = networks.build_decoder(latent_dim, hidden, activation, self.image_shape, output_activation)
+        self.decoder = networks.build_decoder(
+            latent_dim + condition, hidden, activation, self.image_shape, output_activation
+        )
         self.corruption = None if corruption is None else Corruption(**corruption, seed=_offset(seed, 1))
         self.binarization = DynamicBinarization(seed=_offset(seed, 2)) if dynamic_binarization else None
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.built = True
+
+    # Labels: unconditional families ignore them; a conditional one joins them
+    # to the encoder's and the decoder's inputs through these hooks.
+    needs_labels = False
+
+    def condition_dim(self):
+        """Size of the condition joined to encoder and decoder inputs (0: none)."""
+        return 0
+
+    def encoder_inputs(self, x, labels=None):
+        return x
+
+    def decoder_inputs(self, z, labels=None):
+        return z
 
     def latent_heads(self):
         """The encoder's output layers: (name, size, activation)."""
@@ -104,12 +123,14 @@ class Autoencoder(backend.Trainer, keras.Model):
 
     # -- the graph ---------------------------------------------------------
 
-    def encode_tensor(self, x, training=False):
+    def encode_tensor(self, x, labels=None, training=False):
         """The deterministic code of x (the posterior mean for variational models)."""
-        return self.encoder(x, training=training)
+        return self.encoder(self.encoder_inputs(x, labels), training=training)
 
     def call(self, inputs, training=False):
-        return self.decoder(self.encode_tensor(inputs, training=training), training=training)
+        x, labels = inputs if self.needs_labels else (inputs, None)
+        z = self.encode_tensor(x, labels, training=training)
+        return self.decoder(self.decoder_inputs(z, labels), training=training)
 
     def decode_logits(self, z, training=False):
         """The decoder up to, not including, its output activation."""
@@ -134,23 +155,39 @@ class Autoencoder(backend.Trainer, keras.Model):
     def compute_losses(self, x, y=None, training=False):
         """The losses of one batch, written once for every backend's train and test step."""
         target, noisy = self.prepare_inputs(x, training)
-        logits = self.decode_logits(self.encoder(noisy, training=training), training=training)
+        code = self.encoder(self.encoder_inputs(noisy, y), training=training)
+        logits = self.decode_logits(self.decoder_inputs(code, y), training=training)
         reconstruction = ops.mean(self.reconstruction_loss(target, logits))
-        return {"loss": reconstruction, "reconstruction_loss": reconstruction}
+        penalties = self.penalties(noisy, code)
+        loss = reconstruction
+        for weight, value in penalties.values():
+            loss = loss + weight * value
+        return {"loss": loss, "reconstruction_loss": reconstruction, **{k: v for k, (_, v) in penalties.items()}}
+
+    def penalties(self, x, code):
+        """Extra loss terms on the code, {metric name: (weight, per-batch value)}; none here."""
+        return {}
 
     # -- numpy conveniences ------------------------------------------------
 
-    def encode(self, x, batch_size=PREDICT_BATCH):
+    # The numpy methods take `labels` so that every family has one interface;
+    # unconditional families ignore them.
+
+    def model_inputs(self, x, labels=None):
+        """What `call` (and `predict`) take: images, or [images, labels] when conditional."""
+        return _floats(x)
+
+    def encode(self, x, labels=None, batch_size=PREDICT_BATCH):
         """Codes of images x (numpy in, numpy out)."""
         return self.encoder.predict(_floats(x), batch_size=batch_size, verbose=0)
 
-    def decode(self, z, batch_size=PREDICT_BATCH):
+    def decode(self, z, labels=None, batch_size=PREDICT_BATCH):
         """Images for codes z (numpy in, numpy out)."""
         return self.decoder.predict(_floats(z), batch_size=batch_size, verbose=0)
 
-    def reconstruct(self, x, batch_size=PREDICT_BATCH):
+    def reconstruct(self, x, labels=None, batch_size=PREDICT_BATCH):
         """Reconstructions of images x (numpy in, numpy out)."""
-        return self.predict(_floats(x), batch_size=batch_size, verbose=0)
+        return self.predict(self.model_inputs(x, labels), batch_size=batch_size, verbose=0)
 
 
 @keras.saving.register_keras_serializable(package="kerasae")

@@ -50,8 +50,8 @@ class VAE(Autoencoder):
         config.pop("latent_activation")
         return {**config, "likelihood": self.likelihood, "beta": self.beta, "kl_warmup_epochs": self.kl_warmup_epochs}
 
-    def encode_tensor(self, x, training=False):
-        z_mean, _ = self.encoder(x, training=training)
+    def encode_tensor(self, x, labels=None, training=False):
+        z_mean, _ = self.encoder(self.encoder_inputs(x, labels), training=training)
         return z_mean
 
     def reconstruction_loss(self, target, logits):
@@ -59,11 +59,16 @@ class VAE(Autoencoder):
             return losses.gaussian_nll(target, self.decoder.layers[-1](logits))
         return super().reconstruction_loss(target, logits)
 
-    def compute_losses(self, x, y=None, training=False):
+    def posterior(self, x, y=None, training=False):
+        """Targets and q(z|x): (target, z_mean, z_log_var) for one batch."""
         target, noisy = self.prepare_inputs(x, training)
-        z_mean, z_log_var = self.encoder(noisy, training=training)
+        z_mean, z_log_var = self.encoder(self.encoder_inputs(noisy, y), training=training)
+        return target, z_mean, z_log_var
+
+    def compute_losses(self, x, y=None, training=False):
+        target, z_mean, z_log_var = self.posterior(x, y, training)
         z = self.sampling([z_mean, z_log_var])
-        logits = self.decode_logits(z, training=training)
+        logits = self.decode_logits(self.decoder_inputs(z, y), training=training)
         reconstruction = ops.mean(self.reconstruction_loss(target, logits))
         kl = ops.mean(losses.kl_standard_normal(z_mean, z_log_var))
         return {
@@ -74,22 +79,32 @@ class VAE(Autoencoder):
 
     # -- numpy conveniences ------------------------------------------------
 
-    def encode(self, x, batch_size=1024):
+    def encode(self, x, labels=None, batch_size=1024):
         """Posterior means z_mean(x) (numpy in, numpy out)."""
-        return self.encode_distribution(x, batch_size)[0]
+        return self.encode_distribution(x, labels, batch_size)[0]
 
-    def encode_distribution(self, x, batch_size=1024):
+    def encode_distribution(self, x, labels=None, batch_size=1024):
         """(z_mean, z_log_var) of q(z|x) (numpy in, numpy out)."""
-        z_mean, z_log_var = self.encoder.predict(_floats(x), batch_size=batch_size, verbose=0)
+        z_mean, z_log_var = self.encoder.predict(self.encoder_feed(x, labels), batch_size=batch_size, verbose=0)
         return z_mean, z_log_var
+
+    def encoder_feed(self, x, labels=None):
+        """The encoder's numpy inputs."""
+        return _floats(x)
 
     def generate(self, n, seed=None):
         """Decodes n codes drawn from the prior N(0, I): images of shape (n, H, W, C)."""
-        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
-        return self.decode(z)
+        return self.decode(self.prior_sample(n, seed))
+
+    def prior_sample(self, n, seed=None):
+        return np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
 
     def interpolate(self, x_a, x_b, steps=10):
         """Decodes `steps` codes on the line between the latent means of images x_a and x_b."""
         z_a, z_b = self.encode(np.stack([x_a, x_b]))
-        alphas = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
-        return self.decode((1.0 - alphas) * z_a + alphas * z_b)
+        return self.decode(_line(z_a, z_b, steps))
+
+
+def _line(a, b, steps):
+    alphas = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
+    return (1.0 - alphas) * a + alphas * b
