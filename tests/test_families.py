@@ -1,0 +1,169 @@
+"""What each family claims: linear AE = PCA, IWAE bound, CVAE labels, sparsity, contraction; every recipe trains."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import RECIPES, small_recipe
+from keras import ops
+from scipy.linalg import subspace_angles
+from sklearn.decomposition import PCA
+
+import kerasae
+from kerasae import builder, cli, data, recipe
+from kerasae.errors import DataError
+from test_models import fit_small
+
+
+def test_linear_autoencoder_spans_the_pca_subspace():
+    """The seed: a linear AE's weights span the same subspace as PCA's top components."""
+    rng = np.random.default_rng(0)
+    n, k = 4000, 4
+    basis = np.linalg.qr(rng.standard_normal((64, k)))[0]
+    x = (rng.standard_normal((n, k)) * [2.0, 1.5, 1.2, 1.0]) @ basis.T + 0.1 * rng.standard_normal((n, 64))
+    x = (0.5 + x).reshape(n, 8, 8, 1).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = kerasae.Autoencoder(image_shape=(8, 8, 1), latent_dim=k, latent_activation="linear",
+                                output_activation="linear", reconstruction="mse", seed=0)
+    epochs, batch = 10, 100
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(0.03, epochs * n // batch)))
+    model.fit(x, batch_size=batch, epochs=epochs, verbose=0)
+
+    components = PCA(k).fit(x.reshape(n, -1)).components_.T  # (64, k)
+    decoder_weights = ops.convert_to_numpy(model.decoder.get_layer("logits").kernel).T  # (64, k)
+    angles = np.degrees(subspace_angles(decoder_weights, components))
+    assert angles.max() < 2.0, angles
+    # A random k-dimensional subspace is nowhere near (the test can fail).
+    random_angles = np.degrees(subspace_angles(rng.standard_normal((64, k)), components))
+    assert random_angles.max() > 45.0
+
+
+def test_iwae_bound_tightens_with_more_samples(mnist_like):
+    model, _, d = fit_small(mnist_like, "iwae", epochs=3)
+    x = ops.convert_to_tensor(d.x_test)
+    target, z_mean, z_log_var = model.posterior(x)
+
+    def bound(k):
+        log_w, _ = model.log_weights(target, z_mean, z_log_var, k=k)
+        return float(ops.mean(ops.logsumexp(log_w, axis=0) - np.log(k)))
+
+    elbo, iw5, iw50 = bound(1), bound(5), bound(50)
+    assert elbo < iw5 < iw50  # log p(x) >= L_50 >= L_5 >= L_1 (Burda et al., Theorem 1)
+    # The k = 1 bound is the ELBO: -(reconstruction + KL) up to sampling noise.
+    losses = model.compute_losses(x)
+    np.testing.assert_allclose(-elbo, float(losses["reconstruction_loss"] + losses["kl_loss"]), rtol=0.02)
+
+
+def test_cvae_generates_the_digits_asked_for(mnist_like):
+    model, _, d = fit_small(mnist_like, "cvae", epochs=2)
+    images = model.generate(digits=[3, 3, 7], seed=0)
+    assert images.shape == (3, 28, 28, 1)
+    np.testing.assert_allclose(images[0], model.generate(digits=[3], seed=0)[0], atol=1e-6)
+    # Same code, different label: a different image.
+    assert np.abs(model.decode(np.zeros((1, 8)), [3]) - model.decode(np.zeros((1, 8)), [7])).max() > 0.05
+    with pytest.raises(ValueError, match="needs `labels`"):
+        model.reconstruct(d.x_test)
+    with pytest.raises(ValueError, match=r"must be 2 integers in \[0, 10\)"):
+        model.decode(np.zeros((2, 8)), [1, 12])
+    assert model.interpolate(d.x_test[0], d.x_test[1], steps=4, labels=(d.y_test[0], d.y_test[1])).shape[0] == 4
+
+
+def test_cvae_without_labels_is_a_clean_error(tmp_path, zoo_dir, capsys):
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x_train=np.random.default_rng(0).random((50, 8, 8)).astype("float32"))
+    r = small_recipe("cvae", str(path))
+    r["data"].update(dataset="npz", binarize="none")
+    recipe_file = tmp_path / "cvae.yaml"
+    import yaml
+
+    recipe_file.write_text(yaml.safe_dump(r))
+    assert cli.main(["train", str(recipe_file), "--zoo", zoo_dir]) == 2
+    assert "family 'cvae' needs labels, but the data has no y_train" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(zoo_dir, "test-cvae"))
+
+
+def test_sparsity_penalty_lowers_mean_activation(mnist_like):
+    common = {"model": {"encoder": [], "latent_dim": 64, "latent_activation": "sigmoid"}}
+    plain, _, d = fit_small(mnist_like, "ae", epochs=4, **common)
+    sparse, _, _ = fit_small(mnist_like, "sparse_ae", epochs=4, loss={"sparsity_weight": 3.0}, **common)
+    plain_rate, sparse_rate = plain.encode(d.x_test).mean(), sparse.encode(d.x_test).mean()
+    assert sparse_rate < 0.5 * plain_rate
+    assert abs(sparse_rate - 0.05) < abs(plain_rate - 0.05)
+
+
+def _numerical_jacobian_norm(model, x, eps=1e-3):
+    """||d code / d x||_F^2 by central differences, one input pixel at a time."""
+    flat = x.reshape(-1)
+    total = 0.0
+    for i in range(flat.size):
+        up, down = flat.copy(), flat.copy()
+        up[i] += eps
+        down[i] -= eps
+        diff = model.encode(up.reshape(1, *x.shape)) - model.encode(down.reshape(1, *x.shape))
+        total += float(np.sum((diff / (2 * eps)) ** 2))
+    return total
+
+
+@pytest.mark.parametrize("encoder_layers", [[], [16]])
+def test_contractive_penalty_is_the_jacobian_norm(encoder_layers):
+    keras.utils.set_random_seed(0)
+    model = kerasae.ContractiveAutoencoder(image_shape=(4, 4, 1), encoder_layers=encoder_layers, latent_dim=3,
+                                           activation="tanh", latent_activation="sigmoid", seed=0)
+    x = np.random.default_rng(0).random((1, 4, 4, 1)).astype("float32")
+    numerical = _numerical_jacobian_norm(model, x[0])
+    tx = ops.convert_to_tensor(x)
+    if not encoder_layers:  # exact for the one-layer encoder
+        analytic = float(model.jacobian_norm(tx, model.encoder(tx))[0])
+        np.testing.assert_allclose(analytic, numerical, rtol=1e-3)
+    else:  # an unbiased finite-difference estimate for deeper ones
+        batch = ops.convert_to_tensor(np.repeat(x, 4000, axis=0))
+        estimate = float(ops.mean(model.jacobian_norm(batch, model.encoder(batch))))
+        np.testing.assert_allclose(estimate, numerical, rtol=0.1)
+
+
+def test_contractive_training_shrinks_the_jacobian(mnist_like):
+    # A linear code: its Jacobian is the encoder's weight matrix, which a plain AE has no
+    # reason to keep small (the decoder can undo any scale). Saturating codes on binary
+    # images contract by themselves, penalty or not.
+    common = {"model": {"encoder": [], "latent_dim": 16, "latent_activation": "linear"}}
+    plain, _, d = fit_small(mnist_like, "ae", epochs=3, **common)
+    contractive, history, _ = fit_small(mnist_like, "contractive_ae", epochs=3, loss={"contractive_weight": 1.0},
+                                        **common)
+    # The plain AE's weights in a contractive AE, to measure its Jacobian the same way.
+    config = {k: v for k, v in plain.get_config().items() if k not in ("name", "trainable", "dtype")}
+    plain_measured = kerasae.ContractiveAutoencoder(**config)
+    plain_measured.set_weights(plain.get_weights())
+    x = ops.convert_to_tensor(d.x_test[:50])
+
+    def mean_norm(model):
+        return float(ops.mean(model.jacobian_norm(x, model.encoder(x))))
+
+    assert mean_norm(contractive) < 0.5 * mean_norm(plain_measured)
+    assert history["contractive_loss"][-1] < history["contractive_loss"][0]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(RECIPES, "*.yaml"))))
+def test_every_shipped_recipe_trains_one_epoch_with_falling_loss(path, mnist_like):
+    r = recipe.load(path, [f"data.path={mnist_like}", "data.limit=256", "train.batch_size=32"])
+    keras.utils.set_random_seed(0)
+    d = data.load(r.data)
+    model = builder.build(r, d.image_shape)
+    model.compile(optimizer=builder.optimizer(r.train))
+    inputs = (d.x_train, d.y_train) if model.needs_labels else (d.x_train,)
+    before = model.evaluate(*inputs, verbose=0, return_dict=True)["loss"]
+    model.fit(*inputs, batch_size=32, epochs=1, verbose=0)
+    after = model.evaluate(*inputs, verbose=0, return_dict=True)["loss"]
+    assert np.isfinite(after) and after < before
+
+
+def test_labelled_data_is_required_by_name(mnist_like):
+    r = recipe.validate(small_recipe("cvae", mnist_like))
+    d = data.load(r.data)
+    assert d.y_train is not None
+    d.y_test = None
+    from kerasae.train import _check_labels
+
+    with pytest.raises(DataError, match="needs labels, but the data has no y_test"):
+        _check_labels(d, r)
