@@ -185,3 +185,27 @@ def test_saved_model_export_serves_the_same_reconstruction(tmp_path, mnist_like,
     np.testing.assert_allclose(exported.encode(x).numpy(), model.encode(x), atol=1e-5)
     z = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
     np.testing.assert_allclose(exported.decode(z).numpy(), model.decode(z), atol=1e-5)
+
+
+def test_cvae_entry_samples_digits_and_exports_with_labels(tmp_path, mnist_like, zoo_dir, capsys):
+    recipe = small_recipe("cvae", mnist_like, epochs=1, outputs={"export_saved_model": True})
+    assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
+    png = str(tmp_path / "digits.png")
+    assert cli.main(["sample", "test-cvae", "--zoo", zoo_dir, "--digits", "1,2,3", "--output", png]) == 0
+    assert os.path.getsize(png) > 1000
+    capsys.readouterr()
+    assert cli.main(["sample", "test-cvae", "--zoo", zoo_dir, "--digits", "1,x", "--output", png]) == 2
+    assert "--digits: expected comma-separated integers" in capsys.readouterr().err
+
+    entry = os.path.join(zoo_dir, "test-cvae")
+    model = zoo.load(entry)
+    with np.load(mnist_like) as f:
+        x = (f["x_test"][:16, ..., None] > 127).astype("float32")
+        y = f["y_test"][:16].astype("int32")
+
+    import tensorflow as tf
+
+    exported = tf.saved_model.load(os.path.join(entry, zoo.SAVED_MODEL_DIR))
+    np.testing.assert_allclose(exported.serve(x, y).numpy(), model.reconstruct(x, y), atol=1e-5)
+    z = np.random.default_rng(0).standard_normal((16, 8)).astype("float32")
+    np.testing.assert_allclose(exported.decode(z, y).numpy(), model.decode(z, y), atol=1e-5)
