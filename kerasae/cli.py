@@ -38,6 +38,12 @@ def _parser():
     listing.add_argument("--zoo")
     listing.add_argument("--json", action="store_true")
 
+    ev = sub.add_parser("eval", help="evaluate a zoo entry on its test data; updates metrics.json and cards")
+    ev.add_argument("entry", help="entry name or folder")
+    ev.add_argument("--nll-samples", type=int, help="importance samples per image (default: the recipe's)")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--zoo")
+
     denoise = sub.add_parser("denoise", help="denoise images with a zoo entry; writes a PNG grid")
     denoise.add_argument("entry", help="entry name or folder")
     denoise.add_argument("--input", required=True, help=".npy or .npz (first array) of images")
@@ -93,6 +99,25 @@ def _train(args):
         values = ", ".join(f"{k} {v:.3f}" for k, v in metrics[split].items())
         print(f"  {split:<10} {values}")
     print(f"  ({metrics['units']}; {metrics['train_seconds']:.1f} s on {metrics['versions']['backend']})")
+    return 0
+
+
+def _eval(args):
+    from kerasae import cards, train, zoo
+
+    entry = zoo.resolve(args.entry, args.zoo)
+    zoo.check_entry(entry)
+    if args.nll_samples is not None and args.nll_samples < 0:
+        raise KerasaeError(f"--nll-samples must be >= 0, got {args.nll_samples}")
+    metrics = train.evaluate_entry(entry, args.nll_samples)
+    if args.json:
+        print(json.dumps(metrics["evaluation"], indent=2))
+        return 0
+    rows = [(name, cards.fmt(value), unit) for name, value, unit in cards.metric_rows(metrics)]
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{metrics['name']} (test set, {metrics['data']['sizes']['test']} images)")
+    for name, value, unit in rows:
+        print(f"  {name:<{width}}  {value:>10}  {unit}")
     return 0
 
 
@@ -209,7 +234,7 @@ def _interpolate(args):
 
 
 COMMANDS = {
-    "train": _train, "validate": _validate, "denoise": _denoise, "sample": _sample, "interpolate": _interpolate,
+    "train": _train, "validate": _validate, "eval": _eval, "denoise": _denoise, "sample": _sample, "interpolate": _interpolate,
 }
 
 

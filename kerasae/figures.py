@@ -55,3 +55,74 @@ def loss_curves(history, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+def filters(weights, tile_shape, path, title, max_tiles=64):
+    """First-layer weights as image tiles (the seed's Fig. 4), each scaled to its own range.
+
+    Args:
+        weights: dense kernel (pixels, units) or conv kernel (kh, kw, channels, filters).
+        tile_shape: (H, W) of one tile: the image size for dense, the kernel size for conv.
+    """
+    if weights.ndim == 4:
+        tiles = np.moveaxis(weights.mean(axis=2), -1, 0)  # (filters, kh, kw), channels averaged
+    else:
+        channels = weights.shape[0] // (tile_shape[0] * tile_shape[1])
+        tiles = weights.T.reshape(-1, tile_shape[0], tile_shape[1], channels).mean(axis=-1)
+    tiles = tiles[:max_tiles]
+    cols = int(np.ceil(np.sqrt(len(tiles))))
+    rows = int(np.ceil(len(tiles) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 0.9 * rows + 0.5), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < len(tiles):
+            t = tiles[i]
+            ax.imshow((t - t.min()) / (np.ptp(t) + 1e-12), cmap="gray")
+        else:
+            ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def latent_scatter(codes, labels, path, title):
+    """Test codes in 2-D (first two principal components beyond 2-D), coloured by label."""
+    axis_names = ("z[0]", "z[1]")
+    if codes.shape[1] > 2:
+        from sklearn.decomposition import PCA
+
+        codes = PCA(2, random_state=0).fit_transform(codes)
+        axis_names = ("principal component 1", "principal component 2")
+    elif codes.shape[1] == 1:
+        codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
+    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
+    if labels is not None:
+        fig.colorbar(points, ax=ax, label="digit")
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def manifold(decode, path, title, n=15):
+    """Decodes of a 2-D latent grid spaced by Gaussian quantiles (Kingma and Welling, Fig. 4)."""
+    from scipy.stats import norm
+
+    ticks = norm.ppf(np.linspace(0.05, 0.95, n)).astype("float32")
+    grid = np.array([[x, y] for y in ticks[::-1] for x in ticks], dtype="float32")
+    images = decode(grid)
+    h, w = images.shape[1:3]
+    canvas = images[..., 0].reshape(n, n, h, w).transpose(0, 2, 1, 3).reshape(n * h, n * w)
+    fig, ax = plt.subplots(figsize=(7.0, 7.0))
+    ax.imshow(canvas, cmap="gray", extent=(ticks[0], ticks[-1], ticks[0], ticks[-1]))
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

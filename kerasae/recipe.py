@@ -170,13 +170,33 @@ class TrainSection(Section):
     tensorboard: bool = False
 
 
-FIGURES = ("reconstructions", "loss")
+# Figure name -> families it applies to (None: every family).
+FIGURES = {
+    "reconstructions": None,  # the seed's Fig. 2: after chosen epochs
+    "loss": None,
+    "filters": None,  # the seed's Fig. 4: first-layer weights
+    "latent": None,  # test codes in 2-D, coloured by digit
+    "denoising": ("dae",),  # the seed's Fig. 3: input / noisy / output
+    "samples": VARIATIONAL_FAMILIES,
+    "interpolation": VARIATIONAL_FAMILIES,  # the seed's Fig. 7: after chosen epochs
+    "manifold": VARIATIONAL_FAMILIES,  # decoded 2-D latent grid; needs latent_dim 2
+}
+
+
+def figures_for(family, latent_dim):
+    """Every figure that applies: the default of `outputs.figures`."""
+    return [
+        name for name, families in FIGURES.items()
+        if (families is None or family in families) and (name != "manifold" or latent_dim == 2)
+    ]
 
 
 class OutputsSection(Section):
     """What the zoo entry gets besides the model."""
 
-    figures: list[Literal[FIGURES]] = Field(default_factory=lambda: ["reconstructions", "loss"])
+    figures: Optional[list[Literal[tuple(FIGURES)]]] = Field(
+        default=None, description="Figures to draw; every figure that applies to the family when omitted."
+    )
     epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
         default_factory=list,
         description="Epochs after which snapshots are taken; epochs past the last are ignored, "
@@ -184,6 +204,9 @@ class OutputsSection(Section):
     )
     n_examples: Annotated[int, Field(ge=1, le=100)] = 10
     export_saved_model: bool = True
+    nll_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=1000, description="Importance samples per test image for the NLL of variational families (0: skip)."
+    )
 
 
 class Recipe(Section):
@@ -214,6 +237,12 @@ class Recipe(Section):
         layer_kinds = {type(layer) for layer in self.model.encoder + (self.model.decoder or [])}
         if len(layer_kinds) > 1:
             problems.append("model.decoder: must be dense sizes when the encoder is dense, conv layers when it is conv")
+        for name in self.outputs.figures or []:
+            families = FIGURES[name]
+            if families is not None and family not in families:
+                problems.append(f"outputs.figures: '{name}' applies to family {' or '.join(families)}, not '{family}'")
+            if name == "manifold" and self.model.latent_dim != 2:
+                problems.append("outputs.figures: 'manifold' needs model.latent_dim 2")
         if problems:
             # One error per line; _describe turns each into its own located problem.
             raise ValueError("\n".join(problems))
@@ -221,6 +250,8 @@ class Recipe(Section):
             self.loss.likelihood = "bernoulli"
         if not variational and self.loss.type is None:
             self.loss.type = "bce"
+        if self.outputs.figures is None:
+            self.outputs.figures = figures_for(family, self.model.latent_dim)
         if family == "dae" and self.corruption.type == "none":
             # The seed's denoising AE: zero a random 20% of the pixels.
             self.corruption = CorruptionSection(type="masking", p=0.2)

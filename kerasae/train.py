@@ -8,25 +8,33 @@ import time
 
 import keras
 
-from kerasae import backend, builder, figures, zoo
+from kerasae import backend, builder, cards, evaluate, figures, zoo
 from kerasae import data as data_module
 from kerasae import recipe as recipe_module
 from kerasae.errors import DataError
 
 
 class Snapshots(keras.callbacks.Callback):
-    """Keeps reconstructions of fixed images after chosen epochs (1-based), for figures."""
+    """After chosen epochs (1-based), keeps what the figures show of the model then:
+    reconstructions of fixed test images (the seed's Fig. 2) and, for variational
+    models, a latent walk between the first two of them (the seed's Fig. 7)."""
 
-    def __init__(self, images, labels, epochs):
+    def __init__(self, images, labels, epochs, steps=10):
         super().__init__()
         self.images = images
         self.labels = labels
         self.epochs = set(epochs)
-        self.taken = {}
+        self.steps = steps
+        self.reconstructions = {}
+        self.interpolations = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 in self.epochs:
-            self.taken[epoch + 1] = self.model.reconstruct(self.images, self.labels)
+        if epoch + 1 not in self.epochs:
+            return
+        self.reconstructions[epoch + 1] = self.model.reconstruct(self.images, self.labels)
+        if hasattr(self.model, "interpolate") and len(self.images) >= 2:
+            extra = {"labels": tuple(self.labels[:2])} if self.model.needs_labels else {}
+            self.interpolations[epoch + 1] = self.model.interpolate(self.images[0], self.images[1], self.steps, **extra)
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -146,28 +154,90 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None):
             "data": dataset.record,
             "versions": versions(),
         }
+        # Saved before evaluating, so that `kerasae eval` on the entry starts from the same
+        # random state and reproduces these numbers.
         model.save(os.path.join(stage, zoo.MODEL_FILE))
+        metrics["evaluation"] = evaluate.evaluate(model, dataset, nll_samples=outputs.nll_samples)
         recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
-        with open(os.path.join(stage, zoo.METRICS_FILE), "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=2)
-        _write_figures(stage, recipe, history, examples, snapshots.taken)
+        write_metrics(stage, metrics)
+        write_figures(os.path.join(stage, zoo.FIGURES_DIR), recipe, model, dataset, history, snapshots)
+        cards.entry_card(stage, recipe.to_dict(), metrics)
         if outputs.export_saved_model and _tensorflow_available():
             backend.export_saved_model(os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR))
         final = zoo.commit(stage, recipe.name, zoo_dir, overwrite)
+    cards.zoo_table(zoo_dir)
     return final, metrics
 
 
-def _write_figures(stage, recipe, history, examples, taken):
+def write_metrics(folder, metrics):
+    path = os.path.join(folder, zoo.METRICS_FILE)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(temporary, path)
+
+
+def evaluate_entry(entry, nll_samples=None):
+    """Re-evaluates a zoo entry on its recipe's test data; updates metrics.json and the cards.
+
+    Returns:
+        The entry's metrics with a fresh "evaluation" section.
+    """
+    model = zoo.load(entry)
+    recipe = recipe_module.load(os.path.join(entry, zoo.RECIPE_FILE))
+    metrics = zoo.read_metrics(entry)
+    dataset = data_module.load(recipe.data, seed=recipe.train.seed)
+    if not model.compiled:
+        model.compile(optimizer=builder.optimizer(recipe.train))
+    samples = recipe.outputs.nll_samples if nll_samples is None else nll_samples
+    metrics["evaluation"] = evaluate.evaluate(model, dataset, nll_samples=samples)
+    write_metrics(entry, metrics)
+    cards.entry_card(entry, recipe.to_dict(), metrics)
+    cards.zoo_table(os.path.dirname(os.path.abspath(entry)))
+    return metrics
+
+
+def write_figures(folder, recipe, model, dataset, history=None, snapshots=None):
+    """Draws every figure the recipe asks for into `folder`."""
     wanted = recipe.outputs.figures
-    if not wanted:
-        return
-    folder = os.path.join(stage, zoo.FIGURES_DIR)
     os.makedirs(folder, exist_ok=True)
-    if "reconstructions" in wanted and taken:
-        rows = [("input", examples)] + [(f"epoch {e}", taken[e]) for e in sorted(taken)]
-        figures.image_rows(rows, os.path.join(folder, "reconstructions.png"), f"{recipe.name}: reconstructions")
-    if "loss" in wanted:
-        figures.loss_curves(history, os.path.join(folder, "loss.png"), f"{recipe.name}: loss per epoch")
+    name, n = recipe.name, recipe.outputs.n_examples
+    x, y = dataset.x_test[:n], dataset.y_test[:n] if dataset.y_test is not None else None
+    labels = y if model.needs_labels else None
+
+    def path(figure):
+        return os.path.join(folder, f"{figure}.png")
+
+    if "reconstructions" in wanted and snapshots and snapshots.reconstructions:
+        taken = snapshots.reconstructions
+        rows = [("input", x)] + [(f"epoch {e}", taken[e]) for e in sorted(taken)]
+        figures.image_rows(rows, path("reconstructions"), f"{name}: reconstructions after each epoch shown")
+    if "loss" in wanted and history:
+        figures.loss_curves(history, path("loss"), f"{name}: loss per epoch")
+    if "filters" in wanted:
+        first = next(layer for layer in model.encoder.layers if hasattr(layer, "kernel"))
+        kernel = keras.ops.convert_to_numpy(first.kernel)
+        tile = kernel.shape[:2] if kernel.ndim == 4 else dataset.image_shape[:2]
+        figures.filters(kernel, tile, path("filters"), f"{name}: first-layer filters ({first.name})")
+    if "latent" in wanted:
+        codes = model.encode(dataset.x_test, dataset.y_test if model.needs_labels else None)
+        figures.latent_scatter(codes, dataset.y_test, path("latent"), f"{name}: test codes by digit")
+    if "denoising" in wanted:
+        noisy = model.corrupt(x)
+        rows = [("input", x), ("noisy", noisy), ("output", model.reconstruct(noisy, labels))]
+        figures.image_rows(rows, path("denoising"), f"{name}: input, noisy input, output")
+    if "samples" in wanted:
+        images = model.generate(digits=list(range(model.num_classes)) * 4, seed=0) if model.needs_labels \
+            else model.generate(40, seed=0)
+        rows = [("", images[i : i + 10]) for i in range(0, len(images), 10)]
+        figures.image_rows(rows, path("samples"), f"{name}: samples from the prior")
+    if "interpolation" in wanted and snapshots and snapshots.interpolations:
+        walks = snapshots.interpolations
+        rows = [(f"epoch {e}", walks[e]) for e in sorted(walks)]
+        figures.image_rows(rows, path("interpolation"), f"{name}: latent interpolation after each epoch shown")
+    if "manifold" in wanted:
+        decode = (lambda z: model.decode(z, [0] * len(z))) if model.needs_labels else model.decode
+        figures.manifold(decode, path("manifold"), f"{name}: decoded latent grid")
 
 
 def _tensorflow_available():

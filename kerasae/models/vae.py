@@ -1,5 +1,7 @@
 """The variational autoencoder (Kingma and Welling, 2014), as in the seed."""
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -7,6 +9,8 @@ from keras import ops
 from kerasae import losses
 from kerasae.layers import Sampling
 from kerasae.models.autoencoder import Autoencoder, _floats, _offset
+
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
@@ -64,6 +68,24 @@ class VAE(Autoencoder):
         target, noisy = self.prepare_inputs(x, training)
         z_mean, z_log_var = self.encoder(self.encoder_inputs(noisy, y), training=training)
         return target, z_mean, z_log_var
+
+    def log_weights(self, target, z_mean, z_log_var, y=None, k=None, training=False):
+        """Importance log-weights log p(x, z_i) - log q(z_i | x) of k samples z_i ~ q(z | x).
+
+        Returns:
+            (log_w of shape (k, batch), log p(x | z_i) flattened to (k * batch,)).
+        """
+        k = k or getattr(self, "k", 1)
+        batch = ops.shape(z_mean)[0]
+        mean_k = ops.concatenate([z_mean] * k, axis=0)
+        log_var_k = ops.concatenate([z_log_var] * k, axis=0)
+        z = self.sampling([mean_k, log_var_k])
+        y_k = None if y is None else ops.concatenate([y] * k, axis=0)
+        logits = self.decode_logits(self.decoder_inputs(z, y_k), training=training)
+        log_px = -self.reconstruction_loss(ops.concatenate([target] * k, axis=0), logits)
+        log_pz = -0.5 * ops.sum(ops.square(z) + LOG_2PI, axis=-1)
+        log_qz = -0.5 * ops.sum(ops.square(z - mean_k) * ops.exp(-log_var_k) + log_var_k + LOG_2PI, axis=-1)
+        return ops.reshape(log_px + log_pz - log_qz, (k, batch)), log_px
 
     def compute_losses(self, x, y=None, training=False):
         target, z_mean, z_log_var = self.posterior(x, y, training)

@@ -1,0 +1,153 @@
+"""Model cards: each entry's README.md and the zoo's one-table README.md, from metrics.json."""
+
+import os
+
+from kerasae import zoo
+
+FIGURE_CAPTIONS = {
+    "reconstructions": "Test digits (top row) and their reconstructions after the epochs shown (the seed's Fig. 2).",
+    "denoising": "Input, input with the training corruption, and the model's output (the seed's Fig. 3).",
+    "filters": "First-layer weights, each tile scaled to its own range (the seed's Fig. 4).",
+    "samples": "Images decoded from codes drawn from the prior N(0, I).",
+    "interpolation": "Decodes along the line between two test digits' latent means, after the epochs shown "
+    "(the seed's Fig. 7).",
+    "manifold": "Decodes of a grid over the 2-D latent space, spaced by Gaussian quantiles.",
+    "latent": "Test codes in 2-D (first two principal components when the code is wider), coloured by digit.",
+    "loss": "Training and validation loss terms per epoch.",
+}
+
+
+def fmt(value, digits=2):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def metric_rows(metrics):
+    """(metric, value, unit) rows for the card's table."""
+    ev = metrics.get("evaluation", {})
+    rec = ev.get("reconstruction", {})
+    rows = [("test loss (training objective)", metrics["test"].get("loss"), metrics.get("units", ""))]
+    if rec:
+        rows += [
+            ("reconstruction BCE", rec["bce"], "nats / image"),
+            ("reconstruction squared error", rec["sse"], "sum over pixels / image"),
+            ("PSNR", rec["psnr_db"], "dB"),
+            (f"PCA baseline ({ev['pca']['components']} components) BCE", ev["pca"]["bce"], "nats / image"),
+            ("PCA baseline squared error", ev["pca"]["sse"], "sum over pixels / image"),
+            ("beats PCA (squared error)", ev["beats_pca"], ""),
+        ]
+    for key, label, unit in (
+        ("probe_accuracy", "linear probe accuracy on codes", "fraction of test digits"),
+        ("pca_probe_accuracy", "linear probe accuracy on PCA codes", "fraction of test digits"),
+        ("elbo", "test ELBO", "nats / image"),
+        ("elbo_reconstruction", "ELBO reconstruction term", "nats / image"),
+        ("elbo_kl", "ELBO KL term", "nats / image"),
+        ("nll", f"NLL, importance-sampled (k = {ev.get('nll_samples')})", "nats / image"),
+        ("active_units", "active latent units (Cov > 0.01)", f"of {metrics.get('latent_dim')}"),
+    ):
+        if key in ev:
+            rows.append((label, ev[key], unit))
+    if "principal_angles_deg" in ev:
+        rows.append(("largest principal angle to PCA subspace", max(ev["principal_angles_deg"]), "degrees"))
+    if "denoising" in ev:
+        d = ev["denoising"]
+        rows += [
+            ("noisy input squared error", d["noisy_input_sse"], "sum over pixels / image"),
+            ("denoised output squared error", d["output_sse"], "sum over pixels / image"),
+            ("denoising gain", d["gain_db"], "dB"),
+        ]
+    return rows
+
+
+def entry_card(path, recipe, metrics):
+    """Writes `<entry>/README.md`: recipe summary, data, metrics table, figures inline."""
+    m = recipe["model"]
+    data = metrics["data"]
+    lines = [
+        f"# {metrics['name']}",
+        "",
+        f"A `{m['family']}` model trained by kerasae {metrics['versions']['kerasae']} "
+        f"(Keras {metrics['versions']['keras']}, {metrics['versions']['backend']} backend) "
+        f"for {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s.",
+        "",
+        "```python",
+        "import kerasae  # registers kerasae's classes with Keras",
+        "import keras",
+        "",
+        f'model = keras.saving.load_model("zoo/{metrics["name"]}/{zoo.MODEL_FILE}")',
+        "```",
+        "",
+        "## Recipe",
+        "",
+        "| key | value |",
+        "| --- | --- |",
+        f"| encoder | {m['encoder'] or 'none (the code is the hidden layer)'}, {m['activation']} |",
+        f"| code | {m['latent_dim']} units{', ' + m['latent_activation'] if 'vae' not in m['family'] else ''} |",
+        f"| decoder | {m['decoder'] if m['decoder'] is not None else 'mirrors the encoder'}, "
+        f"output {m['output_activation']} |",
+        f"| loss | {', '.join(f'{k} {v}' for k, v in recipe['loss'].items())} |",
+        f"| corruption | {recipe['corruption']['type']} "
+        f"{'' if recipe['corruption']['type'] == 'none' else recipe['corruption']} |",
+        f"| training | {recipe['train']['optimizer']}, learning rate {recipe['train']['learning_rate']}, "
+        f"batch {recipe['train']['batch_size']}, seed {recipe['train']['seed']} |",
+        "",
+        "The full resolved recipe is `recipe.yaml`.",
+        "",
+        "## Data",
+        "",
+        f"{data['name']} from `{data['source']}`, binarize: {data['binarize']}; "
+        f"{data['sizes']['train']} train / {data['sizes']['validation']} validation / {data['sizes']['test']} test "
+        f"images of shape {data['image_shape']}. sha256 of the stored arrays: x_train "
+        f"`{data['sha256']['x_train'][:16]}…`, x_test `{data['sha256']['x_test'][:16]}…`.",
+        "",
+        "## Test metrics",
+        "",
+        "| metric | value | unit |",
+        "| --- | ---: | --- |",
+    ]
+    lines += [f"| {name} | {fmt(value)} | {unit} |" for name, value, unit in metric_rows(metrics)]
+    lines += ["", "## Figures", ""]
+    figure_dir = os.path.join(path, zoo.FIGURES_DIR)
+    for figure, caption in FIGURE_CAPTIONS.items():
+        if os.path.isfile(os.path.join(figure_dir, f"{figure}.png")):
+            lines += [f"![{figure}]({zoo.FIGURES_DIR}/{figure}.png)", "", caption, ""]
+    _write(os.path.join(path, zoo.CARD_FILE), "\n".join(lines))
+
+
+def zoo_table(zoo_dir=None):
+    """Writes `<zoo>/README.md`: one table of every entry."""
+    header = ("entry", "family", "latent", "data", "test BCE (nats)", "ELBO / NLL (nats)", "probe acc.",
+              "backend", "train s")
+    lines = [
+        "# kerasae zoo",
+        "",
+        "Load any entry with `import kerasae, keras; keras.saving.load_model('zoo/<entry>/model.keras')`.",
+        "Test-set numbers, per image; each entry's README has its figures and the full table.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+    ]
+    for name, m in zoo.entries(zoo_dir):
+        ev = m.get("evaluation", {})
+        bound = " / ".join(fmt(ev[k]) for k in ("elbo", "nll") if k in ev) or "–"
+        row = (
+            f"[{name}]({name}/{zoo.CARD_FILE})", m["family"], str(m["latent_dim"]), m["data"]["name"],
+            fmt(ev.get("reconstruction", {}).get("bce", float("nan"))), bound,
+            fmt(ev["probe_accuracy"], 3) if "probe_accuracy" in ev else "–",
+            m["versions"]["backend"], f"{m['train_seconds']:.0f}",
+        )
+        lines.append("| " + " | ".join(row) + " |")
+    root = zoo.root(zoo_dir)
+    os.makedirs(root, exist_ok=True)
+    _write(os.path.join(root, zoo.CARD_FILE), "\n".join(lines))
+
+
+def _write(path, text):
+    """Atomic: a reader sees the old file or the new one, never half of one."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    os.replace(temporary, path)

@@ -1,0 +1,177 @@
+"""Test-set metrics for a trained model, in stated units (nats per image unless named).
+
+Every family: reconstruction BCE and squared error per image, PSNR, the PCA
+baseline with as many components as the code has units, and a linear probe
+(logistic regression on the codes). The linear AE adds its principal angles to
+the PCA subspace; the DAE its denoising gain; variational families the test
+ELBO and its terms, an importance-sampled negative log-likelihood, and the
+number of active latent units.
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+EPS = 1e-7
+PROBE_TRAIN_IMAGES = 10_000
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_u]) > 0.01
+
+
+def _per_image(values):
+    return values.reshape(len(values), -1).sum(axis=1)
+
+
+def reconstruction_metrics(target, output):
+    """BCE (nats) and squared error summed per image, and PSNR (dB, peak 1), averaged over images."""
+    p = np.clip(output, EPS, 1.0 - EPS)
+    bce = -_per_image(target * np.log(p) + (1.0 - target) * np.log(1.0 - p))
+    sse = _per_image((target - output) ** 2)
+    pixels = target[0].size
+    psnr = 10.0 * np.log10(1.0 / np.maximum(sse / pixels, 1e-12))
+    return {"bce": float(bce.mean()), "sse": float(sse.mean()), "psnr_db": float(psnr.mean())}
+
+
+def pca_baseline(x_train, x_test, n_components):
+    """PCA with the code's size, fit on the training images: the baseline an AE must beat."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=min(n_components, x_train[0].size, len(x_train)), svd_solver="randomized", random_state=0)
+    pca.fit(x_train.reshape(len(x_train), -1))
+    restored = pca.inverse_transform(pca.transform(x_test.reshape(len(x_test), -1))).reshape(x_test.shape)
+    return reconstruction_metrics(x_test, np.clip(restored, 0.0, 1.0)) | {
+        "sse_unclipped": float(_per_image((x_test - restored) ** 2).mean()),
+        "components": int(pca.n_components_),
+    }, pca
+
+
+def linear_probe(codes_train, y_train, codes_test, y_test):
+    """Test accuracy of a logistic regression on the codes (the "feature discovery" measure)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe.fit(codes_train, y_train)
+    return float(probe.score(codes_test, y_test))
+
+
+def principal_angles(model, pca):
+    """Degrees between the span of a linear AE's decoder weights and the PCA subspace."""
+    from scipy.linalg import subspace_angles
+
+    weights = ops.convert_to_numpy(model.decoder.get_layer("logits").kernel).T
+    return [float(a) for a in np.degrees(subspace_angles(weights, pca.components_.T))]
+
+
+def is_linear_autoencoder(model):
+    return (
+        not model.encoder_layers
+        and getattr(model, "latent_activation", None) == "linear"
+        and model.output_activation == "linear"
+    )
+
+
+class ImportanceLogWeights(keras.Model):
+    """x -> log p(x, z_i) - log q(z_i | x) for `k` samples, shaped (batch, k).
+
+    A model of its own so that `predict` compiles it on every backend.
+    """
+
+    def __init__(self, vae, k, **kwargs):
+        super().__init__(**kwargs)
+        self.vae = vae
+        self.k = k
+
+    def call(self, inputs):
+        x, y = inputs if self.vae.needs_labels else (inputs, None)
+        y = None if y is None else ops.cast(y, "int32")
+        target, z_mean, z_log_var = self.vae.posterior(x, y)
+        log_w, _ = self.vae.log_weights(target, z_mean, z_log_var, y, k=self.k)
+        return ops.transpose(log_w)
+
+
+def importance_sampled_nll(model, x, y=None, k=1000, chunk=100, batch_size=500):
+    """-log p(x) ~ -log (1/k) sum_i p(x, z_i) / q(z_i | x), nats per image (Burda et al.).
+
+    The k samples are drawn `chunk` at a time and combined with a running
+    log-sum-exp, so memory stays flat as k grows.
+    """
+    chunk = min(chunk, k)
+    sampler = ImportanceLogWeights(model, chunk)
+    inputs = model.model_inputs(x, y)
+    total = np.full(len(x), -np.inf)
+    drawn = 0
+    while drawn < k:
+        if k - drawn < chunk:
+            sampler = ImportanceLogWeights(model, k - drawn)
+        log_w = sampler.predict(inputs, batch_size=batch_size, verbose=0).astype(np.float64)
+        total = np.logaddexp(total, _logsumexp(log_w))
+        drawn += sampler.k
+    return float(-(total - math.log(k)).mean())
+
+
+def _logsumexp(a):
+    top = a.max(axis=1)
+    return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
+
+
+def evaluate(model, dataset, nll_samples=1000, probe=True):
+    """All metrics that apply to the model's family, on the test split.
+
+    Args:
+        model: a trained kerasae model.
+        dataset: the `Dataset` it was trained on.
+        nll_samples: importance samples per image for the NLL of variational
+            families (0 skips it).
+        probe: fit the linear probe when the data has labels.
+    """
+    start = time.perf_counter()
+    x_train, x_test, y_test = dataset.x_train, dataset.x_test, dataset.y_test
+    labels = y_test if model.needs_labels else None
+    out = {"units": "nats per image (bce, elbo, nll); sum of squared errors per image (sse); dB (psnr)"}
+    out["reconstruction"] = reconstruction_metrics(x_test, model.reconstruct(x_test, labels))
+    out["pca"], pca = pca_baseline(x_train, x_test, model.latent_dim)
+    out["beats_pca"] = out["reconstruction"]["sse"] < out["pca"]["sse"]
+    if probe and dataset.y_train is not None and y_test is not None:
+        n = min(len(x_train), PROBE_TRAIN_IMAGES)
+        train_labels = dataset.y_train[:n] if model.needs_labels else None
+        codes_train = model.encode(x_train[:n], train_labels)
+        out["probe_accuracy"] = linear_probe(codes_train, dataset.y_train[:n], model.encode(x_test, labels), y_test)
+        out["pca_probe_accuracy"] = linear_probe(
+            pca.transform(x_train[:n].reshape(n, -1)), dataset.y_train[:n],
+            pca.transform(x_test.reshape(len(x_test), -1)), y_test,
+        )
+    if is_linear_autoencoder(model):
+        out["principal_angles_deg"] = principal_angles(model, pca)
+    if getattr(model, "corruption", None) is not None:
+        noisy = model.corrupt(x_test)
+        noisy_error = float(_per_image((noisy - x_test) ** 2).mean())
+        output_error = float(_per_image((model.reconstruct(noisy, labels) - x_test) ** 2).mean())
+        out["denoising"] = {
+            "noisy_input_sse": noisy_error,
+            "output_sse": output_error,
+            "gain_db": float(10.0 * np.log10(noisy_error / max(output_error, 1e-12))),
+        }
+    if hasattr(model, "log_weights"):
+        out.update(_variational(model, x_test, labels, nll_samples))
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    return out
+
+
+def _variational(model, x, y, nll_samples):
+    z_mean, _ = model.encode_distribution(x, y)
+    inputs = (x, y) if model.needs_labels else (x,)
+    terms = model.evaluate(*inputs, batch_size=500, verbose=0, return_dict=True)
+    out = {
+        "elbo": -(terms["reconstruction_loss"] + terms["kl_loss"]),
+        "elbo_reconstruction": terms["reconstruction_loss"],
+        "elbo_kl": terms["kl_loss"],
+        "active_units": int((z_mean.var(axis=0) > ACTIVE_UNIT_THRESHOLD).sum()),
+    }
+    if nll_samples:
+        out["nll"] = importance_sampled_nll(model, x, y, k=nll_samples)
+        out["nll_samples"] = nll_samples
+    return out
