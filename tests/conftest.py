@@ -74,14 +74,16 @@ def small_recipe(family="ae", data_path=None, epochs=2, **sections):
     return recipe
 
 
-def run_python(code, backend=None, timeout=300):
+def run_python(code, backend=None, timeout=300, args=()):
     """Runs code in a fresh interpreter (optionally on another backend); returns stdout."""
     env = dict(os.environ)
     if backend:
         env["KERAS_BACKEND"] = backend
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True, text=True,
         timeout=timeout, cwd=ROOT,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, "\n".join(
+        line for line in result.stderr.splitlines() if not line.lstrip().startswith("[")
+    )[-3000:]
     return result.stdout

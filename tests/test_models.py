@@ -1,6 +1,6 @@
 """Every family trains (loss falls), saves and reloads: same process, fresh process, other backends."""
 
-import os
+import json
 
 import keras
 import numpy as np
@@ -139,39 +139,53 @@ def test_save_and_reload_reproduces_outputs(tmp_path, mnist_like, family):
 
 
 LOAD_AND_PREDICT = """
-    import sys, numpy as np, keras, kerasae
-    model = keras.saving.load_model(sys.argv[1] if len(sys.argv) > 1 else {path!r})
-    x = np.load({x!r})
-    np.save({out!r}, model.reconstruct(x))
-    np.save({codes!r}, model.encode(x))
-    print(keras.backend.backend(), type(model).__name__)
+    import json, sys, numpy as np, keras, kerasae
+    folder = sys.argv[1]
+    x, y = np.load(folder + "/x.npy"), np.load(folder + "/y.npy")
+    names = {}
+    for family in json.load(open(folder + "/families.json")):
+        model = keras.saving.load_model(f"{folder}/{family}.keras")
+        np.save(f"{folder}/{family}-out.npy", model.reconstruct(x, y))
+        np.save(f"{folder}/{family}-codes.npy", model.encode(x, y))
+        names[family] = type(model).__name__
+    print(json.dumps({"backend": keras.backend.backend(), "classes": names}))
 """
 
 
-def _save_vae(tmp_path, mnist_like):
-    model, _, d = fit_small(mnist_like, "vae", epochs=1)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    np.save(tmp_path / "x.npy", d.x_test)
-    return model, path, d.x_test
+@pytest.fixture(scope="module")
+def saved_families(tmp_path_factory, mnist_like):
+    """One briefly trained model of every family, saved as <family>.keras, with test inputs."""
+    folder = tmp_path_factory.mktemp("families")
+    models = {}
+    for family in sorted(FAMILIES):
+        model, _, d = fit_small(mnist_like, family, epochs=1, **_extra(family))
+        model.save(str(folder / f"{family}.keras"))
+        models[family] = model
+    np.save(folder / "x.npy", d.x_test[:64])
+    np.save(folder / "y.npy", d.y_test[:64])
+    (folder / "families.json").write_text(json.dumps(sorted(FAMILIES)))
+    return folder, models, d.x_test[:64], d.y_test[:64]
 
 
-def test_fresh_process_loads_with_import_kerasae_only(tmp_path, mnist_like):
-    model, path, x = _save_vae(tmp_path, mnist_like)
-    out, codes = str(tmp_path / "out.npy"), str(tmp_path / "codes.npy")
-    printed = run_python(LOAD_AND_PREDICT.format(path=path, x=str(tmp_path / "x.npy"), out=out, codes=codes),
-                         backend=backend.NAME)
-    assert printed.split() == [backend.NAME, "VAE"]
-    np.testing.assert_array_equal(np.load(out), model.reconstruct(x))
+def _load_elsewhere(saved_families, target_backend):
+    folder, models, x, y = saved_families
+    printed = json.loads(run_python(LOAD_AND_PREDICT, backend=target_backend, args=[str(folder)]).splitlines()[-1])
+    assert printed["backend"] == target_backend
+    assert printed["classes"] == {family: type(model).__name__ for family, model in models.items()}
+    return folder, models, x, y
+
+
+def test_fresh_process_loads_with_import_kerasae_only(saved_families):
+    folder, models, x, y = _load_elsewhere(saved_families, backend.NAME)
+    for family, model in models.items():
+        np.testing.assert_array_equal(np.load(folder / f"{family}-out.npy"), model.reconstruct(x, y), err_msg=family)
 
 
 @pytest.mark.parametrize("other", OTHER_BACKENDS)
-def test_a_model_saved_here_loads_on_the_other_backends(tmp_path, mnist_like, other):
-    model, path, x = _save_vae(tmp_path, mnist_like)
-    out, codes = str(tmp_path / "out.npy"), str(tmp_path / "codes.npy")
-    printed = run_python(LOAD_AND_PREDICT.format(path=path, x=str(tmp_path / "x.npy"), out=out, codes=codes),
-                         backend=other)
-    assert printed.split() == [other, "VAE"]
-    np.testing.assert_allclose(np.load(out), model.reconstruct(x), atol=1e-5)
-    np.testing.assert_allclose(np.load(codes), model.encode(x), atol=1e-5)
-    assert os.path.getsize(path) > 0
+def test_every_family_saved_here_loads_on_the_other_backends(saved_families, other):
+    folder, models, x, y = _load_elsewhere(saved_families, other)
+    for family, model in models.items():
+        np.testing.assert_allclose(np.load(folder / f"{family}-out.npy"), model.reconstruct(x, y), atol=1e-5,
+                                   err_msg=family)
+        np.testing.assert_allclose(np.load(folder / f"{family}-codes.npy"), model.encode(x, y), atol=1e-5,
+                                   err_msg=family)

@@ -37,6 +37,8 @@ class CVAE(VAE):
         return ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes)
 
     def encoder_inputs(self, x, labels=None):
+        if isinstance(x, np.ndarray):  # Keras may call a model eagerly on numpy: no mixed inputs
+            x = ops.convert_to_tensor(x)
         return [x, self.one_hot(labels)]
 
     def decoder_inputs(self, z, labels=None):
