@@ -93,7 +93,7 @@ def _final(history, prefix=""):
     return {k[len(prefix):]: float(v[-1]) for k, v in history.items() if k.startswith(prefix) and (prefix or not k.startswith("val_"))}
 
 
-def run(recipe, zoo_dir=None, overwrite=False, verbose=None):
+def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=()):
     """Trains a validated recipe and writes its zoo entry.
 
     Args:
@@ -102,6 +102,7 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None):
         overwrite: replace an existing entry of the same name.
         verbose: Keras verbosity; default: a progress bar on a terminal,
             one line per epoch otherwise.
+        callbacks: extra Keras callbacks for `fit` (timers, custom logging).
 
     Returns:
         (entry folder, metrics dict).
@@ -125,7 +126,7 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None):
     last = recipe.train.epochs
     snapshots = Snapshots(examples, example_labels, sorted({e for e in outputs.epochs if e <= last} | {last}))
     with zoo.staging(recipe.name, zoo_dir) as stage:
-        callbacks = [keras.callbacks.CSVLogger(os.path.join(stage, zoo.HISTORY_FILE)), snapshots]
+        callbacks = [keras.callbacks.CSVLogger(os.path.join(stage, zoo.HISTORY_FILE)), snapshots, *callbacks]
         if recipe.loss.kl_warmup_epochs:
             callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
         if recipe.train.tensorboard:

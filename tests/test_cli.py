@@ -64,7 +64,7 @@ def test_existing_entry_needs_overwrite(tmp_path, mnist_like, zoo_dir, capsys):
     assert os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE)) == before
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--overwrite", "--set", "train.seed=5"]) == 0
     assert yaml.safe_load(open(os.path.join(entry, zoo.RECIPE_FILE)))["train"]["seed"] == 5
-    assert sorted(os.listdir(zoo_dir)) == ["test-ae"]
+    assert sorted(os.listdir(zoo_dir)) == ["README.md", "test-ae"]
 
 
 def test_commit_refuses_a_name_taken_meanwhile(tmp_path, zoo_dir):
