@@ -14,6 +14,7 @@ import sys
 import keras
 
 NAME = keras.backend.backend()
+DEFAULT_STEPS_PER_EXECUTION = 32
 
 
 class _LossTracking:
@@ -111,6 +112,18 @@ else:  # pragma: no cover -- Keras only ships these three trainers and numpy/ope
     raise ImportError(
         f"kerasae trains on the tensorflow, jax and torch backends. Received: KERAS_BACKEND={NAME}"
     )
+
+
+def steps_per_execution(requested=None):
+    """Training steps per compiled call: many on TensorFlow and JAX, to drown the Python
+    overhead of each step; PyTorch runs eagerly and takes exactly one."""
+    if NAME == "torch":
+        if requested not in (None, 1):
+            from kerasae.errors import KerasaeError
+
+            raise KerasaeError(f"train.steps_per_execution must be 1 on the torch backend, got {requested}")
+        return 1
+    return requested or DEFAULT_STEPS_PER_EXECUTION
 
 
 def export_saved_model(model_path, out_dir):

@@ -113,7 +113,8 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=()):
     _check_values(dataset, recipe)
     num_classes = _check_labels(dataset, recipe)
     model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
-    model.compile(optimizer=builder.optimizer(recipe.train))
+    model.compile(optimizer=builder.optimizer(recipe.train),
+                  steps_per_execution=backend.steps_per_execution(recipe.train.steps_per_execution))
     # Conditional families train on (images, labels); the others on images alone.
     labelled = model.needs_labels
 
