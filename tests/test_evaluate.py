@@ -147,6 +147,7 @@ def test_snapshots_follow_the_chosen_epochs(mnist_like):
 def test_deterministic_family_metrics(tmp_path, mnist_like, zoo_dir):
     r = small_recipe("dae", mnist_like, epochs=2, outputs={"figures": ["denoising", "filters", "latent"]})
     r["corruption"] = {"type": "gaussian", "sigma": 0.3}
+    r["model"]["encoder"] = [{"filters": 4, "kernel_size": 3, "strides": 2}, {"filters": 8, "kernel_size": 3, "strides": 2}]
     path = tmp_path / "dae.yaml"
     path.write_text(yaml.safe_dump(r))
     assert cli.main(["train", str(path), "--zoo", zoo_dir, "--quiet"]) == 0
@@ -156,6 +157,10 @@ def test_deterministic_family_metrics(tmp_path, mnist_like, zoo_dir):
     assert "nll" not in ev and "elbo" not in ev
     rec = ev["reconstruction"]
     assert rec["psnr_db"] > 0 and rec["sse"] > 0 and rec["bce"] > 0
+    figures = os.path.join(zoo_dir, "test-dae", zoo.FIGURES_DIR)
+    assert sorted(os.listdir(figures)) == ["denoising.png", "filters.png", "latent.png"]
+    tiles = matplotlib.image.imread(os.path.join(figures, "filters.png"))  # 4 conv kernels, 3x3 each
+    assert tiles.shape[0] > 100 and tiles[..., :3].std() > 0.05
 
 
 def test_linear_autoencoder_reports_principal_angles(mnist_like):
