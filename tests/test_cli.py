@@ -209,3 +209,16 @@ def test_cvae_entry_samples_digits_and_exports_with_labels(tmp_path, mnist_like,
     np.testing.assert_allclose(exported.serve(x, y).numpy(), model.reconstruct(x, y), atol=1e-5)
     z = np.random.default_rng(0).standard_normal((16, 8)).astype("float32")
     np.testing.assert_allclose(exported.decode(z, y).numpy(), model.decode(z, y), atol=1e-5)
+
+
+def test_a_model_file_with_a_lambda_layer_is_refused(tmp_path):
+    import keras
+
+    entry = tmp_path / "stranger"
+    entry.mkdir()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda x: x * 2)])
+    model.save(str(entry / zoo.MODEL_FILE))
+    (entry / zoo.RECIPE_FILE).write_text("name: stranger\n")
+    (entry / zoo.METRICS_FILE).write_text("{}")
+    with pytest.raises(zoo.ZooError, match="cannot be loaded .*`Lambda` layer .*arbitrary code execution"):
+        zoo.load(str(entry))
