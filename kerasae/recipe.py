@@ -13,6 +13,7 @@ zoo entries.
 import difflib
 import os
 import re
+import typing
 from typing import Annotated, Literal, Optional, Union
 
 import pydantic
@@ -434,7 +435,40 @@ def _describe(error, source):
         return lines
     shown = error.get("input")
     received = "" if isinstance(shown, (dict, list)) else f" (got {shown!r})"
+    if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        allowed = _allowed_range(loc)
+        received += f"; allowed: {allowed}" if allowed else ""
     return [_located(loc, f"{message}{received}", source)]
+
+
+def _allowed_range(loc):
+    """"1 <= x <= 65536"-style text for a bounded field, from the schema itself."""
+    cls, info = Recipe, None
+    for part in loc:
+        if isinstance(part, int):  # a list item: the bounds live on the item type
+            break
+        info = cls.model_fields.get(part) if cls else None
+        if info is None:
+            return None
+        sections = [a for a in (info.annotation, *typing.get_args(info.annotation))
+                    if isinstance(a, type) and issubclass(a, BaseModel)]
+        cls = sections[0] if sections else None
+    if info is None:
+        return None
+    metadata, pending = list(info.metadata), [info.annotation]
+    while pending:  # Optional[Annotated[int, Field(ge=..)]], list[Annotated[...]]
+        annotation = pending.pop()
+        metadata += list(getattr(annotation, "__metadata__", ()))
+        pending += [a for a in typing.get_args(annotation) if a is not type(None)]
+    bounds = {}
+    for item in metadata:
+        for constraint in getattr(item, "metadata", [item]):
+            for name in ("ge", "gt", "le", "lt"):
+                if getattr(constraint, name, None) is not None:
+                    bounds[name] = getattr(constraint, name)
+    low = f"{bounds['ge']} <= " if "ge" in bounds else f"{bounds['gt']} < " if "gt" in bounds else ""
+    high = f" <= {bounds['le']}" if "le" in bounds else f" < {bounds['lt']}" if "lt" in bounds else ""
+    return f"{low}{loc[-1] if isinstance(loc[-1], str) else 'value'}{high}" if bounds else None
 
 
 def validate(data, source=None, origin="<recipe>"):

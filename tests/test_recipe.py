@@ -78,6 +78,7 @@ def test_every_problem_is_reported_with_key_path_and_line(write_recipe):
     assert f"{path}:4: model.latnt_dim: unknown key; did you mean 'latent_dim'?" in text
     assert f"{path}:5: model.encoder.0:" in text
     assert f"{path}:7: train.epochs: Input should be less than or equal to 100000" in text
+    assert "(got 1000000000000); allowed: 1 <= epochs <= 100000" in text  # absurd sizes name the range
     assert f"{path}:8: train.batch_sise: unknown key; did you mean 'batch_size'?" in text
 
 
