@@ -91,6 +91,14 @@ def kerasae_run(backend, model, epochs, limit):
 # -- reference loops ------------------------------------------------------------
 
 
+def layer_sizes(model):
+    """(inputs, outputs) of each dense layer; a VAE's encoder head emits mean and log-variance."""
+    _, hidden, latent, variational = MODELS[model]
+    if variational:
+        return [(784, hidden[0]), (hidden[0], 2 * latent), (latent, hidden[0]), (hidden[0], 784)]
+    return [(784, latent), (latent, 784)]
+
+
 def torch_loop(x, model, epochs):
     """The loop a user writes by hand: nn.Module, Adam, eager PyTorch."""
     import torch
@@ -134,9 +142,8 @@ def jax_loop(x, model, epochs):
     import jax
     import jax.numpy as jnp
 
-    _, hidden, latent, variational = MODELS[model]
-    sizes = [(784, hidden[0]), (hidden[0], 2 * latent), (latent, hidden[0]), (hidden[0], 784)] if variational \
-        else [(784, latent), (latent, 784)]
+    variational = MODELS[model][3]
+    sizes = layer_sizes(model)
     keys = jax.random.split(jax.random.key(0), len(sizes))
     params = [(jax.random.normal(k, s) * jnp.sqrt(2.0 / sum(s)), jnp.zeros(s[1])) for k, s in zip(keys, sizes)]
 
@@ -186,10 +193,7 @@ def gemm_bound(n_images, model, repeats):
     """The same matrix products alone: per batch, each layer's forward GEMM and its two backward GEMMs."""
     import torch
 
-    _, hidden, latent, variational = MODELS[model]
-    sizes = [(784, hidden[0]), (hidden[0], 2 * latent), (latent, hidden[0]), (hidden[0], 784)] if variational \
-        else [(784, latent), (latent, 784)]
-    mats = [(torch.randn(BATCH, i), torch.randn(i, o), torch.randn(BATCH, o)) for i, o in sizes]
+    mats = [(torch.randn(BATCH, i), torch.randn(i, o), torch.randn(BATCH, o)) for i, o in layer_sizes(model)]
     steps = -(-n_images // BATCH)
     times = []
     for _ in range(repeats):
