@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from kerasae.errors import KerasaeError
+from kerasae.errors import KerasaeError, TrainingStopped
 
 EXIT_USER_ERROR = 2
 
@@ -24,7 +24,9 @@ def _parser():
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                        help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
     train.add_argument("--zoo", help="zoo folder (default: $KERASAE_ZOO, else ./zoo)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing entry")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace an existing entry (and start over instead of resuming)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress output")
 
     validate = sub.add_parser("validate", help="check recipes without training")
@@ -93,7 +95,8 @@ def _train(args):
     r = recipe.load(args.recipe, args.overrides)
     from kerasae import train
 
-    path, metrics = train.run(r, args.zoo, overwrite=args.overwrite, verbose=0 if args.quiet else None)
+    path, metrics = train.run(r, args.zoo, overwrite=args.overwrite, verbose=0 if args.quiet else None,
+                              resume=args.resume)
     print(f"wrote {path}")
     for split in ("train", "validation", "test"):
         values = ", ".join(f"{k} {v:.3f}" for k, v in metrics[split].items())
@@ -243,6 +246,10 @@ def main(argv=None):
     command = _zoo_list if args.command == "zoo" else COMMANDS[args.command]
     try:
         return command(args)
+    except TrainingStopped as e:
+        again = " ".join([getattr(args, "recipe", "RECIPE")] + [f"--set {o}" for o in getattr(args, "overrides", [])])
+        print(f"stopped: {str(e).replace('<recipe>', again)}", file=sys.stderr)
+        return e.exit_code
     except KerasaeError as e:
         if args.debug:
             raise

@@ -41,3 +41,16 @@ class DataError(KerasaeError):
 
 class ZooError(KerasaeError):
     """A zoo entry is missing, incomplete, corrupted, or already exists."""
+
+
+class TrainingStopped(KerasaeError):
+    """Training stopped early (a signal, or a loss that is no longer finite); checkpoints are kept.
+
+    Args:
+        message: what happened and how to resume.
+        exit_code: the CLI's exit status (130 for SIGINT, 143 for SIGTERM, 2 otherwise).
+    """
+
+    def __init__(self, message, exit_code=2):
+        super().__init__(message)
+        self.exit_code = exit_code

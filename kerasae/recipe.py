@@ -169,6 +169,9 @@ class TrainSection(Section):
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     tensorboard: bool = False
+    checkpoint_every_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = Field(
+        default=1, description="Save a resumable checkpoint after every this many epochs (and the last)."
+    )
     steps_per_execution: Optional[Annotated[int, Field(ge=1, le=10_000)]] = Field(
         default=None, description="Training steps per compiled call; the backend's default when omitted "
         "(32 on TensorFlow and JAX, 1 on PyTorch, which only supports 1)."

@@ -1,17 +1,24 @@
 """Training a recipe: data -> model -> fit -> evaluate -> zoo entry."""
 
+import contextlib
+import csv
 import json
+import math
 import os
 import platform
+import shutil
+import signal
 import sys
+import threading
 import time
 
 import keras
+import numpy as np
 
 from kerasae import backend, builder, cards, evaluate, figures, zoo
 from kerasae import data as data_module
 from kerasae import recipe as recipe_module
-from kerasae.errors import DataError
+from kerasae.errors import DataError, TrainingStopped, ZooError
 
 
 class Snapshots(keras.callbacks.Callback):
@@ -93,56 +100,210 @@ def _final(history, prefix=""):
     return {k[len(prefix):]: float(v[-1]) for k, v in history.items() if k.startswith(prefix) and (prefix or not k.startswith("val_"))}
 
 
-def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=()):
-    """Trains a validated recipe and writes its zoo entry.
+class Guard(keras.callbacks.Callback):
+    """Ends training after the current step on SIGINT/SIGTERM or a loss that is no longer finite."""
+
+    def __init__(self):
+        super().__init__()
+        self.signal = None
+        self.epoch = 0
+        self.bad_step = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = batch + 1
+        if self.signal is not None or self.bad_step is not None:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss", 0.0)
+        if not math.isfinite(float(loss)) and self.bad_step is None:
+            self.bad_step = "validation"
+
+
+class OneEpoch(keras.callbacks.Callback):
+    """Ends `fit` after one epoch: kerasae runs each epoch on its own data order and checkpoints it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+@contextlib.contextmanager
+def _catch_signals(guard):
+    """SIGINT and SIGTERM set a flag that `Guard` turns into a clean stop after the current step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        guard.signal = signum
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _epoch_order(seed, epoch, n):
+    """The training order of one epoch: a function of (seed, epoch) only, so a resumed run
+    sees exactly the batches an uninterrupted one would."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _write_json(path, value):
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+    os.replace(temporary, path)
+
+
+def save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, recipe):
+    """Model (with optimizer and random states), progress and snapshots, each file replaced atomically."""
+    os.makedirs(folder, exist_ok=True)
+    checkpoint = os.path.join(folder, zoo.CHECKPOINT_FILE)
+    temporary = os.path.join(folder, f"tmp-{os.getpid()}-{zoo.CHECKPOINT_FILE}")
+    model.save(temporary)
+    os.replace(temporary, checkpoint)
+    arrays = {f"reconstruction_{e}": a for e, a in snapshots.reconstructions.items()}
+    arrays |= {f"interpolation_{e}": a for e, a in snapshots.interpolations.items()}
+    snapshot_file = os.path.join(folder, zoo.SNAPSHOTS_FILE)
+    with open(f"{snapshot_file}.tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(f"{snapshot_file}.tmp", snapshot_file)
+    _write_json(os.path.join(folder, zoo.STATE_FILE), {
+        "epochs_done": epochs_done, "history": history, "train_seconds": seconds, "recipe": recipe.to_dict(),
+    })
+
+
+def _resume_state(folder, recipe):
+    state_file = os.path.join(folder, zoo.STATE_FILE)
+    if not os.path.isfile(state_file) or not os.path.isfile(os.path.join(folder, zoo.CHECKPOINT_FILE)):
+        raise ZooError(f"--resume: no checkpoint of '{recipe.name}' in {folder}")
+    with open(state_file, encoding="utf-8") as f:
+        state = json.load(f)
+    before, now = state["recipe"], recipe.to_dict()
+    changed = sorted(k for k in now if before.get(k) != now[k] and k != "train")
+    changed += [f"train.{k}" for k in now["train"] if k != "epochs" and before["train"].get(k) != now["train"][k]]
+    if changed:
+        raise ZooError(f"--resume: the recipe changed since the checkpoint ({', '.join(changed)}); "
+                       "only train.epochs may change")
+    return state
+
+
+def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resume=False):
+    """Trains a validated recipe, checkpointing every epoch, and writes its zoo entry.
 
     Args:
         recipe: a `Recipe` from `kerasae.recipe.load`.
         zoo_dir: the zoo folder (default: $KERASAE_ZOO, else ./zoo).
-        overwrite: replace an existing entry of the same name.
+        overwrite: replace an existing entry of the same name (and start over
+            from any interrupted run's checkpoint).
         verbose: Keras verbosity; default: a progress bar on a terminal,
             one line per epoch otherwise.
         callbacks: extra Keras callbacks for `fit` (timers, custom logging).
+        resume: continue from the last checkpoint of an interrupted run.
 
     Returns:
         (entry folder, metrics dict).
+
+    Raises:
+        TrainingStopped: on SIGINT/SIGTERM (after the current step) or a loss
+            that is not finite; the last finished epoch's checkpoint is kept.
     """
     zoo.check_free(recipe.name, zoo_dir, overwrite)
+    folder = zoo.run_path(recipe.name, zoo_dir)
+    state = _resume_state(folder, recipe) if resume else None
+    if not resume and os.path.exists(folder):
+        if os.path.isfile(os.path.join(folder, zoo.STATE_FILE)) and not overwrite:
+            raise ZooError(f"an interrupted run of '{recipe.name}' has checkpoints in {folder}; "
+                           "pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(folder)
+
     keras.utils.set_random_seed(recipe.train.seed)
     dataset = data_module.load(recipe.data, seed=recipe.train.seed)
     _check_values(dataset, recipe)
     num_classes = _check_labels(dataset, recipe)
-    model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
-    model.compile(optimizer=builder.optimizer(recipe.train),
-                  steps_per_execution=backend.steps_per_execution(recipe.train.steps_per_execution))
+    if state:
+        model = keras.saving.load_model(os.path.join(folder, zoo.CHECKPOINT_FILE))
+    else:
+        model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
+        model.compile(optimizer=builder.optimizer(recipe.train),
+                      steps_per_execution=backend.steps_per_execution(recipe.train.steps_per_execution))
     # Conditional families train on (images, labels); the others on images alone.
     labelled = model.needs_labels
 
     def split(x, y):
         return (x, y) if labelled else (x,)
 
-    outputs = recipe.outputs
+    outputs, last = recipe.outputs, recipe.train.epochs
     examples = dataset.x_test[: outputs.n_examples]
     example_labels = dataset.y_test[: outputs.n_examples] if labelled else None
-    last = recipe.train.epochs
     snapshots = Snapshots(examples, example_labels, sorted({e for e in outputs.epochs if e <= last} | {last}))
+    history, seconds, first_epoch = {}, 0.0, 0
+    if state:
+        history, seconds, first_epoch = state["history"], state["train_seconds"], state["epochs_done"]
+        with np.load(os.path.join(folder, zoo.SNAPSHOTS_FILE)) as saved:
+            for key in saved.files:
+                kind, epoch = key.rsplit("_", 1)
+                getattr(snapshots, f"{kind}s")[int(epoch)] = saved[key]
+
+    guard = Guard()
+    fit_callbacks = [snapshots, guard, OneEpoch(), *callbacks]
+    if recipe.loss.kl_warmup_epochs:
+        fit_callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
+    if recipe.train.tensorboard:
+        fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(folder, "logs")))
+    validation = split(dataset.x_val, dataset.y_val) if len(dataset.x_val) else None
+    x, y = dataset.x_train, dataset.y_train
+    with _catch_signals(guard):
+        for epoch in range(first_epoch, last):
+            start = time.perf_counter()
+            order = _epoch_order(recipe.train.seed, epoch, len(x))
+            logs = model.fit(
+                *split(x[order], None if y is None else y[order]), batch_size=recipe.train.batch_size,
+                initial_epoch=epoch, epochs=last, validation_data=validation, shuffle=False,
+                callbacks=fit_callbacks, verbose=_verbosity() if verbose is None else verbose,
+            ).history
+            _stop_if_asked(guard, recipe, folder, epoch)
+            seconds += time.perf_counter() - start
+            for key, values in logs.items():
+                history.setdefault(key, []).extend(float(v) for v in values)
+            if (epoch + 1) % recipe.train.checkpoint_every_epochs == 0 or epoch + 1 == last:
+                save_checkpoint(folder, model, epoch + 1, history, snapshots, seconds, recipe)
+    return _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split)
+
+
+def _stop_if_asked(guard, recipe, folder, epoch):
+    if guard.signal is None and guard.bad_step is None:
+        return
+    kept = f"the checkpoint after epoch {epoch}" if epoch else "no checkpoint yet (nothing was finished)"
+    if guard.bad_step is not None:
+        raise TrainingStopped(
+            f"the loss of '{recipe.name}' is no longer finite in epoch {epoch + 1}, step {guard.bad_step}; "
+            f"{kept} is kept in {folder}. Lower train.learning_rate, then resume with --resume "
+            "(only train.epochs may change) or start over with --overwrite"
+        )
+    name = signal.Signals(guard.signal).name
+    raise TrainingStopped(
+        f"{name}: stopped '{recipe.name}' during epoch {epoch + 1}; {kept} is kept in {folder}. "
+        f"Resume with: kerasae train <recipe> --resume",
+        exit_code=128 + guard.signal,
+    )
+
+
+def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split):
+    outputs = recipe.outputs
     with zoo.staging(recipe.name, zoo_dir) as stage:
-        callbacks = [keras.callbacks.CSVLogger(os.path.join(stage, zoo.HISTORY_FILE)), snapshots, *callbacks]
-        if recipe.loss.kl_warmup_epochs:
-            callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
-        if recipe.train.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(os.path.join(stage, "logs")))
-        validation = split(dataset.x_val, dataset.y_val) if len(dataset.x_val) else None
-        start = time.perf_counter()
-        history = model.fit(
-            *split(dataset.x_train, dataset.y_train), batch_size=recipe.train.batch_size,
-            epochs=recipe.train.epochs, validation_data=validation, shuffle=True, callbacks=callbacks,
-            verbose=_verbosity() if verbose is None else verbose,
-        ).history
-        wall = time.perf_counter() - start
         test = model.evaluate(*split(dataset.x_test, dataset.y_test), batch_size=recipe.train.batch_size,
                               verbose=0, return_dict=True)
-
         metrics = {
             "name": recipe.name,
             "family": recipe.model.family,
@@ -152,7 +313,7 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=()):
             "validation": _final(history, "val_"),
             "test": {k: float(v) for k, v in test.items()},
             "epochs": recipe.train.epochs,
-            "train_seconds": round(wall, 2),
+            "train_seconds": round(seconds, 2),
             "data": dataset.record,
             "versions": versions(),
         }
@@ -162,13 +323,27 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=()):
         metrics["evaluation"] = evaluate.evaluate(model, dataset, nll_samples=outputs.nll_samples)
         recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
         write_metrics(stage, metrics)
+        write_history(os.path.join(stage, zoo.HISTORY_FILE), history)
         write_figures(os.path.join(stage, zoo.FIGURES_DIR), recipe, model, dataset, history, snapshots)
         cards.entry_card(stage, recipe.to_dict(), metrics)
         if outputs.export_saved_model and _tensorflow_available():
             backend.export_saved_model(os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR))
         final = zoo.commit(stage, recipe.name, zoo_dir, overwrite)
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(folder))  # .runs/, once no run is left
     cards.zoo_table(zoo_dir)
     return final, metrics
+
+
+def write_history(path, history):
+    """history.csv: one row per finished epoch (an interrupted epoch is not one)."""
+    keys = sorted(history)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *keys])
+        for epoch in range(len(history.get("loss", []))):
+            writer.writerow([epoch, *(history[k][epoch] for k in keys)])
 
 
 def write_metrics(folder, metrics):

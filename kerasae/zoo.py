@@ -26,6 +26,11 @@ FIGURES_DIR = "figures"
 CARD_FILE = "README.md"
 REQUIRED_FILES = (MODEL_FILE, RECIPE_FILE, METRICS_FILE)
 STAGING_PREFIX = ".staging-"
+# A training run's checkpoints live in <zoo>/.runs/<name>/ until its entry is committed.
+RUNS_DIR = ".runs"
+CHECKPOINT_FILE = "checkpoint.keras"
+STATE_FILE = "state.json"
+SNAPSHOTS_FILE = "snapshots.npz"
 
 
 def root(zoo=None):
@@ -44,12 +49,37 @@ def check_free(name, zoo=None, overwrite=False):
         raise ZooError(f"zoo entry {path} already exists; pass --overwrite to replace it")
 
 
+def run_path(name, zoo=None):
+    """The folder holding a training run's checkpoints."""
+    return os.path.join(root(zoo), RUNS_DIR, name)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(zoo_root, name):
+    """Staging folders left by killed processes (kill -9) are removed; live ones are not touched."""
+    prefix = f"{STAGING_PREFIX}{name}-"
+    for folder in os.listdir(zoo_root):
+        pid = folder[len(prefix):].split("-")[0]
+        if folder.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(zoo_root, folder), ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staging(name, zoo=None):
     """A private folder to build an entry in; removed if anything fails before `commit`."""
     zoo_root = root(zoo)
     os.makedirs(zoo_root, exist_ok=True)
-    path = os.path.join(zoo_root, f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    _remove_stale_staging(zoo_root, name)
+    path = os.path.join(zoo_root, f"{STAGING_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.mkdir(path)
     try:
         yield path
@@ -69,7 +99,7 @@ def commit(staged, name, zoo=None, overwrite=False):
     if os.path.exists(final):
         if not overwrite:
             raise ZooError(f"zoo entry {final} already exists; pass --overwrite to replace it")
-        retired = os.path.join(root(zoo), f"{STAGING_PREFIX}{name}-old-{uuid.uuid4().hex[:8]}")
+        retired = os.path.join(root(zoo), f"{STAGING_PREFIX}{name}-{os.getpid()}-old-{uuid.uuid4().hex[:8]}")
         os.rename(final, retired)
     try:
         os.rename(staged, final)

@@ -99,7 +99,7 @@ def test_data_error_leaves_no_entry(tmp_path, zoo_dir, capsys):
     assert _no_staging_left(zoo_dir) and not os.path.exists(os.path.join(zoo_dir, "test-ae"))
 
 
-def test_a_failure_during_training_removes_the_staging_folder(tmp_path, mnist_like, zoo_dir, monkeypatch, capsys):
+def test_a_failure_while_writing_the_entry_keeps_the_checkpoint(tmp_path, mnist_like, zoo_dir, monkeypatch, capsys):
     from kerasae import figures
 
     def broken(*args, **kwargs):
@@ -110,9 +110,13 @@ def test_a_failure_during_training_removes_the_staging_folder(tmp_path, mnist_li
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: disk on fire (rerun with --debug" in err and "Traceback" not in err
-    assert os.listdir(zoo_dir) == []
+    assert os.listdir(zoo_dir) == [zoo.RUNS_DIR]  # no entry, no staging: only the finished run's checkpoint
     with pytest.raises(RuntimeError):
-        cli.main(["--debug", "train", path, "--zoo", zoo_dir, "--quiet"])
+        cli.main(["--debug", "train", path, "--zoo", zoo_dir, "--quiet", "--resume"])
+    monkeypatch.undo()
+    # Once the disk is fixed, --resume writes the entry without training again.
+    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--resume"]) == 0
+    assert sorted(os.listdir(zoo_dir)) == ["README.md", "test-ae"]
 
 
 def test_validate_command(tmp_path, capsys):

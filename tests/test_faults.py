@@ -1,0 +1,135 @@
+"""Faults lose nothing: checkpoints, SIGINT/SIGTERM/SIGKILL, resume to the same weights, NaN stops."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, small_recipe
+
+from kerasae import cli, recipe, train, zoo
+from kerasae.errors import TrainingStopped, ZooError
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Sends this process a signal at a given (epoch, batch): an interruption at a chosen step."""
+
+    def __init__(self, epoch, batch, signum=signal.SIGINT):
+        super().__init__()
+        self.at, self.signum, self.epoch = (epoch, batch), signum, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+def _recipe(mnist_like, family="vae", epochs=4):
+    r = small_recipe(family, mnist_like, epochs=epochs)
+    r["train"]["steps_per_execution"] = 1  # so that a signal lands at an exact step on every backend
+    return recipe.validate(r)
+
+
+def _weights(entry):
+    return zoo.load(entry).get_weights()
+
+
+@pytest.mark.parametrize("family", ["vae", "dae"])
+def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path, mnist_like, family):
+    r = _recipe(mnist_like, family)
+    straight, _ = train.run(r, str(tmp_path / "a"), verbose=0)
+    zoo_b = str(tmp_path / "b")
+    with pytest.raises(TrainingStopped, match="SIGINT: stopped 'test-.*' during epoch 3; the checkpoint after epoch 2"):
+        train.run(r, zoo_b, verbose=0, callbacks=[SignalAt(epoch=2, batch=5)])
+    assert not os.path.exists(zoo.entry_path(r.name, zoo_b))
+    state = json.load(open(os.path.join(zoo.run_path(r.name, zoo_b), zoo.STATE_FILE)))
+    assert state["epochs_done"] == 2 and len(state["history"]["loss"]) == 2
+    resumed, metrics = train.run(r, zoo_b, verbose=0, resume=True)
+    # Same backend, same data order per epoch, optimizer and random states restored.
+    for a, b in zip(_weights(straight), _weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    history = open(os.path.join(resumed, zoo.HISTORY_FILE)).read().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2", "3"]
+    assert not os.path.exists(zoo.run_path(r.name, zoo_b))  # checkpoints go once the entry is in
+
+
+def test_a_fresh_run_will_not_silently_discard_checkpoints(tmp_path, mnist_like):
+    r = _recipe(mnist_like, "ae", epochs=3)
+    zoo_dir = str(tmp_path / "zoo")
+    with pytest.raises(TrainingStopped):
+        train.run(r, zoo_dir, verbose=0, callbacks=[SignalAt(epoch=1, batch=2, signum=signal.SIGTERM)])
+    with pytest.raises(ZooError, match="pass --resume to continue it or --overwrite to start over"):
+        train.run(r, zoo_dir, verbose=0)
+    changed = recipe.validate({**r.to_dict(), "model": {**r.to_dict()["model"], "latent_dim": 3}})
+    with pytest.raises(ZooError, match=r"the recipe changed since the checkpoint \(model\)"):
+        train.run(changed, zoo_dir, verbose=0, resume=True)
+    longer = recipe.validate({**r.to_dict(), "train": {**r.to_dict()["train"], "epochs": 4}})
+    entry, metrics = train.run(longer, zoo_dir, verbose=0, resume=True)  # more epochs is fine
+    assert metrics["epochs"] == 4
+    with pytest.raises(ZooError, match="no checkpoint"):
+        train.run(r, str(tmp_path / "empty"), verbose=0, resume=True)
+
+
+def test_a_diverging_loss_stops_with_epoch_and_step(tmp_path, mnist_like, capsys):
+    r = small_recipe("ae", mnist_like, epochs=3)
+    r["model"].update(latent_activation="linear", output_activation="linear")
+    r["loss"] = {"type": "mse"}
+    r["train"].update(optimizer="sgd", learning_rate=10.0, steps_per_execution=1)
+    path = tmp_path / "diverge.yaml"
+    path.write_text(yaml.safe_dump(r))
+    zoo_dir = str(tmp_path / "zoo")
+    assert cli.main(["train", str(path), "--zoo", zoo_dir, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is no longer finite in epoch 1, step" in err and "Traceback" not in err
+    assert not os.path.exists(zoo.entry_path("test-ae", zoo_dir))
+
+
+SLOW_RECIPE = dict(epochs=400)
+
+
+def _start(tmp_path, mnist_like, zoo_dir):
+    r = small_recipe("ae", mnist_like, **SLOW_RECIPE)
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(r))
+    cmd = [sys.executable, "-m", "kerasae.cli", "train", str(path), "--zoo", zoo_dir, "--quiet"]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = os.path.join(zoo.run_path("test-ae", zoo_dir), zoo.STATE_FILE)
+    deadline = time.time() + 120
+    while not os.path.exists(state):
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 1.0))  # a random step of a later epoch
+    return cmd, process, path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_signals_in_a_subprocess_then_resume(tmp_path, mnist_like, signum):
+    zoo_dir = str(tmp_path / "zoo")
+    cmd, process, path = _start(tmp_path, mnist_like, zoo_dir)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    entries = [n for n in os.listdir(zoo_dir) if not n.startswith(".")]
+    assert entries == []  # no entry, never a partial one
+    if signum == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode == 128 + signum
+        assert f"Resume with: kerasae train {path} --resume" in err and "Traceback" not in err
+    done = json.load(open(os.path.join(zoo.run_path("test-ae", zoo_dir), zoo.STATE_FILE)))["epochs_done"]
+    assert done >= 1
+    # Resume to the end, fewer epochs so the test stays short.
+    result = subprocess.run(cmd + ["--resume", "--set", f"train.epochs={done + 2}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    entry = zoo.entry_path("test-ae", zoo_dir)
+    zoo.check_entry(entry)
+    assert json.load(open(os.path.join(entry, zoo.METRICS_FILE)))["epochs"] == done + 2
