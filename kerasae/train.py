@@ -219,6 +219,11 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resum
             that is not finite; the last finished epoch's checkpoint is kept.
     """
     zoo.check_free(recipe.name, zoo_dir, overwrite)
+    with zoo.claim_run(recipe.name, zoo_dir):
+        return _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume)
+
+
+def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume):
     folder = zoo.run_path(recipe.name, zoo_dir)
     state = _resume_state(folder, recipe) if resume else None
     if not resume and os.path.exists(folder):
@@ -330,8 +335,6 @@ def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots,
             backend.export_saved_model(os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR))
         final = zoo.commit(stage, recipe.name, zoo_dir, overwrite)
     shutil.rmtree(folder, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.dirname(folder))  # .runs/, once no run is left
     cards.zoo_table(zoo_dir)
     return final, metrics
 

@@ -54,6 +54,40 @@ def run_path(name, zoo=None):
     return os.path.join(root(zoo), RUNS_DIR, name)
 
 
+@contextlib.contextmanager
+def claim_run(name, zoo=None):
+    """One training per name at a time: an exclusive lock file beside the run's folder.
+
+    A lock left by a killed process (its pid is gone) is taken over.
+    """
+    runs = os.path.join(root(zoo), RUNS_DIR)
+    os.makedirs(runs, exist_ok=True)
+    lock = os.path.join(runs, f"{name}.lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                owner = int(open(lock).read().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and _alive(owner):
+                raise ZooError(f"another training of '{name}' is running (pid {owner}); lock: {lock}") from None
+            os.remove(lock)
+    else:  # pragma: no cover -- lost a race twice
+        raise ZooError(f"could not claim {lock}")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock)
+        with contextlib.suppress(OSError):
+            os.rmdir(runs)  # once no run is left
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)

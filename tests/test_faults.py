@@ -133,3 +133,17 @@ def test_signals_in_a_subprocess_then_resume(tmp_path, mnist_like, signum):
     entry = zoo.entry_path("test-ae", zoo_dir)
     zoo.check_entry(entry)
     assert json.load(open(os.path.join(entry, zoo.METRICS_FILE)))["epochs"] == done + 2
+
+
+def test_two_trainings_of_one_name_cannot_run_at_once(tmp_path, mnist_like):
+    zoo_dir = str(tmp_path / "zoo")
+    with zoo.claim_run("test-ae", zoo_dir):
+        with pytest.raises(ZooError, match="another training of 'test-ae' is running"):
+            train.run(_recipe(mnist_like, "ae", epochs=1), zoo_dir, verbose=0)
+    # A lock left by a dead process is taken over.
+    os.makedirs(os.path.join(zoo_dir, zoo.RUNS_DIR), exist_ok=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(os.path.join(zoo_dir, zoo.RUNS_DIR, "test-ae.lock"), "w") as f:
+        f.write(dead.stdout.strip())
+    entry, _ = train.run(_recipe(mnist_like, "ae", epochs=1), zoo_dir, verbose=0)
+    assert sorted(os.listdir(zoo_dir)) == ["README.md", "test-ae"]  # lock and .runs/ are gone
