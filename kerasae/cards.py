@@ -7,7 +7,7 @@ from kerasae import zoo
 FIGURE_CAPTIONS = {
     "reconstructions": "Test digits (top row) and their reconstructions after the epochs shown (the seed's Fig. 2).",
     "denoising": "Input, input with the training corruption, and the model's output (the seed's Fig. 3).",
-    "filters": "First-layer weights, each tile scaled to its own range (the seed's Fig. 4).",
+    "filters": "First-layer weights, grey = 0, each tile scaled by its 99th percentile of |w| (the seed's Fig. 4).",
     "samples": "Images decoded from codes drawn from the prior N(0, I).",
     "interpolation": "Decodes along the line between two test digits' latent means, after the epochs shown "
     "(the seed's Fig. 7).",

@@ -58,7 +58,8 @@ def loss_curves(history, path, title):
 
 
 def filters(weights, tile_shape, path, title, max_tiles=64):
-    """First-layer weights as image tiles (the seed's Fig. 4), each scaled to its own range.
+    """First-layer weights as image tiles (the seed's Fig. 4): grey is 0, white and black the
+    tile's 99th percentile of |w| (so a few never-updated edge pixels do not wash it out).
 
     Args:
         weights: dense kernel (pixels, units) or conv kernel (kh, kw, channels, filters).
@@ -78,7 +79,8 @@ def filters(weights, tile_shape, path, title, max_tiles=64):
         ax.set_yticks([])
         if i < len(tiles):
             t = tiles[i]
-            ax.imshow((t - t.min()) / (np.ptp(t) + 1e-12), cmap="gray")
+            scale = 2.0 * np.percentile(np.abs(t), 99) + 1e-12
+            ax.imshow(np.clip(0.5 + t / scale, 0.0, 1.0), cmap="gray", vmin=0.0, vmax=1.0)
         else:
             ax.axis("off")
     fig.suptitle(title)

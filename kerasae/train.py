@@ -96,8 +96,12 @@ def versions():
     }
 
 
-def _final(history, prefix=""):
-    return {k[len(prefix):]: float(v[-1]) for k, v in history.items() if k.startswith(prefix) and (prefix or not k.startswith("val_"))}
+def _final(history, validation=False):
+    """Last-epoch values of the training (or validation) terms."""
+    return {
+        key.removeprefix("val_"): float(values[-1])
+        for key, values in history.items() if key.startswith("val_") == validation
+    }
 
 
 class Guard(keras.callbacks.Callback):
@@ -106,11 +110,7 @@ class Guard(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.signal = None
-        self.epoch = 0
         self.bad_step = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -315,7 +315,7 @@ def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots,
             "latent_dim": recipe.model.latent_dim,
             "units": "nats per image" if recipe.loss.type != "mse" else "1/2 sum of squared errors per image",
             "train": _final(history),
-            "validation": _final(history, "val_"),
+            "validation": _final(history, validation=True),
             "test": {k: float(v) for k, v in test.items()},
             "epochs": recipe.train.epochs,
             "train_seconds": round(seconds, 2),
