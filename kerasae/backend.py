@@ -114,6 +114,25 @@ else:  # pragma: no cover -- Keras only ships these three trainers and numpy/ope
     )
 
 
+def hardware():
+    """What trains here, in words: the accelerators the backend sees, else the CPU cores."""
+    if NAME == "jax":
+        import jax
+
+        accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    elif NAME == "tensorflow":
+        import tensorflow as tf
+
+        accelerators = [d.name for d in tf.config.list_physical_devices("GPU")]
+    else:
+        import torch
+
+        accelerators = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if accelerators:
+        return f"{len(accelerators)} x {accelerators[0]}"
+    return f"CPU, {os.cpu_count()} cores"
+
+
 def steps_per_execution(requested=None):
     """Training steps per compiled call: many on TensorFlow and JAX, to drown the Python
     overhead of each step; PyTorch runs eagerly and takes exactly one."""
@@ -126,22 +145,23 @@ def steps_per_execution(requested=None):
     return requested or DEFAULT_STEPS_PER_EXECUTION
 
 
-def export_saved_model(model_path, out_dir):
-    """Writes a TensorFlow SavedModel for a saved `.keras` model.
+def export(format, model_path, out_dir):
+    """Writes a serving export ("tf_saved_model" or "onnx") of a saved `.keras` model.
 
-    Keras exports SavedModels from the TensorFlow backend (JAX and torch need
-    jax2tf or torch_xla), and the `.keras` file is backend-independent, so on
-    other backends the export runs in a TensorFlow subprocess.
+    Keras exports SavedModels and ONNX (through tf2onnx) from the TensorFlow
+    backend (JAX and torch would need jax2tf or torch_xla), and the `.keras`
+    file is backend-independent, so on other backends the export runs in a
+    TensorFlow subprocess.
     """
     if NAME == "tensorflow":
-        from kerasae.export import export_saved_model as export
+        from kerasae.export import export as run
 
-        return export(model_path, out_dir)
+        return run(format, model_path, out_dir)
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    code = "import sys; from kerasae.export import export_saved_model as e; e(sys.argv[1], sys.argv[2])"
+    code = "import sys; from kerasae.export import export; export(*sys.argv[1:])"
     result = subprocess.run(
-        [sys.executable, "-c", code, str(model_path), str(out_dir)], env=env, capture_output=True, text=True
+        [sys.executable, "-c", code, format, str(model_path), str(out_dir)], env=env, capture_output=True, text=True
     )
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"SavedModel export failed: {tail[0]}")
+        raise RuntimeError(f"{format} export failed: {tail[0]}")

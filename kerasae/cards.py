@@ -71,14 +71,21 @@ def entry_card(path, recipe, metrics):
         "",
         f"A `{m['family']}` model trained by kerasae {metrics['versions']['kerasae']} "
         f"(Keras {metrics['versions']['keras']}, {metrics['versions']['backend']} backend) "
-        f"for {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s.",
+        f"for {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s"
+        f"{' on ' + metrics['versions']['hardware'] if 'hardware' in metrics['versions'] else ''}.",
         "",
         "```python",
         "import kerasae  # registers kerasae's classes with Keras",
         "import keras",
         "",
         f'model = keras.saving.load_model("zoo/{metrics["name"]}/{zoo.MODEL_FILE}")',
+        f'model = kerasae.load("{metrics["name"]}")  # the same, found by name ($KERASAE_ZOO, ./zoo)',
         "```",
+        "",
+        "The file loads on TensorFlow, JAX and PyTorch, without optimizer state (compile it to fine-tune). "
+        f"Serve it with `kerasae export {metrics['name']} --format tf_saved_model` (shipped in `saved_model/`: "
+        "signatures `serve`, `encode`, `decode`) or `--format onnx`. `check.npz` holds the first 32 test "
+        "digits with the codes and reconstructions this model gives them.",
         "",
         "## Recipe",
         "",

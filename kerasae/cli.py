@@ -61,6 +61,12 @@ def _parser():
     sample.add_argument("--output", required=True)
     sample.add_argument("--zoo")
 
+    export = sub.add_parser("export", help="write a serving export of a zoo entry (SavedModel or ONNX)")
+    export.add_argument("entry", help="entry name or folder")
+    export.add_argument("--format", choices=("tf_saved_model", "onnx"), default="tf_saved_model")
+    export.add_argument("--output", help="folder to write (default: <entry>/saved_model or <entry>/onnx)")
+    export.add_argument("--zoo")
+
     interp = sub.add_parser("interpolate", help="decode a walk between two test digits' latent means")
     interp.add_argument("entry")
     interp.add_argument("--steps", type=int, default=10)
@@ -236,8 +242,40 @@ def _interpolate(args):
     return 0
 
 
+def _export(args):
+    import importlib.util
+    import shutil
+
+    from kerasae import backend, zoo
+
+    entry = zoo.resolve(args.entry, args.zoo)
+    zoo.check_entry(entry)
+    needed = {"tf_saved_model": ["tensorflow"], "onnx": ["tensorflow", "onnx", "tf2onnx"]}[args.format]
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise KerasaeError(f"--format {args.format} needs {', '.join(missing)}: pip install 'kerasae[onnx]'")
+    default = zoo.SAVED_MODEL_DIR if args.format == "tf_saved_model" else zoo.ONNX_DIR
+    out = os.path.abspath(args.output or os.path.join(entry, default))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise KerasaeError(f"--output: {out} exists and is not a folder")
+    # Written next to its place and swapped in, so a failed export leaves the old one whole.
+    staged = f"{out}.exporting-{os.getpid()}"
+    try:
+        backend.export(args.format, os.path.join(entry, zoo.MODEL_FILE), staged)
+        retired = f"{out}.old-{os.getpid()}"
+        if os.path.exists(out):
+            os.rename(out, retired)
+        os.rename(staged, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    print(f"wrote {out}")
+    return 0
+
+
 COMMANDS = {
     "train": _train, "validate": _validate, "eval": _eval, "denoise": _denoise, "sample": _sample, "interpolate": _interpolate,
+    "export": _export,
 }
 
 

@@ -1,9 +1,30 @@
-"""TensorFlow SavedModel export with reconstruction, encoder and decoder signatures.
+"""Serving exports of a saved `.keras` model: a TensorFlow SavedModel and ONNX files.
 
-Runs on the TensorFlow backend (see `backend.export_saved_model`).
+Both run on the TensorFlow backend (see `backend.export`): every endpoint takes
+images as float32 (batch, H, W, C) in [0, 1]; conditional families also take
+integer labels (batch,).
 """
 
+import os
+
 import keras
+
+FORMATS = ("tf_saved_model", "onnx")
+# ONNX holds one function per file: the reconstruction and the two halves.
+ONNX_FILES = ("model.onnx", "encoder.onnx", "decoder.onnx")
+
+
+def _load(model_path):
+    import kerasae  # noqa: F401 -- registers the classes load_model needs
+
+    return keras.saving.load_model(model_path)
+
+
+def _specs(model):
+    image = keras.InputSpec(shape=(None, *model.image_shape), dtype="float32", name="image")
+    latent = keras.InputSpec(shape=(None, model.latent_dim), dtype="float32", name="z")
+    labels = keras.InputSpec(shape=(None,), dtype="int32", name="labels")
+    return image, latent, labels
 
 
 def export_saved_model(model_path, out_dir):
@@ -13,16 +34,11 @@ def export_saved_model(model_path, out_dir):
     code: the mean for variational families) and `decode` (latent -> image);
     each also takes integer labels for a conditional family.
     """
-    import kerasae  # noqa: F401 -- registers the classes load_model needs
-
-    model = keras.saving.load_model(model_path)
-    image = keras.InputSpec(shape=(None, *model.image_shape), dtype="float32")
-    latent = keras.InputSpec(shape=(None, model.latent_dim), dtype="float32")
+    model = _load(model_path)
+    image, latent, labels = _specs(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
     if model.needs_labels:
-        # Conditional families take integer labels beside images and codes.
-        labels = keras.InputSpec(shape=(None,), dtype="int32")
         endpoints = {
             "serve": (lambda x, y: model([x, y], training=False), [image, labels]),
             "encode": (lambda x, y: model.encode_tensor(x, y), [image, labels]),
@@ -37,3 +53,33 @@ def export_saved_model(model_path, out_dir):
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=signature)
     archive.write_out(str(out_dir), verbose=False)
+
+
+def export_onnx(model_path, out_dir):
+    """Loads a `.keras` model and writes `ONNX_FILES` to `out_dir` with Keras's `export`.
+
+    - model.onnx: image (and labels) -> reconstruction;
+    - encoder.onnx: the encoder network, image -> code, or (mean, log-variance)
+      for variational families; a conditional encoder takes a second input,
+      the one-hot label;
+    - decoder.onnx: the decoder network, code -> image; a conditional decoder
+      takes the code and the one-hot label joined into one vector.
+    """
+    model = _load(model_path)
+    image, latent, labels = _specs(model)
+    os.makedirs(out_dir, exist_ok=True)
+    condition = keras.InputSpec(shape=(None, model.condition_dim()), dtype="float32", name="condition")
+    model.export(os.path.join(out_dir, "model.onnx"), format="onnx", verbose=False,
+                 input_signature=[[image, labels]] if model.needs_labels else [image])
+    model.encoder.export(os.path.join(out_dir, "encoder.onnx"), format="onnx", verbose=False,
+                         input_signature=[[image, condition]] if model.needs_labels else [image])
+    decoder_in = keras.InputSpec(shape=(None, model.latent_dim + model.condition_dim()), dtype="float32", name="z")
+    model.decoder.export(os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False,
+                         input_signature=[decoder_in])
+
+
+EXPORTERS = {"tf_saved_model": export_saved_model, "onnx": export_onnx}
+
+
+def export(format, model_path, out_dir):
+    EXPORTERS[format](model_path, out_dir)

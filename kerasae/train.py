@@ -93,6 +93,7 @@ def versions():
         "numpy": numpy.__version__,
         "pydantic": pydantic.__version__,
         "python": platform.python_version(),
+        "hardware": backend.hardware(),
     }
 
 
@@ -324,7 +325,8 @@ def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots,
         }
         # Saved before evaluating, so that `kerasae eval` on the entry starts from the same
         # random state and reproduces these numbers.
-        model.save(os.path.join(stage, zoo.MODEL_FILE))
+        zoo.save_model(model, os.path.join(stage, zoo.MODEL_FILE))
+        zoo.write_check(stage, model, dataset.x_test, dataset.y_test)
         metrics["evaluation"] = evaluate.evaluate(model, dataset, nll_samples=outputs.nll_samples)
         recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
         write_metrics(stage, metrics)
@@ -332,7 +334,7 @@ def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots,
         write_figures(os.path.join(stage, zoo.FIGURES_DIR), recipe, model, dataset, history, snapshots)
         cards.entry_card(stage, recipe.to_dict(), metrics)
         if outputs.export_saved_model and _tensorflow_available():
-            backend.export_saved_model(os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR))
+            backend.export("tf_saved_model", os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR))
         final = zoo.commit(stage, recipe.name, zoo_dir, overwrite)
     shutil.rmtree(folder, ignore_errors=True)
     cards.zoo_table(zoo_dir)

@@ -12,6 +12,8 @@ import os
 import shutil
 import uuid
 
+import numpy as np
+
 from kerasae.errors import ZooError
 
 ZOO_ENV = "KERASAE_ZOO"
@@ -22,6 +24,7 @@ RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 SAVED_MODEL_DIR = "saved_model"
+ONNX_DIR = "onnx"
 FIGURES_DIR = "figures"
 CARD_FILE = "README.md"
 REQUIRED_FILES = (MODEL_FILE, RECIPE_FILE, METRICS_FILE)
@@ -31,6 +34,10 @@ RUNS_DIR = ".runs"
 CHECKPOINT_FILE = "checkpoint.keras"
 STATE_FILE = "state.json"
 SNAPSHOTS_FILE = "snapshots.npz"
+# A few test images with the codes and reconstructions the model gave them when the entry
+# was written: any machine, any backend, with or without the data set, can check a load.
+CHECK_FILE = "check.npz"
+CHECK_IMAGES = 32
 
 
 def root(zoo=None):
@@ -153,13 +160,33 @@ def check_entry(path):
         raise ZooError(f"zoo entry {path} is incomplete: missing {', '.join(missing)}")
 
 
+def search_path(zoo=None):
+    """Where entry names are looked up: the given zoo; else each folder in $KERASAE_ZOO
+    (os.pathsep-separated), ./zoo, and the zoo shipped beside the package in a checkout."""
+    if zoo:
+        return [zoo]
+    folders = [f for f in os.environ.get(ZOO_ENV, "").split(os.pathsep) if f]
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), DEFAULT_ZOO)
+    for folder in (DEFAULT_ZOO, shipped):
+        if os.path.abspath(folder) not in map(os.path.abspath, folders):
+            folders.append(folder)
+    return folders
+
+
 def resolve(name_or_path, zoo=None):
-    """An entry folder from a path or a name in the zoo."""
+    """An entry folder from a path, or from a name looked up along `search_path`."""
     if os.path.isdir(name_or_path):
         return name_or_path
     if os.path.isfile(name_or_path) and name_or_path.endswith(".keras"):
         return os.path.dirname(name_or_path) or "."
-    return entry_path(name_or_path, zoo)
+    folders = search_path(zoo)
+    for folder in folders:
+        path = os.path.join(folder, name_or_path)
+        if os.path.isdir(path):
+            return path
+    if os.sep in name_or_path or name_or_path.endswith(".keras"):
+        raise ZooError(f"zoo entry not found: {name_or_path}")
+    raise ZooError(f"no zoo entry named '{name_or_path}' in {', '.join(folders)}")
 
 
 def read_metrics(path):
@@ -183,6 +210,37 @@ def entries(zoo=None):
         if all(os.path.isfile(os.path.join(path, f)) for f in REQUIRED_FILES):
             found.append((name, read_metrics(path)))
     return found
+
+
+def save_model(model, path):
+    """Saves the weights and architecture an entry needs, without the optimizer.
+
+    A zoo model is for use, not for resuming (the run's checkpoints keep the
+    optimizer): like Keras 2's `include_optimizer=False`, the file stores no
+    optimizer slots and no compile settings, which makes it a third of the
+    size for Adam. `keras.saving.load_model` gives an uncompiled model; compile
+    it to fine-tune.
+    """
+    if not model.compiled:
+        model.save(path)
+        return
+    optimizer = model.optimizer
+    model.optimizer, model.compiled = None, False
+    try:
+        model.save(path)
+    finally:
+        model.optimizer, model.compiled = optimizer, True
+
+
+def write_check(folder, model, x, y=None):
+    """Stores the first `CHECK_IMAGES` test images and the model's outputs for them."""
+    x = x[:CHECK_IMAGES]
+    y = None if y is None else y[:CHECK_IMAGES]
+    labels = y if model.needs_labels else None
+    arrays = {"x": x, "codes": model.encode(x, labels), "reconstructions": model.reconstruct(x, labels)}
+    if y is not None:
+        arrays["y"] = y
+    np.savez_compressed(os.path.join(folder, CHECK_FILE), **arrays)
 
 
 def load(name_or_path, zoo=None, safe_mode=True):

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from conftest import RECIPES, ROOT, small_recipe
 
+import kerasae
 from kerasae import cli, zoo
 
 
@@ -190,6 +191,54 @@ def test_saved_model_export_serves_the_same_reconstruction(tmp_path, mnist_like,
     z = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
     np.testing.assert_allclose(exported.decode(z).numpy(), model.decode(z), atol=1e-5)
 
+    # ONNX through Keras's own export, run by onnxruntime.
+    assert cli.main(["export", "test-vae", "--zoo", zoo_dir, "--format", "onnx"]) == 0
+    onnx = _onnx_sessions(os.path.join(entry, zoo.ONNX_DIR))
+    np.testing.assert_allclose(onnx["model"](x)[0], model.reconstruct(x), atol=1e-5)
+    z_mean, z_log_var = onnx["encoder"](x)
+    np.testing.assert_allclose(z_mean, model.encode(x), atol=1e-5)
+    assert z_log_var.shape == z_mean.shape
+    np.testing.assert_allclose(onnx["decoder"](z)[0], model.decode(z), atol=1e-5)
+
+
+def _onnx_sessions(folder):
+    import onnxruntime
+
+    def runner(path):
+        session = onnxruntime.InferenceSession(path)
+        names = [i.name for i in session.get_inputs()]
+        return lambda *arrays: session.run(None, dict(zip(names, arrays)))
+
+    return {name: runner(os.path.join(folder, f"{name}.onnx")) for name in ("model", "encoder", "decoder")}
+
+
+def test_export_replaces_an_old_export_and_names_bad_requests(tmp_path, mnist_like, zoo_dir, capsys):
+    recipe = small_recipe("ae", mnist_like, epochs=1)
+    assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
+    entry = os.path.join(zoo_dir, "test-ae")
+    assert not os.path.exists(os.path.join(entry, zoo.SAVED_MODEL_DIR))  # the recipe asked for none
+    out = tmp_path / "served"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older export")
+    assert cli.main(["export", entry, "--output", str(out)]) == 0
+    assert not (out / "stale.txt").exists() and (out / "saved_model.pb").exists()
+    assert [p for p in os.listdir(tmp_path) if "exporting" in p or ".old-" in p] == []
+
+    import tensorflow as tf
+
+    model = zoo.load(entry)
+    with np.load(mnist_like) as f:
+        x = (f["x_test"][:8, ..., None] > 127).astype("float32")
+    served = tf.saved_model.load(str(out))  # held: TF frees the variables of an unreferenced load
+    np.testing.assert_allclose(served.serve(x).numpy(), model.reconstruct(x), atol=1e-5)
+
+    capsys.readouterr()
+    assert cli.main(["export", "no-such-entry", "--zoo", zoo_dir]) == 2
+    assert "no zoo entry named 'no-such-entry' in " + zoo_dir in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert cli.main(["export", entry, "--output", str(tmp_path / "file")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
 
 def test_cvae_entry_samples_digits_and_exports_with_labels(tmp_path, mnist_like, zoo_dir, capsys):
     recipe = small_recipe("cvae", mnist_like, epochs=1, outputs={"export_saved_model": True})
@@ -214,6 +263,14 @@ def test_cvae_entry_samples_digits_and_exports_with_labels(tmp_path, mnist_like,
     z = np.random.default_rng(0).standard_normal((16, 8)).astype("float32")
     np.testing.assert_allclose(exported.decode(z, y).numpy(), model.decode(z, y), atol=1e-5)
 
+    assert cli.main(["export", entry, "--format", "onnx"]) == 0
+    onnx = _onnx_sessions(os.path.join(entry, zoo.ONNX_DIR))
+    np.testing.assert_allclose(onnx["model"](x, y)[0], model.reconstruct(x, y), atol=1e-5)
+    one_hot = np.eye(10, dtype="float32")[y]
+    np.testing.assert_allclose(onnx["encoder"](x, one_hot)[0], model.encode(x, y), atol=1e-5)
+    joined = np.concatenate([z, one_hot], axis=1)
+    np.testing.assert_allclose(onnx["decoder"](joined)[0], model.decode(z, y), atol=1e-5)
+
 
 def test_a_model_file_with_a_lambda_layer_is_refused(tmp_path):
     import keras
@@ -226,3 +283,15 @@ def test_a_model_file_with_a_lambda_layer_is_refused(tmp_path):
     (entry / zoo.METRICS_FILE).write_text("{}")
     with pytest.raises(zoo.ZooError, match="cannot be loaded .*`Lambda` layer .*arbitrary code execution"):
         zoo.load(str(entry))
+
+
+def test_load_finds_a_name_along_the_zoo_path(tmp_path, mnist_like, monkeypatch):
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    recipe = small_recipe("ae", mnist_like, epochs=1)
+    assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", second, "--quiet"]) == 0
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(zoo.ZOO_ENV, os.pathsep.join([first, second]))
+    assert zoo.resolve("test-ae") == os.path.join(second, "test-ae")
+    assert type(kerasae.load("test-ae")).__name__ == "Autoencoder"
+    with pytest.raises(zoo.ZooError, match=f"no zoo entry named 'test-vae' in {first}, {second}, zoo, "):
+        kerasae.load("test-vae")

@@ -1,0 +1,104 @@
+"""The committed zoo: every entry loads on this backend, gives the outputs it was shipped
+with, reproduces its stored test metrics, and its cards say what its metrics file says.
+
+The suite runs once per backend, so together the runs prove that each `.keras`
+file loads on TensorFlow, JAX and PyTorch. Without the MNIST file (a fresh
+offline machine) each entry is still checked against `check.npz`: the first 32
+test digits with the codes and reconstructions the entry gave them when it was
+written (the digits in the top row of its reconstructions figure).
+"""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import kerasae
+from kerasae import cards, data, evaluate, recipe, zoo
+
+ZOO = os.path.join(ROOT, "zoo")
+ENTRIES = sorted(name for name, _ in zoo.entries(ZOO))
+# Stored outputs were computed on the training backend; others differ by float32 round-off.
+OUTPUT_ATOL = 1e-4
+
+
+def _metrics(name):
+    with open(os.path.join(ZOO, name, zoo.METRICS_FILE)) as f:
+        return json.load(f)
+
+
+def test_the_zoo_holds_the_seed_entries():
+    assert {"ae-mnist", "dae-mnist", "vae-mnist"} <= set(ENTRIES)
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(ZOO) for f in files)
+    assert total < 50 * 2**20, f"the zoo holds {total / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_loads_by_name_and_gives_its_stored_outputs(name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no ./zoo here: the name is found in the checkout's zoo
+    monkeypatch.delenv(zoo.ZOO_ENV, raising=False)
+    model = kerasae.load(name)
+    with np.load(os.path.join(ZOO, name, zoo.CHECK_FILE)) as check:
+        x, y = check["x"], check["y"] if "y" in check.files else None
+        labels = y if model.needs_labels else None
+        np.testing.assert_allclose(model.reconstruct(x, labels), check["reconstructions"], atol=OUTPUT_ATOL)
+        np.testing.assert_allclose(model.encode(x, labels), check["codes"], atol=OUTPUT_ATOL)
+    # The plain Keras call the model cards show.
+    same = keras.saving.load_model(os.path.join(ZOO, name, zoo.MODEL_FILE))
+    assert type(same) is type(model)
+    # Shipped without optimizer state: a model for use, a third of the size for Adam.
+    assert not same.compiled
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_reproduces_its_stored_test_metrics(name):
+    metrics = _metrics(name)
+    r = recipe.load(os.path.join(ZOO, name, zoo.RECIPE_FILE))
+    dataset = data.load(r.data, seed=r.train.seed)
+    if dataset.record.get("sha256") != metrics["data"]["sha256"]:
+        pytest.skip("needs the MNIST file the entry was trained on ($KERASAE_DATA_DIR); check.npz is checked above")
+    model = zoo.load(os.path.join(ZOO, name))
+    labels = dataset.y_test if model.needs_labels else None
+    stored = metrics["evaluation"]
+    got = evaluate.reconstruction_metrics(dataset.x_test, model.reconstruct(dataset.x_test, labels))
+    for key in ("bce", "sse", "psnr_db"):
+        assert got[key] == pytest.approx(stored["reconstruction"][key], rel=1e-4), key
+    if "elbo" in stored:
+        # One Monte Carlo sample per digit: other backends draw other noise. Over 10,000
+        # digits the mean moves by ~0.05 nats; 0.5 is ten times that.
+        model.compile(optimizer="adam")
+        terms = model.evaluate(dataset.x_test, *([labels] if model.needs_labels else []),
+                               batch_size=500, verbose=0, return_dict=True)
+        assert -(terms["reconstruction_loss"] + terms["kl_loss"]) == pytest.approx(stored["elbo"], abs=0.5)
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_card_matches_its_metrics(name, tmp_path):
+    entry = os.path.join(ZOO, name)
+    r = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
+    shutil.copytree(os.path.join(entry, zoo.FIGURES_DIR), tmp_path / zoo.FIGURES_DIR)
+    cards.entry_card(str(tmp_path), r.to_dict(), _metrics(name))
+    with open(os.path.join(entry, zoo.CARD_FILE), encoding="utf-8") as shipped:
+        assert (tmp_path / zoo.CARD_FILE).read_text(encoding="utf-8") == shipped.read()
+    for key, value in _metrics(name)["evaluation"]["reconstruction"].items():
+        assert cards.fmt(value) in shipped_text(entry), key
+
+
+def shipped_text(entry):
+    with open(os.path.join(entry, zoo.CARD_FILE), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_zoo_table_matches_the_entries(tmp_path):
+    copy = tmp_path / "zoo"
+    for name in ENTRIES:
+        (copy / name).mkdir(parents=True)
+        for f in (zoo.MODEL_FILE, zoo.RECIPE_FILE, zoo.METRICS_FILE):
+            shutil.copy(os.path.join(ZOO, name, f), copy / name / f)
+    cards.zoo_table(str(copy))
+    with open(os.path.join(ZOO, "README.md"), encoding="utf-8") as shipped:
+        assert (copy / "README.md").read_text(encoding="utf-8") == shipped.read()
