@@ -172,6 +172,10 @@ class TrainSection(Section):
     checkpoint_every_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = Field(
         default=1, description="Save a resumable checkpoint after every this many epochs (and the last)."
     )
+    checkpoint_every_steps: Optional[Annotated[int, Field(ge=1, le=10**9)]] = Field(
+        default=None, description="Also save a resumable checkpoint every this many training steps "
+        "(counted from the start of training); none when omitted."
+    )
     steps_per_execution: Optional[Annotated[int, Field(ge=1, le=10_000)]] = Field(
         default=None, description="Training steps per compiled call; the backend's default when omitted "
         "(32 on TensorFlow and JAX, 1 on PyTorch, which only supports 1)."

@@ -112,8 +112,13 @@ class Guard(keras.callbacks.Callback):
         super().__init__()
         self.signal = None
         self.bad_step = None
+        self.steps = 0  # steps finished in the current `fit`
+
+    def on_train_begin(self, logs=None):
+        self.steps = 0
 
     def on_train_batch_end(self, batch, logs=None):
+        self.steps = batch + 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_step = batch + 1
@@ -166,8 +171,12 @@ def _write_json(path, value):
     os.replace(temporary, path)
 
 
-def save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, recipe):
-    """Model (with optimizer and random states), progress and snapshots, each file replaced atomically."""
+def save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, recipe, steps_done=0, partial=None):
+    """Model (with optimizer and random states), progress and snapshots, each file replaced atomically.
+
+    `steps_done` > 0 marks a checkpoint inside epoch `epochs_done + 1`, with the
+    logged means of its finished steps in `partial`.
+    """
     os.makedirs(folder, exist_ok=True)
     checkpoint = os.path.join(folder, zoo.CHECKPOINT_FILE)
     temporary = os.path.join(folder, f"tmp-{os.getpid()}-{zoo.CHECKPOINT_FILE}")
@@ -180,8 +189,13 @@ def save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, rec
         np.savez(f, **arrays)
     os.replace(f"{snapshot_file}.tmp", snapshot_file)
     _write_json(os.path.join(folder, zoo.STATE_FILE), {
-        "epochs_done": epochs_done, "history": history, "train_seconds": seconds, "recipe": recipe.to_dict(),
+        "epochs_done": epochs_done, "steps_done": steps_done, "partial": partial.to_state() if partial else None,
+        "history": history, "train_seconds": seconds, "recipe": recipe.to_dict(),
     })
+
+
+# What a resumed run may change: how long it trains and how often it checkpoints.
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every_epochs", "checkpoint_every_steps")
 
 
 def _resume_state(folder, recipe):
@@ -192,10 +206,10 @@ def _resume_state(folder, recipe):
         state = json.load(f)
     before, now = state["recipe"], recipe.to_dict()
     changed = sorted(k for k in now if before.get(k) != now[k] and k != "train")
-    changed += [f"train.{k}" for k in now["train"] if k != "epochs" and before["train"].get(k) != now["train"][k]]
+    changed += [f"train.{k}" for k in now["train"] if k not in RESUMABLE_CHANGES and before["train"].get(k) != now["train"][k]]
     if changed:
         raise ZooError(f"--resume: the recipe changed since the checkpoint ({', '.join(changed)}); "
-                       "only train.epochs may change")
+                       f"only {', '.join(f'train.{k}' for k in RESUMABLE_CHANGES)} may change")
     return state
 
 
@@ -269,40 +283,109 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume):
         fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(folder, "logs")))
     validation = split(dataset.x_val, dataset.y_val) if len(dataset.x_val) else None
     x, y = dataset.x_train, dataset.y_train
+    batch_size = recipe.train.batch_size
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    every = recipe.train.checkpoint_every_steps
+    step = state.get("steps_done", 0) if state else 0  # steps already taken in the first epoch
+    partial = Partial.from_state(state)
     with _catch_signals(guard):
         for epoch in range(first_epoch, last):
-            start = time.perf_counter()
             order = _epoch_order(recipe.train.seed, epoch, len(x))
-            logs = model.fit(
-                *split(x[order], None if y is None else y[order]), batch_size=recipe.train.batch_size,
-                initial_epoch=epoch, epochs=last, validation_data=validation, shuffle=False,
-                callbacks=fit_callbacks, verbose=_verbosity() if verbose is None else verbose,
-            ).history
-            _stop_if_asked(guard, recipe, folder, epoch)
-            seconds += time.perf_counter() - start
-            for key, values in logs.items():
-                history.setdefault(key, []).extend(float(v) for v in values)
-            if (epoch + 1) % recipe.train.checkpoint_every_epochs == 0 or epoch + 1 == last:
+            while step < steps_per_epoch:
+                # An epoch runs in segments that end at the step checkpoints; only the segment
+                # that ends the epoch validates. Batches are those of the whole epoch's order.
+                global_step = epoch * steps_per_epoch + step
+                end = min(steps_per_epoch, step + (every - global_step % every)) if every else steps_per_epoch
+                rows = order[step * batch_size : end * batch_size]
+                start = time.perf_counter()
+                logs = model.fit(
+                    *split(x[rows], None if y is None else y[rows]), batch_size=batch_size,
+                    initial_epoch=epoch, epochs=last, validation_data=validation if end == steps_per_epoch else None,
+                    shuffle=False, callbacks=fit_callbacks, verbose=_verbosity() if verbose is None else verbose,
+                ).history
+                seconds += time.perf_counter() - start
+                if guard.bad_step is not None:
+                    if isinstance(guard.bad_step, int):
+                        guard.bad_step += step  # counted from the epoch's start
+                    _stop_if_asked(guard, recipe, folder, epoch, step)
+                partial.add(logs, guard.steps)
+                step += guard.steps
+                if step < steps_per_epoch:  # a step checkpoint, or a signal mid-epoch
+                    save_checkpoint(folder, model, epoch, history, snapshots, seconds, recipe, step, partial)
+                    _stop_if_asked(guard, recipe, folder, epoch, step)
+            for key, value in partial.means().items():
+                history.setdefault(key, []).append(value)
+            step, partial = 0, Partial()
+            if (epoch + 1) % recipe.train.checkpoint_every_epochs == 0 or epoch + 1 == last or guard.signal:
                 save_checkpoint(folder, model, epoch + 1, history, snapshots, seconds, recipe)
+            _stop_if_asked(guard, recipe, folder, epoch + 1, 0)
     return _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split)
 
 
-def _stop_if_asked(guard, recipe, folder, epoch):
+class Partial:
+    """The logged means of an epoch's training segments, combined by their numbers of steps.
+
+    Keras logs per-step means, so the weighted mean of the segments' means is
+    the mean an unbroken epoch logs. Validation terms come from the last segment.
+    """
+
+    def __init__(self, sums=None, steps=0, validation=None):
+        self.sums, self.steps, self.validation = dict(sums or {}), steps, dict(validation or {})
+
+    @classmethod
+    def from_state(cls, state):
+        saved = (state or {}).get("partial") or {}
+        return cls(saved.get("sums"), saved.get("steps", 0))
+
+    def add(self, logs, steps):
+        for key, values in logs.items():
+            if key.startswith("val_"):
+                self.validation[key] = float(values[-1])
+            elif steps:
+                self.sums[key] = self.sums.get(key, 0.0) + float(values[-1]) * steps
+        self.steps += steps
+
+    def means(self):
+        return {k: v / self.steps for k, v in self.sums.items()} | self.validation
+
+    def to_state(self):
+        return {"sums": self.sums, "steps": self.steps}
+
+
+def _stop_if_asked(guard, recipe, folder, epoch, step):
+    """Raises `TrainingStopped` once a signal or a bad loss was seen.
+
+    `epoch` epochs and `step` steps of the next were finished (and checkpointed,
+    for a signal).
+    """
     if guard.signal is None and guard.bad_step is None:
         return
-    kept = f"the checkpoint after epoch {epoch}" if epoch else "no checkpoint yet (nothing was finished)"
     if guard.bad_step is not None:
+        kept = _checkpoint_kept(folder)
         raise TrainingStopped(
             f"the loss of '{recipe.name}' is no longer finite in epoch {epoch + 1}, step {guard.bad_step}; "
             f"{kept} is kept in {folder}. Lower train.learning_rate, then resume with --resume "
             "(only train.epochs may change) or start over with --overwrite"
         )
     name = signal.Signals(guard.signal).name
+    where = f"after step {step} of epoch {epoch + 1}" if step else f"after epoch {epoch}"
     raise TrainingStopped(
-        f"{name}: stopped '{recipe.name}' during epoch {epoch + 1}; {kept} is kept in {folder}. "
+        f"{name}: stopped '{recipe.name}' {where}; its checkpoint is in {folder}. "
         f"Resume with: kerasae train <recipe> --resume",
         exit_code=128 + guard.signal,
     )
+
+
+def _checkpoint_kept(folder):
+    """Names the last checkpoint in words, for messages."""
+    try:
+        with open(os.path.join(folder, zoo.STATE_FILE), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return "no checkpoint yet (nothing was finished)"
+    if state.get("steps_done"):
+        return f"the checkpoint after step {state['steps_done']} of epoch {state['epochs_done'] + 1}"
+    return f"the checkpoint after epoch {state['epochs_done']}"
 
 
 def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split):

@@ -46,20 +46,54 @@ def _weights(entry):
 @pytest.mark.parametrize("family", ["vae", "dae"])
 def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path, mnist_like, family):
     r = _recipe(mnist_like, family)
-    straight, _ = train.run(r, str(tmp_path / "a"), verbose=0)
+    straight, straight_metrics = train.run(r, str(tmp_path / "a"), verbose=0)
     zoo_b = str(tmp_path / "b")
-    with pytest.raises(TrainingStopped, match="SIGINT: stopped 'test-.*' during epoch 3; the checkpoint after epoch 2"):
+    # The signal lands before step 6 of epoch 3 (batch index 5); that step finishes, then a
+    # checkpoint inside the epoch is written.
+    with pytest.raises(TrainingStopped, match=r"SIGINT: stopped 'test-.*' after step 6 of epoch 3; its checkpoint"):
         train.run(r, zoo_b, verbose=0, callbacks=[SignalAt(epoch=2, batch=5)])
     assert not os.path.exists(zoo.entry_path(r.name, zoo_b))
     state = json.load(open(os.path.join(zoo.run_path(r.name, zoo_b), zoo.STATE_FILE)))
-    assert state["epochs_done"] == 2 and len(state["history"]["loss"]) == 2
+    assert (state["epochs_done"], state["steps_done"], len(state["history"]["loss"])) == (2, 6, 2)
     resumed, metrics = train.run(r, zoo_b, verbose=0, resume=True)
     # Same backend, same data order per epoch, optimizer and random states restored.
     for a, b in zip(_weights(straight), _weights(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # The interrupted epoch's logged means combine its two halves into the unbroken epoch's.
+    for split in ("train", "validation"):
+        for key, value in straight_metrics[split].items():
+            assert metrics[split][key] == pytest.approx(value, rel=1e-5), (split, key)
     history = open(os.path.join(resumed, zoo.HISTORY_FILE)).read().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2", "3"]
     assert not os.path.exists(zoo.run_path(r.name, zoo_b))  # checkpoints go once the entry is in
+
+
+class KillAt(keras.callbacks.Callback):
+    """Stands in for `kill -9` at a given step: the process dies without unwinding."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            raise KeyboardInterrupt  # not a signal kerasae handles: nothing is saved on the way out
+
+
+def test_step_checkpoints_resume_inside_an_epoch(tmp_path, mnist_like):
+    r = _recipe(mnist_like, "vae", epochs=2)
+    straight, _ = train.run(r, str(tmp_path / "a"), verbose=0)
+    every = recipe.validate({**r.to_dict(), "train": {**r.to_dict()["train"], "checkpoint_every_steps": 4}})
+    zoo_b = str(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):  # 15 steps per epoch: dies at step 7 of epoch 2
+        train.run(every, zoo_b, verbose=0, callbacks=[KillAt(step=22)])
+    state = json.load(open(os.path.join(zoo.run_path(r.name, zoo_b), zoo.STATE_FILE)))
+    # Steps are counted from the start of training: the last checkpoint is at step 20 = epoch 2, step 5.
+    assert (state["epochs_done"], state["steps_done"]) == (1, 5)
+    resumed, _ = train.run(every, zoo_b, verbose=0, resume=True)
+    for a, b in zip(_weights(straight), _weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_a_fresh_run_will_not_silently_discard_checkpoints(tmp_path, mnist_like):

@@ -127,6 +127,11 @@ class Autoencoder(backend.Trainer, keras.Model):
         """The deterministic code of x (the posterior mean for variational models)."""
         return self.encoder(self.encoder_inputs(x, labels), training=training)
 
+    def _should_eval(self, epoch, validation_freq):
+        # kerasae stops `fit` inside an epoch (SIGINT/SIGTERM) to checkpoint it; validating
+        # then would draw from the random streams that the resumed run still needs.
+        return not self.stop_training and super()._should_eval(epoch, validation_freq)
+
     def call(self, inputs, training=False):
         x, labels = inputs if self.needs_labels else (inputs, None)
         z = self.encode_tensor(x, labels, training=training)
