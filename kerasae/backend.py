@@ -7,6 +7,8 @@ TensorFlow, a stateless function returning its new state on JAX, `backward()`
 on PyTorch. Everything else in kerasae is backend-neutral.
 """
 
+import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -38,7 +40,11 @@ if NAME == "tensorflow":
             x, y = self._data(data)
             with tf.GradientTape() as tape:
                 losses = self.compute_losses(x, y, training=True)
-            grads = tape.gradient(losses["loss"], self.trainable_weights)
+                # tf.distribute sums the replicas' gradients: each replica's mean loss
+                # counts 1/replicas, so the update is that of the global batch's mean.
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                objective = losses["loss"] / replicas if replicas > 1 else losses["loss"]
+            grads = tape.gradient(objective, self.trainable_weights)
             self.optimizer.apply(grads, self.trainable_weights)
             return self.update_loss_metrics(losses)
 
@@ -114,6 +120,149 @@ else:  # pragma: no cover -- Keras only ships these three trainers and numpy/ope
     )
 
 
+# -- data-parallel training ---------------------------------------------------------------
+
+# Released Keras runs `keras.distribution` on JAX only; the torch backend gets it in 3.16.
+TORCH_DISTRIBUTION_KERAS = (3, 16)
+MULTI_HOST_ENV = {
+    "coordinator_address": "KERASAE_COORDINATOR_ADDRESS",
+    "num_processes": "KERASAE_NUM_PROCESSES",
+    "process_id": "KERASAE_PROCESS_ID",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Replicas:
+    """How a run is spread: model replicas in all, and this process among the hosts'."""
+
+    count: int = 1
+    processes: int = 1
+    process_id: int = 0
+
+
+def multi_host_settings(spec, environ=None):
+    """(coordinator address, number of processes, process id) from the recipe, else the environment.
+
+    Returns None for a single-host run.
+    """
+    from kerasae.errors import KerasaeError
+
+    environ = os.environ if environ is None else environ
+    values = {}
+    for key, variable in MULTI_HOST_ENV.items():
+        value = getattr(spec, key)
+        if value is None and environ.get(variable):
+            value = environ[variable]
+            if key != "coordinator_address":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise KerasaeError(f"${variable}: expected an integer, got {value!r}") from None
+        values[key] = value
+    if values["num_processes"] in (None, 1):
+        return None
+    missing = [f"distribute.{k} (or ${MULTI_HOST_ENV[k]})" for k, v in values.items() if v is None]
+    if missing:
+        raise KerasaeError(f"a run over {values['num_processes']} processes also needs {', '.join(missing)}")
+    if not 0 <= values["process_id"] < values["num_processes"]:
+        raise KerasaeError(f"distribute.process_id: must be in 0..{values['num_processes'] - 1}, "
+                           f"got {values['process_id']}")
+    return values["coordinator_address"], values["num_processes"], values["process_id"]
+
+
+def _keras_version():
+    return tuple(int(part) for part in keras.__version__.split(".")[:2] if part.isdigit())
+
+
+def _pick(devices, wanted):
+    from kerasae.errors import KerasaeError
+
+    if wanted == "auto":
+        return devices
+    if wanted > len(devices):
+        raise KerasaeError(f"distribute.devices: {wanted} asked for, {len(devices)} available ({', '.join(devices)})")
+    return devices[:wanted]
+
+
+@contextlib.contextmanager
+def distributed(spec):
+    """Sets up the recipe's `distribute` section for the block; yields `Replicas`.
+
+    JAX (and torch from Keras 3.16): `keras.distribution.DataParallel` over a
+    mesh of the devices, several hosts joined by `keras.distribution.initialize`.
+    TensorFlow: `MirroredStrategy` over the local GPUs (else CPUs), or
+    `MultiWorkerMirroredStrategy` when $TF_CONFIG describes a cluster. Build,
+    compile and fit the model inside the block.
+    """
+    from kerasae.errors import KerasaeError
+
+    if spec.strategy == "none":
+        yield Replicas()
+        return
+    if NAME == "torch" and _keras_version() < TORCH_DISTRIBUTION_KERAS:
+        raise KerasaeError(
+            f"distribute.strategy: data_parallel needs Keras >= {'.'.join(map(str, TORCH_DISTRIBUTION_KERAS))} "
+            f"on the torch backend (installed: Keras {keras.__version__}); use KERAS_BACKEND=jax or tensorflow"
+        )
+    if NAME == "tensorflow":
+        with _tf_strategy(spec) as replicas:
+            yield replicas
+        return
+    hosts = multi_host_settings(spec)
+    if hosts:
+        address, processes, process_id = hosts
+        keras.distribution.initialize(job_addresses=address, num_processes=processes, process_id=process_id)
+    devices = _pick(keras.distribution.list_devices(), spec.devices)
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    try:
+        yield Replicas(len(devices), *(hosts[1:] if hosts else (1, 0)))
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+@contextlib.contextmanager
+def _tf_strategy(spec):
+    import json
+
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        cluster = json.loads(os.environ["TF_CONFIG"])
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        workers = len(cluster.get("cluster", {}).get("worker", [])) or 1
+        task = cluster.get("task", {}).get("index", 0)
+    else:  # noqa: PLR5501
+        kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        devices = _pick([d.name for d in tf.config.list_logical_devices(kind)], spec.devices)
+        strategy = tf.distribute.MirroredStrategy(devices)
+        workers, task = 1, 0
+    with strategy.scope():
+        # Keras shards numpy input across workers itself: to kerasae it is one process.
+        del workers, task
+        yield Replicas(strategy.num_replicas_in_sync)
+
+
+def random(kind, shape, dtype, seed_generator):
+    """`keras.random.normal` or `.uniform` (kind) drawn from a layer's generator.
+
+    Under a `tf.distribute` strategy every replica would read the same generator
+    state and draw the same noise for its part of the batch; there the draw's seed
+    is offset by the replica's index.
+    """
+    if NAME == "tensorflow":
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            seed = seed_generator.next()
+            offset = tf.cast(context.replica_id_in_sync_group, seed.dtype)
+            seed = tf.cast(seed + tf.stack([tf.zeros_like(offset), offset]), "int32")
+            draw = tf.random.stateless_normal if kind == "normal" else tf.random.stateless_uniform
+            return draw(shape, seed=seed, dtype=dtype)
+    return getattr(keras.random, kind)(shape, dtype=dtype, seed=seed_generator)
+
+
 def hardware():
     """What trains here, in words: the accelerators the backend sees, else the CPU cores."""
     if NAME == "jax":
@@ -133,14 +282,16 @@ def hardware():
     return f"CPU, {os.cpu_count()} cores"
 
 
-def steps_per_execution(requested=None):
+def steps_per_execution(requested=None, replicas=1):
     """Training steps per compiled call: many on TensorFlow and JAX, to drown the Python
-    overhead of each step; PyTorch runs eagerly and takes exactly one."""
-    if NAME == "torch":
+    overhead of each step; PyTorch runs eagerly and takes exactly one, and so does
+    TensorFlow under `tf.distribute` (Keras 3.15's multi-step loop fails there)."""
+    if NAME == "torch" or (NAME == "tensorflow" and replicas > 1):
         if requested not in (None, 1):
             from kerasae.errors import KerasaeError
 
-            raise KerasaeError(f"train.steps_per_execution must be 1 on the torch backend, got {requested}")
+            where = "the torch backend" if NAME == "torch" else "TensorFlow with distribute.strategy data_parallel"
+            raise KerasaeError(f"train.steps_per_execution must be 1 on {where}, got {requested}")
         return 1
     return requested or DEFAULT_STEPS_PER_EXECUTION
 

@@ -49,6 +49,9 @@ def build(recipe, image_shape, num_classes=10):
     return FAMILIES[recipe.model.family](**args, name=recipe.model.family)
 
 
-def optimizer(train):
-    """The recipe's optimizer with its learning rate."""
-    return keras.optimizers.get({"class_name": train.optimizer, "config": {"learning_rate": train.learning_rate}})
+def optimizer(train, scale=1):
+    """The recipe's optimizer with its learning rate (times `scale`: the replica count when
+    `distribute.scale_learning_rate` asks for the linear scaling rule)."""
+    return keras.optimizers.get(
+        {"class_name": train.optimizer, "config": {"learning_rate": train.learning_rate * scale}}
+    )

@@ -7,6 +7,8 @@ traced JAX code, and a seeded generator makes runs repeatable on every backend.
 import keras
 from keras import ops
 
+from kerasae import backend
+
 CORRUPTIONS = ("masking", "gaussian", "salt_and_pepper")
 SEED_STATE_KEY = "seed_generator_state"
 
@@ -18,6 +20,12 @@ class SeededLayer(keras.layers.Layer):
     model would replay the random draws of its first steps. These layers store
     the state as their only variable instead.
     """
+
+    def normal(self, shape, dtype):
+        return backend.random("normal", shape, dtype, self.seed_generator)
+
+    def uniform(self, shape, dtype):
+        return backend.random("uniform", shape, dtype, self.seed_generator)
 
     def save_own_variables(self, store):
         store[SEED_STATE_KEY] = ops.convert_to_numpy(self.seed_generator.state.value)
@@ -49,7 +57,7 @@ class Sampling(SeededLayer):
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        eps = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
+        eps = self.normal(ops.shape(z_mean), z_mean.dtype)
         return z_mean + ops.exp(0.5 * z_log_var) * eps
 
     def compute_output_shape(self, input_shape):
@@ -93,8 +101,8 @@ class Corruption(SeededLayer):
         """Always corrupts (for figures and `denoise` demos outside training)."""
         shape, dtype = ops.shape(inputs), inputs.dtype
         if self.kind == "gaussian":
-            return inputs + self.sigma * keras.random.normal(shape, dtype=dtype, seed=self.seed_generator)
-        u = keras.random.uniform(shape, dtype=dtype, seed=self.seed_generator)
+            return inputs + self.sigma * self.normal(shape, dtype)
+        u = self.uniform(shape, dtype)
         hit = ops.cast(u < self.p, dtype)
         if self.kind == "masking":
             return inputs * (1.0 - hit)
@@ -130,7 +138,7 @@ class DynamicBinarization(SeededLayer):
     def call(self, inputs, training=False):
         if not training:
             return inputs
-        u = keras.random.uniform(ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
+        u = self.uniform(ops.shape(inputs), inputs.dtype)
         return ops.cast(u < inputs, inputs.dtype)
 
     def compute_output_shape(self, input_shape):

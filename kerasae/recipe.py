@@ -182,6 +182,34 @@ class TrainSection(Section):
     )
 
 
+class DistributeSection(Section):
+    """Data-parallel training on several devices or hosts, through the backends' own engines:
+    `keras.distribution.DataParallel` on JAX, `tf.distribute` on TensorFlow."""
+
+    strategy: Literal["none", "data_parallel"] = "none"
+    devices: Union[Literal["auto"], Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        default="auto", description="Local devices to use: all of them (auto) or the first N."
+    )
+    scale_learning_rate: bool = Field(
+        default=False, description="Multiply train.learning_rate by the number of replicas (the linear scaling rule)."
+    )
+    coordinator_address: Optional[Annotated[str, Field(pattern=r"^[A-Za-z0-9._\[\]:-]+:[0-9]{1,5}$")]] = Field(
+        default=None, description="JAX multi-host: host:port of process 0; else $KERASAE_COORDINATOR_ADDRESS.",
+    )
+    num_processes: Optional[Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        default=None, description="JAX multi-host: number of processes; else $KERASAE_NUM_PROCESSES."
+    )
+    process_id: Optional[Annotated[int, Field(ge=0, le=65_535)]] = Field(
+        default=None, description="JAX multi-host: this process's index; else $KERASAE_PROCESS_ID."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.num_processes is not None and self.process_id is not None and self.process_id >= self.num_processes:
+            raise ValueError(f"process_id: must be below num_processes ({self.num_processes}), got {self.process_id}")
+        return self
+
+
 # Figure name -> families it applies to (None: every family).
 FIGURES = {
     "reconstructions": None,  # the seed's Fig. 2: after chosen epochs
@@ -231,6 +259,7 @@ class Recipe(Section):
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
+    distribute: DistributeSection = Field(default_factory=DistributeSection)
 
     @model_validator(mode="after")
     def _family_rules(self):

@@ -18,7 +18,7 @@ import numpy as np
 from kerasae import backend, builder, cards, evaluate, figures, zoo
 from kerasae import data as data_module
 from kerasae import recipe as recipe_module
-from kerasae.errors import DataError, TrainingStopped, ZooError
+from kerasae.errors import DataError, KerasaeError, TrainingStopped, ZooError
 
 
 class Snapshots(keras.callbacks.Callback):
@@ -205,7 +205,7 @@ def _resume_state(folder, recipe):
     with open(state_file, encoding="utf-8") as f:
         state = json.load(f)
     before, now = state["recipe"], recipe.to_dict()
-    changed = sorted(k for k in now if before.get(k) != now[k] and k != "train")
+    changed = sorted(k for k in now if before.get(k) != now[k] and k not in ("train", "distribute"))
     changed += [f"train.{k}" for k in now["train"] if k not in RESUMABLE_CHANGES and before["train"].get(k) != now["train"][k]]
     if changed:
         raise ZooError(f"--resume: the recipe changed since the checkpoint ({', '.join(changed)}); "
@@ -251,74 +251,82 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume):
     dataset = data_module.load(recipe.data, seed=recipe.train.seed)
     _check_values(dataset, recipe)
     num_classes = _check_labels(dataset, recipe)
-    if state:
-        model = keras.saving.load_model(os.path.join(folder, zoo.CHECKPOINT_FILE))
-    else:
-        model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
-        model.compile(optimizer=builder.optimizer(recipe.train),
-                      steps_per_execution=backend.steps_per_execution(recipe.train.steps_per_execution))
-    # Conditional families train on (images, labels); the others on images alone.
-    labelled = model.needs_labels
+    with backend.distributed(recipe.distribute) as replicas:
+        if recipe.train.batch_size % replicas.count:
+            raise KerasaeError(f"train.batch_size: {recipe.train.batch_size} does not split evenly over "
+                               f"{replicas.count} replicas (distribute.devices)")
+        if state:
+            model = keras.saving.load_model(os.path.join(folder, zoo.CHECKPOINT_FILE))
+        else:
+            model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
+            scale = replicas.count if recipe.distribute.scale_learning_rate else 1
+            steps = backend.steps_per_execution(recipe.train.steps_per_execution, replicas.count)
+            model.compile(optimizer=builder.optimizer(recipe.train, scale), steps_per_execution=steps)
+        # Conditional families train on (images, labels); the others on images alone.
+        labelled = model.needs_labels
 
-    def split(x, y):
-        return (x, y) if labelled else (x,)
+        def split(x, y):
+            return (x, y) if labelled else (x,)
 
-    outputs, last = recipe.outputs, recipe.train.epochs
-    examples = dataset.x_test[: outputs.n_examples]
-    example_labels = dataset.y_test[: outputs.n_examples] if labelled else None
-    snapshots = Snapshots(examples, example_labels, sorted({e for e in outputs.epochs if e <= last} | {last}))
-    history, seconds, first_epoch = {}, 0.0, 0
-    if state:
-        history, seconds, first_epoch = state["history"], state["train_seconds"], state["epochs_done"]
-        with np.load(os.path.join(folder, zoo.SNAPSHOTS_FILE)) as saved:
-            for key in saved.files:
-                kind, epoch = key.rsplit("_", 1)
-                getattr(snapshots, f"{kind}s")[int(epoch)] = saved[key]
+        outputs, last = recipe.outputs, recipe.train.epochs
+        examples = dataset.x_test[: outputs.n_examples]
+        example_labels = dataset.y_test[: outputs.n_examples] if labelled else None
+        snapshots = Snapshots(examples, example_labels, sorted({e for e in outputs.epochs if e <= last} | {last}))
+        history, seconds, first_epoch = {}, 0.0, 0
+        if state:
+            history, seconds, first_epoch = state["history"], state["train_seconds"], state["epochs_done"]
+            with np.load(os.path.join(folder, zoo.SNAPSHOTS_FILE)) as saved:
+                for key in saved.files:
+                    kind, epoch = key.rsplit("_", 1)
+                    getattr(snapshots, f"{kind}s")[int(epoch)] = saved[key]
 
-    guard = Guard()
-    fit_callbacks = [snapshots, guard, OneEpoch(), *callbacks]
-    if recipe.loss.kl_warmup_epochs:
-        fit_callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
-    if recipe.train.tensorboard:
-        fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(folder, "logs")))
-    validation = split(dataset.x_val, dataset.y_val) if len(dataset.x_val) else None
-    x, y = dataset.x_train, dataset.y_train
-    batch_size = recipe.train.batch_size
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    every = recipe.train.checkpoint_every_steps
-    step = state.get("steps_done", 0) if state else 0  # steps already taken in the first epoch
-    partial = Partial.from_state(state)
-    with _catch_signals(guard):
-        for epoch in range(first_epoch, last):
-            order = _epoch_order(recipe.train.seed, epoch, len(x))
-            while step < steps_per_epoch:
-                # An epoch runs in segments that end at the step checkpoints; only the segment
-                # that ends the epoch validates. Batches are those of the whole epoch's order.
-                global_step = epoch * steps_per_epoch + step
-                end = min(steps_per_epoch, step + (every - global_step % every)) if every else steps_per_epoch
-                rows = order[step * batch_size : end * batch_size]
-                start = time.perf_counter()
-                logs = model.fit(
-                    *split(x[rows], None if y is None else y[rows]), batch_size=batch_size,
-                    initial_epoch=epoch, epochs=last, validation_data=validation if end == steps_per_epoch else None,
-                    shuffle=False, callbacks=fit_callbacks, verbose=_verbosity() if verbose is None else verbose,
-                ).history
-                seconds += time.perf_counter() - start
-                if guard.bad_step is not None:
-                    if isinstance(guard.bad_step, int):
-                        guard.bad_step += step  # counted from the epoch's start
-                    _stop_if_asked(guard, recipe, folder, epoch, step)
-                partial.add(logs, guard.steps)
-                step += guard.steps
-                if step < steps_per_epoch:  # a step checkpoint, or a signal mid-epoch
-                    save_checkpoint(folder, model, epoch, history, snapshots, seconds, recipe, step, partial)
-                    _stop_if_asked(guard, recipe, folder, epoch, step)
-            for key, value in partial.means().items():
-                history.setdefault(key, []).append(value)
-            step, partial = 0, Partial()
-            if (epoch + 1) % recipe.train.checkpoint_every_epochs == 0 or epoch + 1 == last or guard.signal:
-                save_checkpoint(folder, model, epoch + 1, history, snapshots, seconds, recipe)
-            _stop_if_asked(guard, recipe, folder, epoch + 1, 0)
+        guard = Guard()
+        fit_callbacks = [snapshots, guard, OneEpoch(), *callbacks]
+        if recipe.loss.kl_warmup_epochs:
+            fit_callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
+        if recipe.train.tensorboard:
+            fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(folder, "logs")))
+        validation = split(dataset.x_val, dataset.y_val) if len(dataset.x_val) else None
+        x, y = dataset.x_train, dataset.y_train
+        batch_size = recipe.train.batch_size
+        # Every batch must split evenly over the replicas: the last, short one loses up to
+        # (replicas - 1) images when it does not.
+        usable = len(x) - (len(x) % batch_size) % replicas.count
+        steps_per_epoch = math.ceil(usable / batch_size)
+        every = recipe.train.checkpoint_every_steps
+        step = state.get("steps_done", 0) if state else 0  # steps already taken in the first epoch
+        partial = Partial.from_state(state)
+        with _catch_signals(guard):
+            for epoch in range(first_epoch, last):
+                order = _epoch_order(recipe.train.seed, epoch, len(x))[:usable]
+                while step < steps_per_epoch:
+                    # An epoch runs in segments that end at the step checkpoints; only the segment
+                    # that ends the epoch validates. Batches are those of the whole epoch's order.
+                    global_step = epoch * steps_per_epoch + step
+                    end = min(steps_per_epoch, step + (every - global_step % every)) if every else steps_per_epoch
+                    rows = _local_rows(order[step * batch_size : end * batch_size], batch_size, replicas)
+                    start = time.perf_counter()
+                    logs = model.fit(
+                        *split(x[rows], None if y is None else y[rows]), batch_size=batch_size // replicas.processes,
+                        initial_epoch=epoch, epochs=last, validation_data=validation if end == steps_per_epoch else None,
+                        shuffle=False, callbacks=fit_callbacks, verbose=_verbosity() if verbose is None else verbose,
+                    ).history
+                    seconds += time.perf_counter() - start
+                    if guard.bad_step is not None:
+                        if isinstance(guard.bad_step, int):
+                            guard.bad_step += step  # counted from the epoch's start
+                        _stop_if_asked(guard, recipe, folder, epoch, step)
+                    partial.add(logs, guard.steps)
+                    step += guard.steps
+                    if step < steps_per_epoch:  # a step checkpoint, or a signal mid-epoch
+                        save_checkpoint(folder, model, epoch, history, snapshots, seconds, recipe, step, partial)
+                        _stop_if_asked(guard, recipe, folder, epoch, step)
+                for key, value in partial.means().items():
+                    history.setdefault(key, []).append(value)
+                step, partial = 0, Partial()
+                if (epoch + 1) % recipe.train.checkpoint_every_epochs == 0 or epoch + 1 == last or guard.signal:
+                    save_checkpoint(folder, model, epoch + 1, history, snapshots, seconds, recipe)
+                _stop_if_asked(guard, recipe, folder, epoch + 1, 0)
     return _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split)
 
 
@@ -350,6 +358,17 @@ class Partial:
 
     def to_state(self):
         return {"sums": self.sums, "steps": self.steps}
+
+
+def _local_rows(rows, batch_size, replicas):
+    """This process's part of each global batch: on several hosts, each feeds its slice of
+    every batch (JAX assembles the global batch from the processes' local data)."""
+    if replicas.processes == 1:
+        return rows
+    local = batch_size // replicas.processes
+    starts = range(0, len(rows), batch_size)
+    first = replicas.process_id * local
+    return np.concatenate([rows[s : s + batch_size][first : first + local] for s in starts])
 
 
 def _stop_if_asked(guard, recipe, folder, epoch, step):
@@ -482,6 +501,8 @@ def write_figures(folder, recipe, model, dataset, history=None, snapshots=None):
     if "filters" in wanted:
         first = next(layer for layer in model.encoder.layers if hasattr(layer, "kernel"))
         kernel = keras.ops.convert_to_numpy(first.kernel)
+        if kernel.ndim == 2:  # a conditional encoder's first layer also reads the one-hot label
+            kernel = kernel[: int(np.prod(dataset.image_shape))]
         tile = kernel.shape[:2] if kernel.ndim == 4 else dataset.image_shape[:2]
         figures.filters(kernel, tile, path("filters"), f"{name}: first-layer filters ({first.name})")
     if "latent" in wanted:

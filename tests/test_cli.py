@@ -241,8 +241,10 @@ def test_export_replaces_an_old_export_and_names_bad_requests(tmp_path, mnist_li
 
 
 def test_cvae_entry_samples_digits_and_exports_with_labels(tmp_path, mnist_like, zoo_dir, capsys):
-    recipe = small_recipe("cvae", mnist_like, epochs=1, outputs={"export_saved_model": True})
+    recipe = small_recipe("cvae", mnist_like, epochs=1, outputs={"export_saved_model": True, "figures": ["filters"]})
     assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
+    # Its first layer also reads the one-hot label: the tiles show the pixel weights only.
+    assert os.path.getsize(os.path.join(zoo_dir, "test-cvae", "figures", "filters.png")) > 1000
     png = str(tmp_path / "digits.png")
     assert cli.main(["sample", "test-cvae", "--zoo", zoo_dir, "--digits", "1,2,3", "--output", png]) == 0
     assert os.path.getsize(png) > 1000
