@@ -211,14 +211,95 @@ def distributed(spec):
     hosts = multi_host_settings(spec)
     if hosts:
         address, processes, process_id = hosts
+        if NAME == "jax":
+            import jax
+
+            # CPU devices of several processes talk through gloo (GPUs and TPUs use their own).
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         keras.distribution.initialize(job_addresses=address, num_processes=processes, process_id=process_id)
     devices = _pick(keras.distribution.list_devices(), spec.devices)
     previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    distribution = keras.distribution.DataParallel(devices=devices)
+    if hosts:
+        distribution.auto_shard_dataset = False  # each process feeds its own slice (train._local_rows)
+    keras.distribution.set_distribution(distribution)
     try:
         yield Replicas(len(devices), *(hosts[1:] if hosts else (1, 0)))
     finally:
         keras.distribution.set_distribution(previous)
+
+
+@contextlib.contextmanager
+def host_local(model):
+    """Inside the block the model reads as an ordinary one-process model.
+
+    With several JAX processes, variables are global arrays that no process can
+    fetch whole; their replicas are complete on every process, so the block
+    swaps in this process's copy (and lifts the distribution) for saving,
+    predicting and drawing figures, and restores the global arrays after.
+    """
+    if NAME != "jax":
+        yield
+        return
+    import jax
+
+    if jax.process_count() == 1:
+        yield
+        return
+    model.jax_state_sync()  # inside `fit` the latest values may still sit in the trainer's state
+    variables = list(model.variables) + list(model.metrics_variables)
+    if getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    # Private to Keras's JAX variables: the value, and the layout an `assign` re-shards to.
+    saved = [(v._value, v._layout) for v in variables]
+    device = jax.local_devices()[0]
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    # Functions compiled for the global mesh would wait for the other processes: set them
+    # aside, let Keras compile local ones for the block, and put the global ones back after.
+    functions = ("train_function", "test_function", "predict_function")
+    compiled = {name: getattr(model, name, None) for name in functions}
+    for name in functions:
+        setattr(model, name, None)
+    try:
+        for v, (value, _) in zip(variables, saved):
+            v._layout = None
+            if isinstance(value, jax.Array) and not value.is_fully_addressable:
+                # A copy: a compiled call may donate (free) the buffers it is given.
+                v._value = jax.numpy.array(jax.device_put(value.addressable_data(0), device), copy=True)
+        yield
+    finally:
+        for v, (value, layout) in zip(variables, saved):
+            v._value, v._layout = value, layout
+        for name, function in compiled.items():
+            setattr(model, name, function)
+        keras.distribution.set_distribution(distribution)
+
+
+def barrier(name):
+    """Waits until every process of a multi-host run gets here (a no-op on one host).
+
+    The others wait for process 0 to write the entry: a JAX process that exits
+    early takes the coordination service, and so the whole run, down with it.
+    """
+    if NAME == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            # The coordination service's barrier: no device computation, so it cannot be
+            # confused with work process 0 is still doing. Waits up to a day.
+            from jax._src import distributed
+
+            distributed.global_state.client.wait_at_barrier(name, 24 * 3600 * 1000)
+
+
+def is_main_process():
+    """True on the one process (of several hosts) that writes checkpoints and the zoo entry."""
+    if NAME == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    return True
 
 
 @contextlib.contextmanager

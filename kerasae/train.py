@@ -38,10 +38,13 @@ class Snapshots(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 not in self.epochs:
             return
-        self.reconstructions[epoch + 1] = self.model.reconstruct(self.images, self.labels)
-        if hasattr(self.model, "interpolate") and len(self.images) >= 2:
-            extra = {"labels": tuple(self.labels[:2])} if self.model.needs_labels else {}
-            self.interpolations[epoch + 1] = self.model.interpolate(self.images[0], self.images[1], self.steps, **extra)
+        with backend.host_local(self.model):
+            self.reconstructions[epoch + 1] = self.model.reconstruct(self.images, self.labels)
+            if hasattr(self.model, "interpolate") and len(self.images) >= 2:
+                extra = {"labels": tuple(self.labels[:2])} if self.model.needs_labels else {}
+                self.interpolations[epoch + 1] = self.model.interpolate(
+                    self.images[0], self.images[1], self.steps, **extra
+                )
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -122,7 +125,9 @@ class Guard(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_step = batch + 1
-        if self.signal is not None or self.bad_step is not None:
+        # A signal after the last step lets the epoch end normally, validation included.
+        last = self.params.get("steps") is not None and batch + 1 >= self.params["steps"]
+        if self.bad_step is not None or (self.signal is not None and not last):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -175,8 +180,16 @@ def save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, rec
     """Model (with optimizer and random states), progress and snapshots, each file replaced atomically.
 
     `steps_done` > 0 marks a checkpoint inside epoch `epochs_done + 1`, with the
-    logged means of its finished steps in `partial`.
+    logged means of its finished steps in `partial`. Of several hosts, only the
+    main process writes.
     """
+    if not backend.is_main_process():
+        return
+    with backend.host_local(model):
+        _save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, recipe, steps_done, partial)
+
+
+def _save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, recipe, steps_done, partial):
     os.makedirs(folder, exist_ok=True)
     checkpoint = os.path.join(folder, zoo.CHECKPOINT_FILE)
     temporary = os.path.join(folder, f"tmp-{os.getpid()}-{zoo.CHECKPOINT_FILE}")
@@ -227,21 +240,25 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resum
         resume: continue from the last checkpoint of an interrupted run.
 
     Returns:
-        (entry folder, metrics dict).
+        (entry folder, metrics dict); (None, None) on the other processes of a
+        multi-host run, where process 0 writes the entry.
 
     Raises:
         TrainingStopped: on SIGINT/SIGTERM (after the current step) or a loss
             that is not finite; the last finished epoch's checkpoint is kept.
     """
+    hosts = backend.multi_host_settings(recipe.distribute) if recipe.distribute.strategy != "none" else None
+    if hosts and hosts[2] != 0:  # of several hosts, process 0 owns the run's folder and the entry
+        return _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=False)
     zoo.check_free(recipe.name, zoo_dir, overwrite)
     with zoo.claim_run(recipe.name, zoo_dir):
         return _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume)
 
 
-def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume):
+def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
     folder = zoo.run_path(recipe.name, zoo_dir)
     state = _resume_state(folder, recipe) if resume else None
-    if not resume and os.path.exists(folder):
+    if main and not resume and os.path.exists(folder):
         if os.path.isfile(os.path.join(folder, zoo.STATE_FILE)) and not overwrite:
             raise ZooError(f"an interrupted run of '{recipe.name}' has checkpoints in {folder}; "
                            "pass --resume to continue it or --overwrite to start over")
@@ -286,12 +303,15 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume):
             fit_callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
         if recipe.train.tensorboard:
             fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(folder, "logs")))
-        validation = split(dataset.x_val, dataset.y_val) if len(dataset.x_val) else None
         x, y = dataset.x_train, dataset.y_train
         batch_size = recipe.train.batch_size
         # Every batch must split evenly over the replicas: the last, short one loses up to
         # (replicas - 1) images when it does not.
         usable = len(x) - (len(x) % batch_size) % replicas.count
+        n_val = len(dataset.x_val) - (len(dataset.x_val) % batch_size) % replicas.count
+        val_rows = _local_rows(np.arange(n_val), batch_size, replicas)
+        validation = split(dataset.x_val[val_rows], None if dataset.y_val is None else dataset.y_val[val_rows])
+        validation = validation if n_val else None
         steps_per_epoch = math.ceil(usable / batch_size)
         every = recipe.train.checkpoint_every_steps
         step = state.get("steps_done", 0) if state else 0  # steps already taken in the first epoch
@@ -327,7 +347,13 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume):
                 if (epoch + 1) % recipe.train.checkpoint_every_epochs == 0 or epoch + 1 == last or guard.signal:
                     save_checkpoint(folder, model, epoch + 1, history, snapshots, seconds, recipe)
                 _stop_if_asked(guard, recipe, folder, epoch + 1, 0)
-    return _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split)
+    try:
+        if not backend.is_main_process():
+            return None, None  # the main process writes the entry
+        with backend.host_local(model):
+            return _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split)
+    finally:
+        backend.barrier("kerasae-entry-written")
 
 
 class Partial:
@@ -365,10 +391,12 @@ def _local_rows(rows, batch_size, replicas):
     every batch (JAX assembles the global batch from the processes' local data)."""
     if replicas.processes == 1:
         return rows
-    local = batch_size // replicas.processes
-    starts = range(0, len(rows), batch_size)
-    first = replicas.process_id * local
-    return np.concatenate([rows[s : s + batch_size][first : first + local] for s in starts])
+    parts = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        local = len(batch) // replicas.processes  # a short last batch splits evenly too
+        parts.append(batch[replicas.process_id * local : (replicas.process_id + 1) * local])
+    return np.concatenate(parts)
 
 
 def _stop_if_asked(guard, recipe, folder, epoch, step):

@@ -170,3 +170,48 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_refused(mnist_like, tm
     finally:
         del os.environ["XLA_FLAGS"]
     assert "train.batch_size: 33 does not split evenly over 2 replicas" in out
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path):
+    """Two hosts in miniature: two processes, one CPU device each, joined over 127.0.0.1."""
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import ROOT, small_recipe
+
+    r = small_recipe("ae", mnist_like, epochs=2)
+    single = tmp_path / "single.yaml"
+    single.write_text(yaml.safe_dump(r))
+    r["distribute"] = {"strategy": "data_parallel", "coordinator_address": f"127.0.0.1:{_free_port()}",
+                       "num_processes": 2}
+    multi = tmp_path / "multi.yaml"
+    multi.write_text(yaml.safe_dump(r))
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env.pop("XLA_FLAGS", None)
+    command = [sys.executable, "-m", "kerasae.cli", "train", "--quiet", "--zoo"]
+    workers = [
+        subprocess.Popen(command + [str(tmp_path / "zoo"), str(multi)], cwd=ROOT, text=True,
+                         env={**env, "KERASAE_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-2000:]
+    assert "wrote" in outputs[0][0] and "process 0 of the run writes its zoo entry" in outputs[1][0]
+    baseline = subprocess.run(command + [str(tmp_path / "one"), str(single)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert baseline.returncode == 0, baseline.stderr[-2000:]
+    entries = os.listdir(tmp_path / "zoo")
+    assert sorted(entries) == ["README.md", "test-ae"]  # one entry, no leftovers
+    both = [json.load(open(tmp_path / z / "test-ae" / "metrics.json")) for z in ("zoo", "one")]
+    # Each process fed its half of every global batch: the same steps as one process.
+    _close(both[1], both[0], rel=1e-4)
