@@ -1,8 +1,11 @@
-"""Data sources: MNIST (with an offline fallback), scikit-learn digits, user `.npz`.
+"""Data sources: MNIST (with an offline fallback), scikit-learn digits, user `.npz`, and
+memory-mapped `.npy` folders larger than memory.
 
 Every source returns a `Dataset` of float32 images shaped (N, H, W, C) with
 values in [0, 1], split into train / validation / test, plus a record of what
 was used (name, source, sizes, sha256 of the arrays) that goes into the zoo.
+The `npy` source keeps its training and validation images on disk
+(`MappedImages`) and `Batches` reads them one batch at a time.
 """
 
 import dataclasses
@@ -41,8 +44,12 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def sha256(array):
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+def sha256(array, rows_per_chunk=4096):
+    """Of the array's bytes as stored; read in chunks, so a file on disk stays there."""
+    digest = hashlib.sha256()
+    for start in range(0, max(len(array), 1), rows_per_chunk):
+        digest.update(np.ascontiguousarray(array[start : start + rows_per_chunk]).tobytes())
+    return digest.hexdigest()
 
 
 def _read_npz(path, keys, what):
@@ -186,6 +193,205 @@ def _as_labels(y, n, name, where):
 
 LOADERS = {"mnist": _load_mnist, "digits": _load_digits, "npz": _load_npz}
 
+NPY_FILES = ("x_train", "y_train", "x_test", "y_test")
+CHECK_ROWS = 4096
+
+
+class NpyRows:
+    """Rows of an `.npy` file read with `os.pread`, never mapped into memory.
+
+    A memory map would keep every page it touched resident in the process; reading
+    rows on demand keeps the process's memory to the rows in hand (the operating
+    system's page cache is shared and reclaimable).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise ValueError("stored in Fortran order or with Python objects")
+        self.shape, self.dtype = tuple(shape), dtype
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if shape else 0
+        if os.path.getsize(path) < self.offset + self.row_bytes * (shape[0] if shape else 0):
+            raise ValueError("the file is shorter than its header says (truncated)")
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def read(self, index):
+        """Rows `index` (sorted or not) as an array; contiguous runs are read in one call."""
+        index = np.asarray(index, dtype=np.int64)
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        if not len(index):
+            return out
+        order = np.argsort(index, kind="stable")
+        ordered = index[order]
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            position = 0
+            for run in np.split(ordered, breaks):
+                raw = os.pread(fd, self.row_bytes * len(run), self.offset + int(run[0]) * self.row_bytes)
+                rows = np.frombuffer(raw, self.dtype).reshape(len(run), *self.shape[1:])
+                out[order[position : position + len(run)]] = rows
+                position += len(run)
+        finally:
+            os.close(fd)
+        return out
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.read(np.arange(len(self))[index])
+        return self.read(index)
+
+    def chunks(self, rows=4096):
+        for start in range(0, len(self), rows):
+            yield start, self.read(np.arange(start, min(start + rows, len(self))))
+
+
+class MappedImages:
+    """Rows `start:stop` of an `NpyRows` image file, read as float32 (N, H, W, C) in [0, 1] on
+    indexing, binarized by threshold when asked. Only the rows asked for leave the disk."""
+
+    def __init__(self, array, start=0, stop=None, threshold=None, bernoulli_seed=None):
+        self.array, self.start = array, start
+        self.stop = len(array) if stop is None else stop
+        self.threshold = threshold
+        # Held-out rows binarized by a fixed draw: seeded by the first row asked for, so that
+        # the same batch of a validation pass always gets the same draw.
+        self.bernoulli_seed = bernoulli_seed
+
+    def __len__(self):
+        return self.stop - self.start
+
+    @property
+    def shape(self):
+        rest = self.array.shape[1:]
+        return (len(self), *(rest if len(rest) == 3 else (*rest, 1)))
+
+    def rows(self, start, stop, bernoulli_seed=None):
+        return MappedImages(self.array, self.start + start, self.start + stop, self.threshold, bernoulli_seed)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
+        index = np.asarray(index)
+        images = _scaled(self.array.read(self.start + index)).reshape(len(index), *self.shape[1:])
+        if self.threshold is not None:
+            images = (images > self.threshold).astype(np.float32)
+        if self.bernoulli_seed is not None:
+            first = int(index.min()) if len(index) else 0
+            draw = np.random.default_rng([self.bernoulli_seed, first]).random(images.shape, dtype=np.float32)
+            images = (draw < images).astype(np.float32)
+        return images
+
+
+def _scaled(x):
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def _open_npy(folder, name, required):
+    path = os.path.join(folder, f"{name}.npy")
+    if not os.path.exists(path):
+        if required:
+            raise DataError(f"data.path: {path} not found (an npy folder holds x_train.npy, and optionally "
+                            "y_train.npy, x_test.npy, y_test.npy)")
+        return None
+    try:
+        if name.startswith("y_"):
+            return np.load(path, allow_pickle=False)  # labels are small: read whole
+        return NpyRows(path)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
+
+
+def _check_mapped(x, name, where):
+    """Shape, dtype and value checks of a memory-mapped image array, a chunk at a time."""
+    if x.dtype.kind not in "uf":
+        raise DataError(f"{where}: array '{name}' must be uint8 or float, got dtype {x.dtype}")
+    if x.ndim not in (3, 4) or min(x.shape) < 1:
+        raise DataError(f"{where}: array '{name}' must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    if x.dtype.kind == "u" and x.dtype != np.uint8:
+        raise DataError(f"{where}: array '{name}' must be uint8 or float, got dtype {x.dtype}")
+    if x.dtype.kind == "f":
+        for start, chunk in x.chunks(CHECK_ROWS):
+            if not np.isfinite(chunk).all():
+                raise DataError(f"{where}: array '{name}' contains NaN or inf (rows {start}+)")
+            if chunk.min() < 0 or chunk.max() > 1:
+                raise DataError(f"{where}: array '{name}' has values outside [0, 1] (rows {start}+); "
+                                "store floats in [0, 1] or uint8")
+
+
+def _load_mapped(section, seed):
+    """`dataset: npy`: training and validation images stay on disk; the test split is read."""
+    folder = section.path
+    if not os.path.isdir(folder):
+        raise DataError(f"data.path: {folder} is not a folder of .npy files")
+    arrays = {name: _open_npy(folder, name, name == "x_train") for name in NPY_FILES}
+    where = os.path.abspath(folder)
+    x_file, test_file = arrays["x_train"], arrays["x_test"]
+    _check_mapped(x_file, "x_train", where)
+    y_train = _as_labels(arrays["y_train"], len(x_file), "y_train", where)
+    threshold = section.threshold if section.binarize == "threshold" else None
+    images = MappedImages(x_file, threshold=threshold)
+    if test_file is None:  # no test split in the folder: hold out the last 10%
+        n = len(x_file) - max(1, len(x_file) // 10)
+        images, test = images.rows(0, n), images.rows(n, len(x_file))
+        y_train, y_test = (None, None) if y_train is None else (y_train[:n], y_train[n:])
+    else:
+        _check_mapped(test_file, "x_test", where)
+        test = MappedImages(test_file, threshold=threshold)
+        y_test = _as_labels(arrays["y_test"], len(test_file), "y_test", where)
+    if images.shape[1:] != test.shape[1:]:
+        raise DataError(f"{where}: train images {images.shape[1:]} and test images {test.shape[1:]} differ")
+    record = {"name": os.path.basename(os.path.normpath(folder)), "source": where, "streamed": True,
+              "sha256": {"x_train": sha256(x_file), "x_test": sha256(test_file if test_file else x_file)},
+              "full_sizes": {"train": len(images), "test": len(test)}}
+    if section.limit:
+        images, test = images.rows(0, min(section.limit, len(images))), test.rows(0, min(section.limit, len(test)))
+        y_train = None if y_train is None else y_train[: section.limit]
+        y_test = None if y_test is None else y_test[: section.limit]
+    n_val = int(round(len(images) * section.validation_split))
+    n_val = 1 if section.validation_split > 0 and n_val == 0 else n_val
+    if n_val >= len(images):
+        raise DataError(f"data.validation_split={section.validation_split} leaves no training images")
+    n_fit = len(images) - n_val
+    bernoulli = section.binarize == "bernoulli"
+    x_test = test[slice(None)]
+    if bernoulli:
+        # Held-out images get one fixed draw: the test split now, validation batch by batch.
+        x_test = (np.random.default_rng(seed).random(x_test.shape, dtype=np.float32) < x_test).astype(np.float32)
+    record.update(binarize=section.binarize, sizes={"train": n_fit, "validation": n_val, "test": len(x_test)},
+                  image_shape=list(images.shape[1:]))
+    return Dataset(images.rows(0, n_fit), None if y_train is None else y_train[:n_fit],
+                   images.rows(n_fit, n_fit + n_val, seed if bernoulli else None),
+                   None if y_train is None else y_train[n_fit:], x_test, y_test, record)
+
+
+def batches(x, y, rows, batch_size):
+    """A `keras.utils.PyDataset` reading `rows` of a `MappedImages` batch by batch."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return -(-len(rows) // batch_size)
+
+        def __getitem__(self, i):
+            index = rows[i * batch_size : (i + 1) * batch_size]
+            images = x[index]
+            return images if y is None else (images, y[index])
+
+    return Batches(workers=1, use_multiprocessing=False, max_queue_size=8)
+
 
 def load(section, seed=0):
     """Loads, checks, splits and (optionally) binarizes the data a recipe asks for.
@@ -198,6 +404,8 @@ def load(section, seed=0):
         A `Dataset`. With `binarize: bernoulli` the training images stay grey:
         the model redraws them in every training step.
     """
+    if section.dataset == "npy":
+        return _load_mapped(section, seed)
     (x_train, y_train, x_test, y_test), record = LOADERS[section.dataset](section)
     where = record["source"]
     keys = section.keys

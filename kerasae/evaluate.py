@@ -17,6 +17,7 @@ from keras import ops
 
 EPS = 1e-7
 PROBE_TRAIN_IMAGES = 10_000
+PCA_TRAIN_IMAGES = 60_000  # at most this many training images for a memory-mapped set
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_u]) > 0.01
 
 
@@ -130,6 +131,8 @@ def evaluate(model, dataset, nll_samples=1000, probe=True):
     """
     start = time.perf_counter()
     x_train, x_test, y_test = dataset.x_train, dataset.x_test, dataset.y_test
+    if not isinstance(x_train, np.ndarray):  # memory-mapped: PCA and probe fit on a sample read in
+        x_train = x_train[: min(len(x_train), PCA_TRAIN_IMAGES)]
     labels = y_test if model.needs_labels else None
     out = {"units": "nats per image (bce, elbo, nll); sum of squared errors per image (sse); dB (psnr)"}
     out["reconstruction"] = reconstruction_metrics(x_test, model.reconstruct(x_test, labels))

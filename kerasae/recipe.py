@@ -143,8 +143,11 @@ class NpzKeys(Section):
 class DataSection(Section):
     """Where the images come from and how they are prepared."""
 
-    dataset: Literal["mnist", "digits", "npz"] = "mnist"
-    path: Optional[str] = Field(default=None, description="mnist: a local mnist.npz; npz: required.")
+    dataset: Literal["mnist", "digits", "npz", "npy"] = "mnist"
+    path: Optional[str] = Field(
+        default=None, description="mnist: a local mnist.npz; npz: the file (required); npy: a folder of "
+        "x_train.npy (and y_train, x_test, y_test), memory-mapped (required)."
+    )
     keys: NpzKeys = Field(default_factory=NpzKeys)
     binarize: Literal["none", "threshold", "bernoulli"] = "none"
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
@@ -157,6 +160,8 @@ class DataSection(Section):
     def _npz_needs_path(self):
         if self.dataset == "npz" and not self.path:
             raise ValueError("path: dataset 'npz' needs the path of the .npz file")
+        if self.dataset == "npy" and not self.path:
+            raise ValueError("path: dataset 'npy' needs the folder of .npy files")
         return self
 
 

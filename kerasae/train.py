@@ -76,6 +76,8 @@ def _check_values(dataset, recipe):
     if needs_unit_range:
         for split in ("x_train", "x_val", "x_test"):
             x = getattr(dataset, split)
+            if isinstance(x, data_module.MappedImages):
+                continue  # checked chunk by chunk when it was opened
             if x.size and (x.min() < 0.0 or x.max() > 1.0):
                 raise DataError(f"{split}: values must lie in [0, 1] for a bce/bernoulli loss")
 
@@ -207,7 +209,8 @@ def _save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, re
     })
 
 
-# What a resumed run may change: how long it trains and how often it checkpoints.
+# What a resumed run may change: how long it trains, how often it checkpoints, and (in sections
+# `outputs` and `distribute`, not compared) what it writes and on how many devices.
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every_epochs", "checkpoint_every_steps")
 
 
@@ -218,7 +221,7 @@ def _resume_state(folder, recipe):
     with open(state_file, encoding="utf-8") as f:
         state = json.load(f)
     before, now = state["recipe"], recipe.to_dict()
-    changed = sorted(k for k in now if before.get(k) != now[k] and k not in ("train", "distribute"))
+    changed = sorted(k for k in now if before.get(k) != now[k] and k not in ("train", "outputs", "distribute"))
     changed += [f"train.{k}" for k in now["train"] if k not in RESUMABLE_CHANGES and before["train"].get(k) != now["train"][k]]
     if changed:
         raise ZooError(f"--resume: the recipe changed since the checkpoint ({', '.join(changed)}); "
@@ -310,7 +313,12 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
         usable = len(x) - (len(x) % batch_size) % replicas.count
         n_val = len(dataset.x_val) - (len(dataset.x_val) % batch_size) % replicas.count
         val_rows = _local_rows(np.arange(n_val), batch_size, replicas)
-        validation = split(dataset.x_val[val_rows], None if dataset.y_val is None else dataset.y_val[val_rows])
+        local_batch = batch_size // replicas.processes
+        streamed = isinstance(x, data_module.MappedImages)  # dataset: npy, read batch by batch
+        if streamed:
+            validation = data_module.batches(dataset.x_val, dataset.y_val, val_rows, local_batch)
+        else:
+            validation = split(dataset.x_val[val_rows], None if dataset.y_val is None else dataset.y_val[val_rows])
         validation = validation if n_val else None
         steps_per_epoch = math.ceil(usable / batch_size)
         every = recipe.train.checkpoint_every_steps
@@ -326,9 +334,13 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
                     end = min(steps_per_epoch, step + (every - global_step % every)) if every else steps_per_epoch
                     rows = _local_rows(order[step * batch_size : end * batch_size], batch_size, replicas)
                     start = time.perf_counter()
+                    if streamed:
+                        data = {"x": data_module.batches(x, y, rows, local_batch)}
+                    else:
+                        data = dict(zip(("x", "y"), split(x[rows], None if y is None else y[rows])),
+                                    batch_size=local_batch)
                     logs = model.fit(
-                        *split(x[rows], None if y is None else y[rows]), batch_size=batch_size // replicas.processes,
-                        initial_epoch=epoch, epochs=last, validation_data=validation if end == steps_per_epoch else None,
+                        **data, initial_epoch=epoch, epochs=last, validation_data=validation if end == steps_per_epoch else None,
                         shuffle=False, callbacks=fit_callbacks, verbose=_verbosity() if verbose is None else verbose,
                     ).history
                     seconds += time.perf_counter() - start

@@ -145,3 +145,102 @@ def test_validation_split_must_leave_training_images(tmp_path):
     path = _npz(tmp_path / "small.npz", n_train=3)
     with pytest.raises(DataError, match="leaves no training images"):
         data.load(DataSection(path=path, validation_split=0.9))
+
+
+# -- dataset: npy, read batch by batch from disk ----------------------------------------------
+
+
+def _npy_folder(folder, mnist_like, test=True, x_dtype=None):
+    os.makedirs(folder, exist_ok=True)
+    with np.load(mnist_like) as f:
+        arrays = {k: f[k] for k in f.files}
+    if x_dtype == "float32":
+        arrays["x_train"] = arrays["x_train"].astype(np.float32) / 255.0
+    for name, array in arrays.items():
+        if test or not name.endswith("_test"):
+            np.save(os.path.join(folder, f"{name}.npy"), array)
+    return str(folder)
+
+
+def test_npy_rows_are_read_on_demand_in_the_order_asked(tmp_path):
+    x = np.arange(10 * 4 * 3, dtype=np.float32).reshape(10, 4, 3)
+    np.save(tmp_path / "x.npy", x)
+    rows = data.NpyRows(str(tmp_path / "x.npy"))
+    assert rows.shape == (10, 4, 3) and len(rows) == 10
+    index = np.array([7, 2, 3, 4, 9, 0])
+    np.testing.assert_array_equal(rows.read(index), x[index])
+    np.testing.assert_array_equal(rows[2:5], x[2:5])
+    assert [start for start, _ in rows.chunks(4)] == [0, 4, 8]
+    images = data.MappedImages(rows, 2, 8)
+    assert images.shape == (6, 4, 3, 1)  # a channel axis is added
+    np.testing.assert_array_equal(images[[3, 0]][..., 0], x[[5, 2]])
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "x.npy").read_bytes()[:-7])
+    with pytest.raises(ValueError, match="truncated"):
+        data.NpyRows(str(tmp_path / "cut.npy"))
+
+
+@pytest.mark.parametrize("binarize", ["threshold", "bernoulli"])
+def test_an_npy_folder_streams_the_images_an_npz_file_holds_in_memory(tmp_path, mnist_like, binarize):
+    folder = _npy_folder(tmp_path / "set", mnist_like)
+    kept = data.load(DataSection(dataset="npz", path=mnist_like, binarize=binarize), seed=3)
+    streamed = data.load(DataSection(dataset="npy", path=folder, binarize=binarize), seed=3)
+    assert isinstance(streamed.x_train, data.MappedImages)  # not read into memory
+    assert streamed.record["sha256"] == kept.record["sha256"]
+    assert streamed.record["sizes"] == kept.record["sizes"] and streamed.image_shape == kept.image_shape
+    rows = np.array([5, 1, 300, 42])
+    np.testing.assert_array_equal(streamed.x_train[rows], kept.x_train[rows])
+    np.testing.assert_array_equal(streamed.y_val, kept.y_val)
+    if binarize == "threshold":
+        np.testing.assert_array_equal(streamed.x_test, kept.x_test)
+        np.testing.assert_array_equal(streamed.x_val[np.arange(len(kept.x_val))], kept.x_val)
+    else:  # held-out draws are fixed: the same batch gives the same draw twice
+        first = streamed.x_val[np.arange(32)]
+        np.testing.assert_array_equal(first, streamed.x_val[np.arange(32)])
+        assert set(np.unique(first)) <= {0.0, 1.0}
+
+
+def test_training_on_an_npy_folder_reads_batches_and_matches_the_npz_run(tmp_path, mnist_like, monkeypatch):
+    from conftest import small_recipe
+
+    from kerasae import recipe, train, zoo
+
+    folder = _npy_folder(tmp_path / "set", mnist_like)
+    asked = []
+    read = data.NpyRows.read
+    monkeypatch.setattr(data.NpyRows, "read", lambda self, index: asked.append(len(index)) or read(self, index))
+    weights = []
+    for source, path in (("npz", mnist_like), ("npy", folder)):
+        r = small_recipe("dae", path, epochs=2, data={"dataset": source})
+        entry, _ = train.run(recipe.validate(r), str(tmp_path / source), verbose=0)
+        weights.append(zoo.load(entry).get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # Training read its images a batch (32) at a time; whole-set reads are the load-time
+    # checks (in chunks) and the evaluation's PCA sample.
+    assert asked.count(32) >= 2 * 15
+
+
+def test_npy_folder_errors_name_the_file(tmp_path, mnist_like):
+    with pytest.raises(DataError, match=r"x_train.npy not found"):
+        data.load(DataSection(dataset="npy", path=str(tmp_path)))
+    folder = _npy_folder(tmp_path / "set", mnist_like, x_dtype="float32")
+    x = np.load(os.path.join(folder, "x_train.npy"))
+    x[7, 3, 3] = np.nan
+    np.save(os.path.join(folder, "x_train.npy"), x)
+    with pytest.raises(DataError, match=r"array 'x_train' contains NaN or inf \(rows 0\+\)"):
+        data.load(DataSection(dataset="npy", path=folder))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x_train.npy").write_bytes(b"not an npy file")
+    with pytest.raises(DataError, match=r"x_train.npy: not a readable .npy file"):
+        data.load(DataSection(dataset="npy", path=str(tmp_path / "bad")))
+    no_test = _npy_folder(tmp_path / "no-test", mnist_like, test=False)
+    d = data.load(DataSection(dataset="npy", path=no_test, binarize="threshold"))
+    assert d.record["full_sizes"] == {"train": 540, "test": 60}  # the last 10% held out
+
+
+def test_an_npy_dataset_needs_its_folder():
+    from kerasae.errors import RecipeError
+    from kerasae.recipe import validate
+
+    with pytest.raises(RecipeError, match=r"data.path: dataset 'npy' needs the folder of .npy files"):
+        validate({"name": "x", "model": {"family": "ae", "latent_dim": 2}, "data": {"dataset": "npy"}})
