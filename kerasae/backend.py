@@ -18,6 +18,16 @@ import keras
 NAME = keras.backend.backend()
 DEFAULT_STEPS_PER_EXECUTION = 32
 
+if NAME != "tensorflow":
+    # Keras asks "is TensorFlow installed?" by importing it (when saving a model, for one),
+    # which costs a JAX or torch run ~450 MB and seconds. kerasae needs TensorFlow only in the
+    # export subprocess, so on these backends Keras takes its TensorFlow-less paths, as it does
+    # where TensorFlow is not installed. Explicit uses (the TensorBoard callback) still import it.
+    from keras.src.utils import module_utils
+
+    if getattr(module_utils.tensorflow, "_available", None) is None:
+        module_utils.tensorflow._available = False
+
 
 class _LossTracking:
     """Shared by every backend: per-loss `Mean` trackers reported as logs."""
