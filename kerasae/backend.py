@@ -19,8 +19,8 @@ NAME = keras.backend.backend()
 DEFAULT_STEPS_PER_EXECUTION = 32
 
 if NAME != "tensorflow":
-    # Keras asks "is TensorFlow installed?" by importing it (when saving a model, for one),
-    # which costs a JAX or torch run ~450 MB and seconds. kerasae needs TensorFlow only in the
+    # Keras asks "is TensorFlow installed?" by importing it (in `keras.utils.set_random_seed`
+    # and when saving a model), which costs a JAX or torch run ~450 MB and seconds. kerasae needs TensorFlow only in the
     # export subprocess, so on these backends Keras takes its TensorFlow-less paths, as it does
     # where TensorFlow is not installed. Explicit uses (the TensorBoard callback) still import it.
     from keras.src.utils import module_utils
@@ -352,28 +352,6 @@ def random(kind, shape, dtype, seed_generator):
             draw = tf.random.stateless_normal if kind == "normal" else tf.random.stateless_uniform
             return draw(shape, seed=seed, dtype=dtype)
     return getattr(keras.random, kind)(shape, dtype=dtype, seed=seed_generator)
-
-
-def set_random_seed(seed):
-    """`keras.utils.set_random_seed` without importing TensorFlow on the other backends.
-
-    Keras's version seeds TensorFlow whenever it is installed, which imports it
-    (about 450 MB of memory and seconds of start-up) on JAX and torch runs too.
-    """
-    import random
-
-    import numpy as np
-
-    random.seed(seed)  # Keras draws its default seeds from Python's generator
-    np.random.seed(seed)
-    if NAME == "tensorflow":
-        import tensorflow as tf
-
-        tf.random.set_seed(seed)
-    elif NAME == "torch":
-        import torch
-
-        torch.manual_seed(seed)
 
 
 def hardware():

@@ -45,7 +45,8 @@ def metric_rows(metrics):
         ("elbo", "test ELBO", "nats / image"),
         ("elbo_reconstruction", "ELBO reconstruction term", "nats / image"),
         ("elbo_kl", "ELBO KL term", "nats / image"),
-        ("nll", f"NLL, importance-sampled (k = {ev.get('nll_samples')})", "nats / image"),
+        ("nll", f"NLL{' of the image given its digit' if metrics.get('family') == 'cvae' else ''}, "
+         f"importance-sampled (k = {ev.get('nll_samples')})", "nats / image"),
         ("active_units", "active latent units (Cov > 0.01)", f"of {metrics.get('latent_dim')}"),
     ):
         if key in ev:
@@ -132,7 +133,8 @@ def zoo_table(zoo_dir=None):
         "# kerasae zoo",
         "",
         "Load any entry with `import kerasae, keras; keras.saving.load_model('zoo/<entry>/model.keras')`.",
-        "Test-set numbers, per image; each entry's README has its figures and the full table.",
+        "Test-set numbers, per image; each entry's README has its figures and the full table. A cvae's ELBO and "
+        "NLL are of the image given its digit, -log p(x | y): not comparable with the others'.",
         "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join("---" for _ in header) + " |",
@@ -140,6 +142,7 @@ def zoo_table(zoo_dir=None):
     for name, m in zoo.entries(zoo_dir):
         ev = m.get("evaluation", {})
         bound = " / ".join(fmt(ev[k]) for k in ("elbo", "nll") if k in ev) or "–"
+        bound += " (given the digit)" if m["family"] == "cvae" and "nll" in ev else ""
         row = (
             f"[{name}]({name}/{zoo.CARD_FILE})", m["family"], str(m["latent_dim"]), m["data"]["name"],
             fmt(ev.get("reconstruction", {}).get("bce", float("nan"))), bound,

@@ -52,6 +52,11 @@ def export_saved_model(model_path, out_dir):
         }
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=signature)
+    # Keras 3.15 saves every weight twice: as the tracked Keras variables and as the
+    # TensorFlow variables the endpoints capture. The endpoints need only the latter;
+    # dropping the former halves the SavedModel (5.0 -> 2.6 MB for the seed's VAE).
+    for attribute in ("variables", "trainable_variables", "non_trainable_variables"):
+        setattr(archive._tf_trackable, attribute, [])  # noqa: SLF001
     archive.write_out(str(out_dir), verbose=False)
 
 

@@ -267,7 +267,7 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
                            "pass --resume to continue it or --overwrite to start over")
         shutil.rmtree(folder)
 
-    backend.set_random_seed(recipe.train.seed)
+    keras.utils.set_random_seed(recipe.train.seed)
     dataset = data_module.load(recipe.data, seed=recipe.train.seed)
     _check_values(dataset, recipe)
     num_classes = _check_labels(dataset, recipe)

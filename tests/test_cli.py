@@ -140,7 +140,7 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
 
 def test_missing_and_corrupted_entries(tmp_path, zoo_dir, capsys):
     assert cli.main(["sample", "nothing-here", "--zoo", zoo_dir, "--output", str(tmp_path / "s.png")]) == 2
-    assert "zoo entry not found" in capsys.readouterr().err
+    assert f"no zoo entry named 'nothing-here' in {zoo_dir}" in capsys.readouterr().err
     entry = tmp_path / "zoo" / "broken"
     entry.mkdir(parents=True)
     (entry / zoo.RECIPE_FILE).write_text("name: broken\n")
