@@ -45,6 +45,13 @@ class _LossTracking:
 if NAME == "tensorflow":
     import tensorflow as tf
 
+    def _reducible(logs):
+        """Keras 3 reduces multi-worker logs along axis 0, which a scalar lacks, and fails
+        (tensorflow/tensorflow#72388): there the logs travel as 1-element vectors."""
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
     class Trainer(_LossTracking):
         def train_step(self, data):
             x, y = self._data(data)
@@ -56,11 +63,11 @@ if NAME == "tensorflow":
                 objective = losses["loss"] / replicas if replicas > 1 else losses["loss"]
             grads = tape.gradient(objective, self.trainable_weights)
             self.optimizer.apply(grads, self.trainable_weights)
-            return self.update_loss_metrics(losses)
+            return _reducible(self.update_loss_metrics(losses))
 
         def test_step(self, data):
             x, y = self._data(data)
-            return self.update_loss_metrics(self.compute_losses(x, y, training=False))
+            return _reducible(self.update_loss_metrics(self.compute_losses(x, y, training=False)))
 
 elif NAME == "jax":
     import jax
@@ -312,25 +319,54 @@ def is_main_process():
     return True
 
 
-@contextlib.contextmanager
-def _tf_strategy(spec):
+def tf_cluster(environ=None):
+    """(number of workers, whether this one is the chief) from $TF_CONFIG, or None without it.
+
+    The chief is the task of type "chief", else worker 0.
+    """
     import json
 
+    from kerasae.errors import KerasaeError
+
+    text = (os.environ if environ is None else environ).get("TF_CONFIG")
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+        cluster, task = config.get("cluster", {}), config.get("task", {})
+        workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+        kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    except (ValueError, AttributeError, TypeError) as e:
+        raise KerasaeError(f"$TF_CONFIG: not a cluster description ({e})") from None
+    chief = kind == "chief" or (kind == "worker" and index == 0 and not cluster.get("chief"))
+    return workers, chief
+
+
+def writes_entry(spec):
+    """False on the processes of a multi-host run that leave checkpoints and the entry to
+    another: JAX processes other than 0, TensorFlow workers other than the chief."""
+    if spec.strategy == "none":
+        return True
+    if NAME == "tensorflow":
+        cluster = tf_cluster()
+        return cluster is None or cluster[1]
+    hosts = multi_host_settings(spec)
+    return not hosts or hosts[2] == 0
+
+
+@contextlib.contextmanager
+def _tf_strategy(spec):
     import tensorflow as tf
 
-    if os.environ.get("TF_CONFIG"):
-        cluster = json.loads(os.environ["TF_CONFIG"])
+    if tf_cluster():
+        # Keras shards numpy input over the workers, and every worker runs the same steps
+        # (evaluation included): to kerasae each is one process.
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        workers = len(cluster.get("cluster", {}).get("worker", [])) or 1
-        task = cluster.get("task", {}).get("index", 0)
-    else:  # noqa: PLR5501
+    else:
         kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
         devices = _pick([d.name for d in tf.config.list_logical_devices(kind)], spec.devices)
         strategy = tf.distribute.MirroredStrategy(devices)
-        workers, task = 1, 0
     with strategy.scope():
-        # Keras shards numpy input across workers itself: to kerasae it is one process.
-        del workers, task
         yield Replicas(strategy.num_replicas_in_sync)
 
 

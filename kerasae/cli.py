@@ -104,7 +104,7 @@ def _train(args):
     path, metrics = train.run(r, args.zoo, overwrite=args.overwrite, verbose=0 if args.quiet else None,
                               resume=args.resume)
     if path is None:
-        print(f"trained '{r.name}'; process 0 of the run writes its zoo entry")
+        print(f"trained '{r.name}'; the run's main process (JAX process 0, the TensorFlow chief) writes its zoo entry")
         return 0
     print(f"wrote {path}")
     for split in ("train", "validation", "test"):

@@ -9,6 +9,7 @@ import platform
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -250,9 +251,16 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resum
         TrainingStopped: on SIGINT/SIGTERM (after the current step) or a loss
             that is not finite; the last finished epoch's checkpoint is kept.
     """
-    hosts = backend.multi_host_settings(recipe.distribute) if recipe.distribute.strategy != "none" else None
-    if hosts and hosts[2] != 0:  # of several hosts, process 0 owns the run's folder and the entry
-        return _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=False)
+    if not backend.writes_entry(recipe.distribute):  # another process owns the run's folder and entry
+        if backend.NAME != "tensorflow":
+            return _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=False)
+        # A TensorFlow worker runs every step the chief runs, evaluation included, so it
+        # writes its own copy of everything into a scratch zoo that is thrown away.
+        with tempfile.TemporaryDirectory(prefix="kerasae-worker-") as scratch:
+            if resume:
+                shutil.copytree(zoo.run_path(recipe.name, zoo_dir), zoo.run_path(recipe.name, scratch))
+            _run(recipe, scratch, True, verbose, callbacks, resume)
+        return None, None
     zoo.check_free(recipe.name, zoo_dir, overwrite)
     with zoo.claim_run(recipe.name, zoo_dir):
         return _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume)

@@ -206,7 +206,7 @@ def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path)
     outputs = [w.communicate(timeout=300) for w in workers]
     for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-2000:]
-    assert "wrote" in outputs[0][0] and "process 0 of the run writes its zoo entry" in outputs[1][0]
+    assert "wrote" in outputs[0][0] and "main process (JAX process 0" in outputs[1][0]
     baseline = subprocess.run(command + [str(tmp_path / "one"), str(single)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
     assert baseline.returncode == 0, baseline.stderr[-2000:]
@@ -215,3 +215,50 @@ def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path)
     both = [json.load(open(tmp_path / z / "test-ae" / "metrics.json")) for z in ("zoo", "one")]
     # Each process fed its half of every global batch: the same steps as one process.
     _close(both[1], both[0], rel=1e-4)
+
+
+def test_tensorflow_two_workers_over_loopback_match_one_process(mnist_like, tmp_path):
+    """MultiWorkerMirroredStrategy from $TF_CONFIG: two worker processes, one CPU each."""
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import ROOT, small_recipe
+
+    r = small_recipe("ae", mnist_like, epochs=2)  # deterministic: two workers match one process
+    single = tmp_path / "single.yaml"
+    single.write_text(yaml.safe_dump(r))
+    r["distribute"] = {"strategy": "data_parallel"}
+    multi = tmp_path / "multi.yaml"
+    multi.write_text(yaml.safe_dump(r))
+    ports = [_free_port(), _free_port()]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    command = [sys.executable, "-m", "kerasae.cli", "train", "--quiet", "--zoo"]
+    workers = []
+    for index in range(2):
+        config = {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        workers.append(subprocess.Popen(
+            command + [str(tmp_path / "zoo"), str(multi)], cwd=ROOT, text=True,
+            env={**env, "TF_CONFIG": json.dumps(config)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ))
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-2000:]
+    assert "wrote" in outputs[0][0] and "writes its zoo entry" in outputs[1][0]
+    baseline = subprocess.run(command + [str(tmp_path / "one"), str(single)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert baseline.returncode == 0, baseline.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "zoo")) == ["README.md", "test-ae"]  # the chief's entry only
+    both = [json.load(open(tmp_path / z / "test-ae" / "metrics.json")) for z in ("zoo", "one")]
+    _close(both[1], both[0], rel=1e-4)
+
+
+def test_tf_config_names_the_chief():
+    workers = {"worker": ["a:1", "b:2"]}
+    assert backend.tf_cluster({}) is None
+    assert backend.tf_cluster({"TF_CONFIG": json.dumps({"cluster": workers, "task": {"index": 0}})}) == (2, True)
+    assert backend.tf_cluster({"TF_CONFIG": json.dumps({"cluster": workers, "task": {"index": 1}})}) == (2, False)
+    with_chief = {"cluster": {**workers, "chief": ["c:3"]}, "task": {"type": "worker", "index": 0}}
+    assert backend.tf_cluster({"TF_CONFIG": json.dumps(with_chief)}) == (3, False)
+    with pytest.raises(KerasaeError, match=r"\$TF_CONFIG: not a cluster description"):
+        backend.tf_cluster({"TF_CONFIG": "{not json"})
