@@ -14,7 +14,6 @@ Results go to benchmarks/stream.json.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,18 @@ def write_set(folder, images):
     return os.path.getsize(os.path.join(folder, "x_train.npy"))
 
 
+def resident_bytes(pid, field="VmRSS"):
+    """A process's resident memory now (VmRSS) or at its peak since it started (VmHWM)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1_000_000)
@@ -79,15 +90,27 @@ def main():
             yaml.safe_dump(recipe, f)
         env = {**os.environ, "KERAS_BACKEND": args.backend}
         start = time.perf_counter()
-        result = subprocess.run(
+        log = open(os.path.join(tmp, "train.log"), "w+")
+        child = subprocess.Popen(
             [sys.executable, "-m", "kerasae.cli", "train", recipe_file, "--zoo", os.path.join(tmp, "zoo"), "--quiet"],
-            env=env, capture_output=True, text=True, cwd=ROOT,
+            env=env, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         )
+        # The training process's own peak (VmHWM, which starts afresh at exec). Not
+        # getrusage(RUSAGE_CHILDREN): a child forked from this process counts the pages
+        # this process has mapped until it execs, which is the data set just written.
+        samples, peak = [], 0  # samples: (seconds, resident bytes), five a second
+        while child.poll() is None:
+            samples.append((time.perf_counter() - start, resident_bytes(child.pid)))
+            peak = max(peak, resident_bytes(child.pid, "VmHWM"))
+            time.sleep(0.2)
         seconds = time.perf_counter() - start
-        if result.returncode != 0:
-            sys.exit(result.stderr[-3000:])
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        if child.returncode != 0:
+            log.seek(0)
+            sys.exit(log.read()[-3000:])
+    at = max(samples, key=lambda sample: sample[1]) if samples else (0.0, 0)
     out = {
+        "peak_sampled_at_seconds": round(at[0], 1),
+        "rss_samples_mb": [(round(t, 1), b // 2**20) for t, b in samples[:: max(1, len(samples) // 40)]],
         "images": args.images, "backend": args.backend, "data_bytes": size, "peak_rss_bytes": peak,
         "peak_rss_over_data": round(peak / size, 3), "write_seconds": round(written, 1),
         "train_seconds": round(seconds, 1), "images_per_second": round(args.images / seconds),
