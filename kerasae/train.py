@@ -245,11 +245,12 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resum
 
     Returns:
         (entry folder, metrics dict); (None, None) on the other processes of a
-        multi-host run, where process 0 writes the entry.
+        multi-host run, where the main one (JAX process 0, the TensorFlow chief)
+        writes the entry.
 
     Raises:
-        TrainingStopped: on SIGINT/SIGTERM (after the current step) or a loss
-            that is not finite; the last finished epoch's checkpoint is kept.
+        TrainingStopped: on SIGINT/SIGTERM (after the current step, checkpointed
+            there) or a loss that is not finite (the last good checkpoint is kept).
     """
     if not backend.writes_entry(recipe.distribute):  # another process owns the run's folder and entry
         if backend.NAME != "tensorflow":
