@@ -250,7 +250,7 @@ class NpyRows:
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return self.read(np.arange(len(self))[index])
+            return self.read(np.arange(*index.indices(len(self))))
         return self.read(index)
 
     def chunks(self, rows=4096):
@@ -283,7 +283,7 @@ class MappedImages:
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            index = np.arange(len(self))[index]
+            index = np.arange(*index.indices(len(self)))
         index = np.asarray(index)
         images = _scaled(self.array.read(self.start + index)).reshape(len(index), *self.shape[1:])
         if self.threshold is not None:
@@ -331,6 +331,15 @@ def _check_mapped(x, name, where):
                                 "store floats in [0, 1] or uint8")
 
 
+def _validation_size(n, section):
+    """Images held out of n for validation: the last `validation_split` of them, at least one if any."""
+    n_val = int(round(n * section.validation_split))
+    n_val = 1 if section.validation_split > 0 and n_val == 0 else n_val
+    if n_val >= n:
+        raise DataError(f"data.validation_split={section.validation_split} leaves no training images")
+    return n_val
+
+
 def _load_mapped(section, seed):
     """`dataset: npy`: training and validation images stay on disk; the test split is read."""
     folder = section.path
@@ -360,10 +369,7 @@ def _load_mapped(section, seed):
         images, test = images.rows(0, min(section.limit, len(images))), test.rows(0, min(section.limit, len(test)))
         y_train = None if y_train is None else y_train[: section.limit]
         y_test = None if y_test is None else y_test[: section.limit]
-    n_val = int(round(len(images) * section.validation_split))
-    n_val = 1 if section.validation_split > 0 and n_val == 0 else n_val
-    if n_val >= len(images):
-        raise DataError(f"data.validation_split={section.validation_split} leaves no training images")
+    n_val = _validation_size(len(images), section)
     n_fit = len(images) - n_val
     bernoulli = section.binarize == "bernoulli"
     x_test = test[slice(None)]
@@ -423,11 +429,7 @@ def load(section, seed=0):
         x_train, x_test = x_train[: section.limit], x_test[: section.limit]
         y_train = None if y_train is None else y_train[: section.limit]
         y_test = None if y_test is None else y_test[: section.limit]
-    n_val = int(round(len(x_train) * section.validation_split))
-    if section.validation_split > 0 and n_val == 0:
-        n_val = 1
-    if n_val >= len(x_train):
-        raise DataError(f"data.validation_split={section.validation_split} leaves no training images")
+    n_val = _validation_size(len(x_train), section)
     n_fit = len(x_train) - n_val
     x_val, y_val = x_train[n_fit:], None if y_train is None else y_train[n_fit:]
     x_train, y_train = x_train[:n_fit], None if y_train is None else y_train[:n_fit]
