@@ -180,8 +180,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path):
-    """Two hosts in miniature: two processes, one CPU device each, joined over 127.0.0.1."""
+def _two_processes_against_one(mnist_like, tmp_path, backend_name, distribute, process_env):
+    """Trains the AE (deterministic) in two cooperating processes and in one; returns
+    (the two processes' stdout, their metrics, the single process's metrics)."""
     import subprocess
     import sys
 
@@ -191,66 +192,53 @@ def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path)
     r = small_recipe("ae", mnist_like, epochs=2)
     single = tmp_path / "single.yaml"
     single.write_text(yaml.safe_dump(r))
-    r["distribute"] = {"strategy": "data_parallel", "coordinator_address": f"127.0.0.1:{_free_port()}",
-                       "num_processes": 2}
+    r["distribute"] = distribute
     multi = tmp_path / "multi.yaml"
     multi.write_text(yaml.safe_dump(r))
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env = {**os.environ, "KERAS_BACKEND": backend_name}
     env.pop("XLA_FLAGS", None)
     command = [sys.executable, "-m", "kerasae.cli", "train", "--quiet", "--zoo"]
     workers = [
         subprocess.Popen(command + [str(tmp_path / "zoo"), str(multi)], cwd=ROOT, text=True,
-                         env={**env, "KERASAE_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         env={**env, **process_env(i)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for i in range(2)
     ]
     outputs = [w.communicate(timeout=300) for w in workers]
     for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-2000:]
-    assert "wrote" in outputs[0][0] and "main process (JAX process 0" in outputs[1][0]
     baseline = subprocess.run(command + [str(tmp_path / "one"), str(single)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
     assert baseline.returncode == 0, baseline.stderr[-2000:]
-    entries = os.listdir(tmp_path / "zoo")
-    assert sorted(entries) == ["README.md", "test-ae"]  # one entry, no leftovers
+    assert sorted(os.listdir(tmp_path / "zoo")) == ["README.md", "test-ae"]  # one entry, no leftovers
     both = [json.load(open(tmp_path / z / "test-ae" / "metrics.json")) for z in ("zoo", "one")]
+    return [out for out, _ in outputs], both[0], both[1]
+
+
+def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path):
+    """Two hosts in miniature: two processes, one CPU device each, joined over 127.0.0.1."""
+    distribute = {"strategy": "data_parallel", "coordinator_address": f"127.0.0.1:{_free_port()}",
+                  "num_processes": 2}
+    outputs, multi, single = _two_processes_against_one(
+        mnist_like, tmp_path, "jax", distribute, lambda i: {"KERASAE_PROCESS_ID": str(i)}
+    )
+    assert "wrote" in outputs[0] and "main process (JAX process 0" in outputs[1]
     # Each process fed its half of every global batch: the same steps as one process.
-    _close(both[1], both[0], rel=1e-4)
+    _close(single, multi, rel=1e-4)
 
 
 def test_tensorflow_two_workers_over_loopback_match_one_process(mnist_like, tmp_path):
     """MultiWorkerMirroredStrategy from $TF_CONFIG: two worker processes, one CPU each."""
-    import subprocess
-    import sys
-
-    import yaml
-    from conftest import ROOT, small_recipe
-
-    r = small_recipe("ae", mnist_like, epochs=2)  # deterministic: two workers match one process
-    single = tmp_path / "single.yaml"
-    single.write_text(yaml.safe_dump(r))
-    r["distribute"] = {"strategy": "data_parallel"}
-    multi = tmp_path / "multi.yaml"
-    multi.write_text(yaml.safe_dump(r))
     ports = [_free_port(), _free_port()]
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    command = [sys.executable, "-m", "kerasae.cli", "train", "--quiet", "--zoo"]
-    workers = []
-    for index in range(2):
-        config = {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
-        workers.append(subprocess.Popen(
-            command + [str(tmp_path / "zoo"), str(multi)], cwd=ROOT, text=True,
-            env={**env, "TF_CONFIG": json.dumps(config)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        ))
-    outputs = [w.communicate(timeout=300) for w in workers]
-    for worker, (out, err) in zip(workers, outputs):
-        assert worker.returncode == 0, err[-2000:]
-    assert "wrote" in outputs[0][0] and "writes its zoo entry" in outputs[1][0]
-    baseline = subprocess.run(command + [str(tmp_path / "one"), str(single)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
-    assert baseline.returncode == 0, baseline.stderr[-2000:]
-    assert sorted(os.listdir(tmp_path / "zoo")) == ["README.md", "test-ae"]  # the chief's entry only
-    both = [json.load(open(tmp_path / z / "test-ae" / "metrics.json")) for z in ("zoo", "one")]
-    _close(both[1], both[0], rel=1e-4)
+
+    def tf_config(index):
+        cluster = {"worker": [f"localhost:{p}" for p in ports]}
+        return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+
+    outputs, multi, single = _two_processes_against_one(
+        mnist_like, tmp_path, "tensorflow", {"strategy": "data_parallel"}, tf_config
+    )
+    assert "wrote" in outputs[0] and "writes its zoo entry" in outputs[1]  # the chief's entry only
+    _close(single, multi, rel=1e-4)
 
 
 def test_tf_config_names_the_chief():
