@@ -49,9 +49,13 @@ def build(recipe, image_shape, num_classes=10):
     return FAMILIES[recipe.model.family](**args, name=recipe.model.family)
 
 
-def optimizer(train, scale=1):
+def optimizer(train, scale=1, total_steps=1):
     """The recipe's optimizer with its learning rate (times `scale`: the replica count when
-    `distribute.scale_learning_rate` asks for the linear scaling rule)."""
-    return keras.optimizers.get(
-        {"class_name": train.optimizer, "config": {"learning_rate": train.learning_rate * scale}}
-    )
+    `distribute.scale_learning_rate` asks for the linear scaling rule) and its schedule over
+    `total_steps` training steps."""
+    rate = train.learning_rate * scale
+    if train.learning_rate_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            rate, decay_steps=max(1, total_steps), alpha=train.final_learning_rate / train.learning_rate
+        )
+    return keras.optimizers.get({"class_name": train.optimizer, "config": {"learning_rate": rate}})

@@ -17,6 +17,21 @@ FIGURE_CAPTIONS = {
 }
 
 
+# Test NLL (nats per image, dynamically binarized MNIST, k = 5000) of one-stochastic-layer models:
+# Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders", Table 1.
+PUBLISHED_NLL = (
+    ("VAE (Burda et al. 2016, Table 1)", 86.76),
+    ("IWAE, k = 50 (Burda et al. 2016, Table 1)", 84.78),
+)
+
+
+def comparable_to_published(metrics):
+    """Whether the entry's NLL is the quantity the published table reports: p(x), not p(x | y),
+    on MNIST binarized by sampling."""
+    return (metrics.get("family") != "cvae" and "nll" in metrics.get("evaluation", {})
+            and metrics["data"]["name"] == "mnist" and metrics["data"]["binarize"] == "bernoulli")
+
+
 def fmt(value, digits=2):
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -99,7 +114,7 @@ def entry_card(path, recipe, metrics):
         f"| loss | {', '.join(f'{k} {v}' for k, v in recipe['loss'].items())} |",
         f"| corruption | {recipe['corruption']['type']} "
         f"{'' if recipe['corruption']['type'] == 'none' else recipe['corruption']} |",
-        f"| training | {recipe['train']['optimizer']}, learning rate {recipe['train']['learning_rate']}, "
+        f"| training | {recipe['train']['optimizer']}, learning rate {_schedule(recipe['train'])}, "
         f"batch {recipe['train']['batch_size']}, seed {recipe['train']['seed']} |",
         "",
         "The full resolved recipe is `recipe.yaml`.",
@@ -117,12 +132,23 @@ def entry_card(path, recipe, metrics):
         "| --- | ---: | --- |",
     ]
     lines += [f"| {name} | {fmt(value)} | {unit} |" for name, value, unit in metric_rows(metrics)]
+    if comparable_to_published(metrics):
+        ev = metrics["evaluation"]
+        lines += ["", f"Published test NLL with k = 5000 on the same data, next to this entry's {fmt(ev['nll'])} "
+                  f"(k = {ev['nll_samples']}): " + "; ".join(f"{name} {value}" for name, value in PUBLISHED_NLL) + "."]
     lines += ["", "## Figures", ""]
     figure_dir = os.path.join(path, zoo.FIGURES_DIR)
     for figure, caption in FIGURE_CAPTIONS.items():
         if os.path.isfile(os.path.join(figure_dir, f"{figure}.png")):
             lines += [f"![{figure}]({zoo.FIGURES_DIR}/{figure}.png)", "", caption, ""]
     _write(os.path.join(path, zoo.CARD_FILE), "\n".join(lines))
+
+
+def _schedule(train):
+    rate = train["learning_rate"]
+    if train.get("learning_rate_schedule", "constant") == "cosine":
+        return f"{rate} with cosine decay to {train['final_learning_rate']}"
+    return str(rate)
 
 
 def zoo_table(zoo_dir=None):
@@ -150,6 +176,20 @@ def zoo_table(zoo_dir=None):
             m["versions"]["backend"], f"{m['train_seconds']:.0f}",
         )
         lines.append("| " + " | ".join(row) + " |")
+    nll = [(name, m["evaluation"]) for name, m in zoo.entries(zoo_dir) if comparable_to_published(m)]
+    if nll:
+        lines += [
+            "",
+            "## Against the published numbers",
+            "",
+            "Test NLL, -log p(x) in nats per image, importance-sampled, on MNIST binarized by sampling "
+            "(lower is better).",
+            "",
+            "| model | test NLL (nats) | importance samples k |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {name} | {value} | 5000 |" for name, value in PUBLISHED_NLL]
+        lines += [f"| [{name}]({name}/{zoo.CARD_FILE}) | {fmt(ev['nll'])} | {ev['nll_samples']} |" for name, ev in nll]
     root = zoo.root(zoo_dir)
     os.makedirs(root, exist_ok=True)
     _write(os.path.join(root, zoo.CARD_FILE), "\n".join(lines))

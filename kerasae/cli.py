@@ -108,6 +108,8 @@ def _train(args):
         return 0
     print(f"wrote {path}")
     for split in ("train", "validation", "test"):
+        if not metrics[split]:  # no validation split
+            continue
         values = ", ".join(f"{k} {v:.3f}" for k, v in metrics[split].items())
         print(f"  {split:<10} {values}")
     print(f"  ({metrics['units']}; {metrics['train_seconds']:.1f} s on {metrics['versions']['backend']})")

@@ -172,6 +172,13 @@ class TrainSection(Section):
     batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 128
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam"] = "adam"
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    learning_rate_schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="cosine: decay from learning_rate to final_learning_rate along a "
+        "half cosine over all training steps (Loshchilov & Hutter); constant: keep learning_rate."
+    )
+    final_learning_rate: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
+        default=0.0, description="Where the cosine schedule ends; must not exceed learning_rate."
+    )
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     tensorboard: bool = False
     checkpoint_every_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = Field(
@@ -185,6 +192,16 @@ class TrainSection(Section):
         default=None, description="Training steps per compiled call; the backend's default when omitted "
         "(32 on TensorFlow and JAX, 1 on PyTorch, which only supports 1)."
     )
+
+
+    @model_validator(mode="after")
+    def _schedule_ends_below_start(self):
+        if "final_learning_rate" in self.model_fields_set and self.learning_rate_schedule == "constant":
+            raise ValueError("final_learning_rate: applies to learning_rate_schedule 'cosine'")
+        if self.final_learning_rate > self.learning_rate:
+            raise ValueError(f"final_learning_rate: {self.final_learning_rate} exceeds learning_rate "
+                             f"{self.learning_rate}")
+        return self
 
 
 class DistributeSection(Section):

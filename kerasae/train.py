@@ -224,6 +224,10 @@ def _resume_state(folder, recipe):
     before, now = state["recipe"], recipe.to_dict()
     changed = sorted(k for k in now if before.get(k) != now[k] and k not in ("train", "outputs", "distribute"))
     changed += [f"train.{k}" for k in now["train"] if k not in RESUMABLE_CHANGES and before["train"].get(k) != now["train"][k]]
+    schedule = before["train"].get("learning_rate_schedule", "constant")
+    if schedule != "constant" and before["train"]["epochs"] != now["train"]["epochs"]:
+        # The schedule's length was fixed when the optimizer was built.
+        changed.append("train.epochs (the learning-rate schedule spans the original epochs)")
     if changed:
         raise ZooError(f"--resume: the recipe changed since the checkpoint ({', '.join(changed)}); "
                        f"only {', '.join(f'train.{k}' for k in RESUMABLE_CHANGES)} may change")
@@ -280,24 +284,32 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
     dataset = data_module.load(recipe.data, seed=recipe.train.seed)
     _check_values(dataset, recipe)
     num_classes = _check_labels(dataset, recipe)
+    last = recipe.train.epochs
     with backend.distributed(recipe.distribute) as replicas:
         if recipe.train.batch_size % replicas.count:
             raise KerasaeError(f"train.batch_size: {recipe.train.batch_size} does not split evenly over "
                                f"{replicas.count} replicas (distribute.devices)")
+        x, y = dataset.x_train, dataset.y_train
+        batch_size = recipe.train.batch_size
+        # Every batch must split evenly over the replicas: the last, short one loses up to
+        # (replicas - 1) images when it does not.
+        usable = len(x) - (len(x) % batch_size) % replicas.count
+        steps_per_epoch = math.ceil(usable / batch_size)
         if state:
             model = keras.saving.load_model(os.path.join(folder, zoo.CHECKPOINT_FILE))
         else:
             model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
             scale = replicas.count if recipe.distribute.scale_learning_rate else 1
             steps = backend.steps_per_execution(recipe.train.steps_per_execution, replicas.count)
-            model.compile(optimizer=builder.optimizer(recipe.train, scale), steps_per_execution=steps)
+            optimizer = builder.optimizer(recipe.train, scale, total_steps=last * steps_per_epoch)
+            model.compile(optimizer=optimizer, steps_per_execution=steps)
         # Conditional families train on (images, labels); the others on images alone.
         labelled = model.needs_labels
 
         def split(x, y):
             return (x, y) if labelled else (x,)
 
-        outputs, last = recipe.outputs, recipe.train.epochs
+        outputs = recipe.outputs
         examples = dataset.x_test[: outputs.n_examples]
         example_labels = dataset.y_test[: outputs.n_examples] if labelled else None
         snapshots = Snapshots(examples, example_labels, sorted({e for e in outputs.epochs if e <= last} | {last}))
@@ -315,11 +327,6 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
             fit_callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
         if recipe.train.tensorboard:
             fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(folder, "logs")))
-        x, y = dataset.x_train, dataset.y_train
-        batch_size = recipe.train.batch_size
-        # Every batch must split evenly over the replicas: the last, short one loses up to
-        # (replicas - 1) images when it does not.
-        usable = len(x) - (len(x) % batch_size) % replicas.count
         n_val = len(dataset.x_val) - (len(dataset.x_val) % batch_size) % replicas.count
         val_rows = _local_rows(np.arange(n_val), batch_size, replicas)
         local_batch = batch_size // replicas.processes
@@ -329,7 +336,6 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
         else:
             validation = split(dataset.x_val[val_rows], None if dataset.y_val is None else dataset.y_val[val_rows])
         validation = validation if n_val else None
-        steps_per_epoch = math.ceil(usable / batch_size)
         every = recipe.train.checkpoint_every_steps
         step = state.get("steps_done", 0) if state else 0  # steps already taken in the first epoch
         partial = Partial.from_state(state)

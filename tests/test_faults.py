@@ -96,6 +96,21 @@ def test_step_checkpoints_resume_inside_an_epoch(tmp_path, mnist_like):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_a_cosine_schedule_resumes_where_it_stopped(tmp_path, mnist_like):
+    r = _recipe(mnist_like, "vae", epochs=3)
+    r = recipe.validate({**r.to_dict(), "train": {**r.to_dict()["train"], "learning_rate_schedule": "cosine"}})
+    straight, _ = train.run(r, str(tmp_path / "a"), verbose=0)
+    zoo_b = str(tmp_path / "b")
+    with pytest.raises(TrainingStopped):
+        train.run(r, zoo_b, verbose=0, callbacks=[SignalAt(epoch=1, batch=3)])
+    longer = recipe.validate({**r.to_dict(), "train": {**r.to_dict()["train"], "epochs": 5}})
+    with pytest.raises(ZooError, match=r"changed since the checkpoint \(train.epochs \(the learning-rate schedule"):
+        train.run(longer, zoo_b, verbose=0, resume=True)
+    resumed, _ = train.run(r, zoo_b, verbose=0, resume=True)
+    for a, b in zip(_weights(straight), _weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_a_fresh_run_will_not_silently_discard_checkpoints(tmp_path, mnist_like):
     r = _recipe(mnist_like, "ae", epochs=3)
     zoo_dir = str(tmp_path / "zoo")

@@ -109,6 +109,22 @@ def test_kl_warmup_ramps_the_kl_weight(mnist_like):
     np.testing.assert_allclose(seen, [0.0, 0.5, 1.0])
 
 
+def test_cosine_schedule_decays_from_the_rate_to_the_final_rate(mnist_like):
+    r = recipe.validate(small_recipe("ae", mnist_like, epochs=4, train={
+        "learning_rate": 0.01, "learning_rate_schedule": "cosine", "final_learning_rate": 0.001}))
+    d = data.load(r.data)
+    model = builder.build(r, d.image_shape)
+    steps = 2  # 64 images, batch 32
+    model.compile(optimizer=builder.optimizer(r.train, total_steps=r.train.epochs * steps))
+    rates = []
+    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: rates.append(
+        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))))
+    model.fit(d.x_train[:64], epochs=r.train.epochs, batch_size=32, callbacks=[spy], verbose=0)
+    # After 2, 4, 6, 8 of 8 steps: final + (start - final) * (1 + cos(pi * t)) / 2.
+    t = np.array([2, 4, 6, 8]) / 8
+    np.testing.assert_allclose(rates, 0.001 + 0.009 * (1 + np.cos(np.pi * t)) / 2, rtol=1e-5)
+
+
 def test_same_seed_same_result(mnist_like):
     first, h1, _ = fit_small(mnist_like, "vae", epochs=1)
     second, h2, _ = fit_small(mnist_like, "vae", epochs=1)

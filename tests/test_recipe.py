@@ -113,6 +113,12 @@ def test_missing_required_keys(write_recipe):
         ("name: x\nmodel: {family: ae}\ndata: {dataset: npz}\n", "data.path: dataset 'npz' needs the path"),
         ("name: ../evil\nmodel: {family: ae}\n", "name: String should match pattern"),
         ("name: x\nmodel: {family: ae, encoder: [{filters: 8}], decoder: [8]}\n", "model.decoder: must be dense sizes"),
+        ("name: x\nmodel: {family: ae}\ntrain: {final_learning_rate: 0.0001}\n",
+         "train.final_learning_rate: applies to learning_rate_schedule 'cosine'"),
+        ("name: x\nmodel: {family: ae}\ntrain: {learning_rate_schedule: cosine, final_learning_rate: 0.1}\n",
+         "train.final_learning_rate: 0.1 exceeds learning_rate 0.001"),
+        ("name: x\nmodel: {family: ae}\ntrain: {learning_rate_schedule: step}\n",
+         "train.learning_rate_schedule: Input should be 'constant' or 'cosine'"),
     ],
 )
 def test_bad_values_name_the_key(write_recipe, text, expected):
