@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/run.py                      # full MNIST, every installed backend
     .venv/bin/python benchmarks/run.py --smoke              # seconds: tiny data, 2 epochs (the test suite runs this)
+    .venv/bin/python benchmarks/run.py --parts eval,quality   # only some parts
 
 For the seed's VAE (784-400-20, ReLU, Bernoulli decoder) and AE (784-64-784, sigmoid), batch 128:
   * kerasae: `kerasae.train.run` on recipes/vae.yaml and recipes/ae.yaml (the real code path), one
@@ -11,7 +12,10 @@ For the seed's VAE (784-400-20, ReLU, Bernoulli decoder) and AE (784-64-784, sig
   * a plain JAX loop, `jax.jit`-compiled, with a hand-written Adam;
   * the GEMM-only bound: the same matrix products (forward and backward) timed alone in torch.
 Seconds per epoch are the median of the epochs after the first (warm-up). Only ratios measured in one
-run mean anything on shared machines. Results go to benchmarks/results.json and a Markdown table.
+run mean anything on shared machines. On the fastest backend it also measures: peak memory over 1x and 2x
+the epochs; the importance-sampled NLL against the same number of decoder passes alone (and its memory as
+k grows); s/epoch as the data grows (10k, 30k, 60k) and as the hidden layer widens (400, 1024, 2048); the
+test ELBO that kerasae and the PyTorch loop reach in the same training time (--budget). Results go to benchmarks/results.json and a Markdown table.
 """
 
 import argparse
@@ -41,13 +45,13 @@ def peak_rss_mb():
 
 
 def load_images(limit):
-    """Binarized MNIST training images as float32 (N, 784), through kerasae's own data resolution."""
+    """Binarized MNIST training and test images as float32 (N, 784), through kerasae's own data resolution."""
     sys.path.insert(0, ROOT)
     from kerasae import data
     from kerasae.recipe import DataSection
 
     d = data.load(DataSection(binarize="threshold", validation_split=0.0, limit=limit))
-    return d.x_train.reshape(len(d.x_train), -1)
+    return d.x_train.reshape(len(d.x_train), -1), d.x_test.reshape(len(d.x_test), -1)
 
 
 # -- kerasae ------------------------------------------------------------------
@@ -72,20 +76,77 @@ print(json.dumps({"epoch_seconds": times, "peak_rss_mb": resource.getrusage(reso
 """
 
 
-def kerasae_run(backend, model, epochs, limit):
+def kerasae_run(backend, model, epochs, limit, extra=(), child=KERASAE_CHILD, args=()):
+    """One `kerasae.train.run` of the model's recipe in a fresh process on `backend`; the child's JSON."""
     recipe_file = os.path.join(ROOT, "recipes", MODELS[model][0])
     overrides = [f"train.epochs={epochs}", "outputs.figures=[]", "outputs.nll_samples=0",
                  "outputs.export_saved_model=false", "data.validation_split=0", f"data.limit={limit}",
-                 "data.binarize=threshold", f"train.batch_size={BATCH}"]
+                 "data.binarize=threshold", f"train.batch_size={BATCH}", *extra]
     with tempfile.TemporaryDirectory() as zoo_dir:
         env = {**os.environ, "KERAS_BACKEND": backend}
         result = subprocess.run(
-            [sys.executable, "-c", KERASAE_CHILD, ROOT, recipe_file, json.dumps(overrides), zoo_dir],
+            [sys.executable, "-c", child, ROOT, recipe_file, json.dumps(overrides), zoo_dir, *map(str, args)],
             env=env, capture_output=True, text=True,
         )
     if result.returncode != 0:
         raise RuntimeError(f"kerasae on {backend} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+EVAL_CHILD = r"""
+import json, sys, time, resource
+sys.path.insert(0, sys.argv[1])
+import keras
+import numpy as np
+from kerasae import data, evaluate, recipe, train, zoo
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+class DecoderPasses(keras.Model):
+    # The decoder alone on a batch of codes, each output row summed (so outputs stay small).
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+    def call(self, z):
+        return keras.ops.sum(self.decoder(z), axis=-1)
+
+r = recipe.load(sys.argv[2], json.loads(sys.argv[3]))
+entry, _ = train.run(r, zoo_dir=sys.argv[4], verbose=0)
+model = zoo.load(entry)
+x = data.load(r.data, seed=r.train.seed).x_test
+k_small, k = int(sys.argv[5]), int(sys.argv[6])
+evaluate.importance_sampled_nll(model, x[:100], k=k_small)  # compiles
+before = peak_mb()
+evaluate.importance_sampled_nll(model, x, k=k_small)
+after_small = peak_mb()
+start = time.perf_counter()
+nll = evaluate.importance_sampled_nll(model, x, k=k)
+nll_seconds = time.perf_counter() - start
+after_large = peak_mb()
+# The same number of decoder passes: len(x) * k codes, in the chunks the NLL uses.
+chunk = min(100, k)
+passes = DecoderPasses(model.decoder)
+z = np.random.default_rng(0).standard_normal((len(x) * chunk, r.model.latent_dim)).astype("float32")
+passes.predict(z[:1000], batch_size=500 * chunk, verbose=0)  # compiles
+start = time.perf_counter()
+for _ in range(k // chunk):
+    passes.predict(z, batch_size=500 * chunk, verbose=0)
+decoder_seconds = (time.perf_counter() - start) * k / (k // chunk * chunk)
+print(json.dumps({"nll": nll, "k": k, "images": len(x), "nll_seconds": nll_seconds,
+                  "decoder_seconds": decoder_seconds, "rss_before_mb": before,
+                  "rss_after_small_k_mb": after_small, "rss_after_large_k_mb": after_large, "k_small": k_small}))
+"""
+
+
+def evaluation_cost(backend, k, limit):
+    """The importance-sampled NLL with k samples on the test set, against the same number of decoder
+    passes timed alone, and the peak memory with a small k then the full k (flat in k: the same)."""
+    run = kerasae_run(backend, "vae", 1, limit, extra=["data.binarize=bernoulli"], child=EVAL_CHILD,
+                      args=(max(2, k // 10), k))
+    run["nll_over_decoder"] = run["nll_seconds"] / run["decoder_seconds"]
+    run["rss_growth_small_to_large_k_mb"] = run["rss_after_large_k_mb"] - run["rss_after_small_k_mb"]
+    return run
 
 
 # -- reference loops ------------------------------------------------------------
@@ -99,8 +160,9 @@ def layer_sizes(model):
     return [(784, latent), (latent, 784)]
 
 
-def torch_loop(x, model, epochs):
-    """The loop a user writes by hand: nn.Module, Adam, eager PyTorch."""
+def torch_loop(x, model, epochs, budget_s=None, x_test=None):
+    """The loop a user writes by hand: nn.Module, Adam, eager PyTorch. Returns the epoch times; with
+    `budget_s`, trains until that many seconds have passed and returns (seconds, epochs, test ELBO)."""
     import torch
     from torch import nn
 
@@ -115,26 +177,36 @@ def torch_loop(x, model, epochs):
     params = list(encoder.parameters()) + list(decoder.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-3)
     data = torch.from_numpy(x)
-    times = []
-    for _ in range(epochs):
+
+    def per_image_loss(xb):
+        h = encoder(xb)
+        if variational:
+            mu, log_var = h.chunk(2, dim=-1)
+            z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+            kl = -0.5 * torch.sum(1 + log_var - mu**2 - log_var.exp(), dim=-1)
+        else:
+            z, kl = h, 0.0
+        logits = decoder(z)
+        return nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="none").sum(-1) + kl
+
+    times, begin, done = [], time.perf_counter(), 0
+    while len(times) < epochs if budget_s is None else not done:
         start = time.perf_counter()
         for batch in torch.randperm(len(data)).split(BATCH):
-            xb = data[batch]
-            h = encoder(xb)
-            if variational:
-                mu, log_var = h.chunk(2, dim=-1)
-                z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
-                kl = -0.5 * torch.sum(1 + log_var - mu**2 - log_var.exp(), dim=-1)
-            else:
-                z, kl = h, 0.0
-            logits = decoder(z)
-            rec = nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="none").sum(-1)
-            loss = (rec + kl).mean()
+            loss = per_image_loss(data[batch]).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if budget_s is not None and time.perf_counter() - begin >= budget_s:
+                done = True
+                break
         times.append(time.perf_counter() - start)
-    return times
+    if budget_s is None:
+        return times
+    seconds = time.perf_counter() - begin
+    with torch.no_grad():  # one-sample ELBO, the estimator kerasae's evaluation uses
+        loss = torch.cat([per_image_loss(xb) for xb in torch.from_numpy(x_test).split(1000)])
+    return seconds, len(times), -float(loss.mean())
 
 
 def jax_loop(x, model, epochs):
@@ -207,6 +279,52 @@ def gemm_bound(n_images, model, repeats):
     return times
 
 
+def quality_per_second(backend, s_per_epoch, budget_s, x, x_test, limit):
+    """The VAE's test ELBO after `budget_s` seconds of training: kerasae (for the epochs its measured
+    speed fits in the budget) and the PyTorch loop (until the budget runs out), same hyperparameters."""
+    epochs = max(1, int(budget_s / s_per_epoch))
+    run = kerasae_run(backend, "vae", epochs, limit, child=METRICS_CHILD)
+    seconds, torch_epochs, torch_elbo = torch_loop(x, "vae", None, budget_s=budget_s, x_test=x_test)
+    return {
+        f"kerasae_{backend}": {"train_seconds": run["train_seconds"], "epochs": epochs, "test_elbo": run["elbo"]},
+        "torch_loop": {"train_seconds": seconds, "epochs": torch_epochs, "test_elbo": torch_elbo},
+        "budget_s": budget_s,
+    }
+
+
+METRICS_CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from kerasae import recipe, train
+r = recipe.load(sys.argv[2], json.loads(sys.argv[3]))
+_, metrics = train.run(r, zoo_dir=sys.argv[4], verbose=0)
+print(json.dumps({"train_seconds": metrics["train_seconds"], "elbo": metrics["evaluation"]["elbo"]}))
+"""
+
+
+def scaling(backend, epochs, sizes, widths):
+    """kerasae's VAE s/epoch as the data grows (at hidden 400) and as the hidden layer widens (at the
+    largest size); per-image seconds stay flat when time grows linearly with the data."""
+    out = {"images": {}, "hidden": {}}
+    for n in sizes:
+        run = kerasae_run(backend, "vae", epochs, n)
+        out["images"][str(n)] = {"s_per_epoch": median_after_warmup(run["epoch_seconds"])}
+        out["images"][str(n)]["us_per_image"] = 1e6 * out["images"][str(n)]["s_per_epoch"] / n
+    for width in widths:
+        run = kerasae_run(backend, "vae", epochs, max(sizes), extra=[f"model.encoder=[{width}]"])
+        flops = 6 * (784 * width + width * 40 + 20 * width + width * 784)  # forward + backward MACs x 2
+        out["hidden"][str(width)] = {"s_per_epoch": median_after_warmup(run["epoch_seconds"]),
+                                     "gflop_per_s": flops * max(sizes) / median_after_warmup(run["epoch_seconds"]) / 1e9}
+    return out
+
+
+def memory_over_epochs(backend, epochs, limit):
+    """Peak RSS of a VAE training run of `epochs` and of twice as many: flat when equal."""
+    short = kerasae_run(backend, "vae", epochs, limit)["peak_rss_mb"]
+    long = kerasae_run(backend, "vae", 2 * epochs, limit)["peak_rss_mb"]
+    return {"epochs": [epochs, 2 * epochs], "peak_rss_mb": [short, long], "growth_mb": long - short}
+
+
 # -- the run ---------------------------------------------------------------------
 
 
@@ -226,16 +344,26 @@ def main():
     parser.add_argument("--limit", type=int, default=60000, help="training images")
     parser.add_argument("--models", default="vae,ae")
     parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--parts", default="speed,memory,eval,scaling,quality",
+                        help="speed: s/epoch against the loops; memory: peak RSS over 1x and 2x the epochs; "
+                        "eval: NLL cost against decoder passes; scaling: data size and width; quality: test "
+                        "ELBO after a fixed training time")
+    parser.add_argument("--nll-samples", type=int, default=1000, help="k for the eval part")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds of training for the quality part")
+    parser.add_argument("--sizes", default="10000,30000,60000", help="training images for the scaling part")
+    parser.add_argument("--widths", default="400,1024,2048", help="VAE hidden widths for the scaling part")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the benchmark runs")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results.json"))
     args = parser.parse_args()
     if args.smoke:
-        args.epochs, args.limit = 2, 512
+        args.epochs, args.limit, args.nll_samples, args.budget = 2, 512, 20, 3.0
+        args.sizes, args.widths = "256,512", "64"
+    parts = set(args.parts.split(","))
     backends = [b for b in args.backends.split(",") if installed(b if b != "tensorflow" else "tensorflow")]
-    x = load_images(args.limit)
+    x, x_test = load_images(args.limit)
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                "settings": {"epochs": args.epochs, "images": len(x), "batch": BATCH}, "models": {}}
-    for model in args.models.split(","):
+    for model in args.models.split(",") if "speed" in parts else []:
         row = {}
         for backend in backends:
             run = kerasae_run(backend, model, args.epochs, args.limit)
@@ -258,6 +386,22 @@ def main():
             if "gemm_bound" in row:  # >= 1: how far above the matrix products alone
                 ratios[f"{name}_over_gemm_bound"] = run["s_per_epoch"] / row["gemm_bound"]["s_per_epoch"]
         results["models"][model] = {"runs": row, "ratios": ratios, "fastest_kerasae": best}
+    # The other parts run on the fastest backend for the VAE (jax when the speed part did not run).
+    fastest = results["models"].get("vae", {}).get("fastest_kerasae", "kerasae_jax")[len("kerasae_"):]
+    fastest = fastest if fastest in backends else backends[0]
+    if "memory" in parts:
+        results["memory_over_epochs"] = {"backend": fastest, **memory_over_epochs(fastest, args.epochs, args.limit)}
+    if "eval" in parts:
+        results["evaluation"] = {"backend": fastest, **evaluation_cost(fastest, args.nll_samples, args.limit)}
+    if "scaling" in parts:
+        sizes = [int(n) for n in args.sizes.split(",")]
+        widths = [int(w) for w in args.widths.split(",")]
+        results["scaling"] = {"backend": fastest, **scaling(fastest, args.epochs, sizes, widths)}
+    if "quality" in parts and installed("torch"):
+        vae = results["models"].get("vae", {}).get("runs", {}).get(f"kerasae_{fastest}")
+        s_per_epoch = vae["s_per_epoch"] if vae else median_after_warmup(
+            kerasae_run(fastest, "vae", args.epochs, args.limit)["epoch_seconds"])
+        results["quality_per_second"] = quality_per_second(fastest, s_per_epoch, args.budget, x, x_test, args.limit)
     results["benchmark_peak_rss_mb"] = peak_rss_mb()
     with open(args.output, "w") as f:
         json.dump(results, f, indent=2)
@@ -275,6 +419,33 @@ def table(results):
             lines.append(f"| {name} | {run['s_per_epoch']:.3f} | {run['samples_per_s']:.0f} | {rss} |")
         lines += ["", "| ratio | value |", "| --- | ---: |"]
         lines += [f"| {k} | {v:.2f} |" for k, v in r["ratios"].items()]
+        lines.append("")
+    if "memory_over_epochs" in results:
+        m = results["memory_over_epochs"]
+        lines += [f"## Memory over epochs ({m['backend']})", "",
+                  f"VAE peak RSS after {m['epochs'][0]} epochs {m['peak_rss_mb'][0]:.0f} MB, after "
+                  f"{m['epochs'][1]} epochs {m['peak_rss_mb'][1]:.0f} MB (growth {m['growth_mb']:+.0f} MB).", ""]
+    if "evaluation" in results:
+        e = results["evaluation"]
+        lines += [f"## Evaluation ({e['backend']})", "",
+                  f"NLL with k = {e['k']} on {e['images']} test images: {e['nll_seconds']:.1f} s; the same "
+                  f"decoder passes alone {e['decoder_seconds']:.1f} s; ratio {e['nll_over_decoder']:.2f}. Peak RSS "
+                  f"{e['rss_after_small_k_mb']:.0f} MB after k = {e['k_small']}, {e['rss_after_large_k_mb']:.0f} MB "
+                  f"after k = {e['k']} (growth {e['rss_growth_small_to_large_k_mb']:+.0f} MB).", ""]
+    if "scaling" in results:
+        sc = results["scaling"]
+        lines += [f"## Scaling ({sc['backend']}, VAE)", "", "| training images | s / epoch | us / image |",
+                  "| ---: | ---: | ---: |"]
+        lines += [f"| {n} | {r['s_per_epoch']:.3f} | {r['us_per_image']:.1f} |" for n, r in sc["images"].items()]
+        lines += ["", "| hidden units | s / epoch | GFLOP/s |", "| ---: | ---: | ---: |"]
+        lines += [f"| {w} | {r['s_per_epoch']:.3f} | {r['gflop_per_s']:.1f} |" for w, r in sc["hidden"].items()]
+        lines.append("")
+    if "quality_per_second" in results:
+        q = results["quality_per_second"]
+        lines += [f"## Test ELBO after {q['budget_s']:.0f} s of training (VAE)", "",
+                  "| run | train s | epochs | test ELBO (nats) |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {r['train_seconds']:.0f} | {r['epochs']} | {r['test_elbo']:.2f} |"
+                  for name, r in q.items() if name != "budget_s"]
         lines.append("")
     return "\n".join(lines)
 

@@ -9,32 +9,35 @@ import math
 from keras import ops
 
 
-def _sum_per_image(values):
-    return ops.sum(ops.reshape(values, (ops.shape(values)[0], -1)), axis=-1)
+def _sum_per_image(values, batch_dims=1):
+    """Sums each image's values: the axes after the first `batch_dims` (batch_dims 2 for (k, batch, ...)
+    with k importance samples per image, where targets of shape (1, batch, ...) broadcast)."""
+    shape = ops.shape(values)
+    return ops.sum(ops.reshape(values, (*shape[:batch_dims], -1)), axis=-1)
 
 
-def bernoulli_nll(target, logits):
+def bernoulli_nll(target, logits, batch_dims=1):
     """-log p(target | logits) under independent Bernoulli pixels: BCE summed per image."""
     # max(l, 0) - l * x + log(1 + exp(-|l|)): the stable form of BCE from logits.
     values = ops.relu(logits) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))
-    return _sum_per_image(values)
+    return _sum_per_image(values, batch_dims)
 
 
-def bce(target, output, epsilon=1e-7):
+def bce(target, output, epsilon=1e-7, batch_dims=1):
     """BCE summed per image, from probabilities (when the output is not a sigmoid of logits)."""
     output = ops.clip(output, epsilon, 1.0 - epsilon)
-    return _sum_per_image(-(target * ops.log(output) + (1.0 - target) * ops.log(1.0 - output)))
+    return _sum_per_image(-(target * ops.log(output) + (1.0 - target) * ops.log(1.0 - output)), batch_dims)
 
 
-def half_squared_error(target, output):
+def half_squared_error(target, output, batch_dims=1):
     """The seed's MSE loss for real-valued inputs: 1/2 * sum of squared errors per image."""
-    return 0.5 * _sum_per_image(ops.square(target - output))
+    return 0.5 * _sum_per_image(ops.square(target - output), batch_dims)
 
 
-def gaussian_nll(target, mean):
+def gaussian_nll(target, mean, batch_dims=1):
     """-log N(target | mean, I) summed per image (unit-variance Gaussian decoder)."""
-    size = ops.cast(ops.size(target) // ops.shape(target)[0], target.dtype)
-    return half_squared_error(target, mean) + 0.5 * math.log(2.0 * math.pi) * size
+    size = math.prod(ops.shape(target)[batch_dims:])
+    return half_squared_error(target, mean, batch_dims) + 0.5 * math.log(2.0 * math.pi) * size
 
 
 def kl_standard_normal(z_mean, z_log_var):

@@ -196,7 +196,7 @@ class TrainSection(Section):
 
     @model_validator(mode="after")
     def _schedule_ends_below_start(self):
-        if "final_learning_rate" in self.model_fields_set and self.learning_rate_schedule == "constant":
+        if self.final_learning_rate and self.learning_rate_schedule == "constant":
             raise ValueError("final_learning_rate: applies to learning_rate_schedule 'cosine'")
         if self.final_learning_rate > self.learning_rate:
             raise ValueError(f"final_learning_rate: {self.final_learning_rate} exceeds learning_rate "

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 from conftest import ROOT
 
 from kerasae import backend
@@ -26,3 +27,14 @@ def test_benchmark_smoke(tmp_path):
     ratios = results["models"]["vae"]["ratios"]
     assert f"kerasae_{backend.NAME}_speedup_vs_torch_loop" in ratios
     assert "| kerasae_" in result.stdout  # the Markdown table
+    # The other parts, on this backend.
+    memory = results["memory_over_epochs"]
+    assert memory["epochs"] == [2, 4] and min(memory["peak_rss_mb"]) > 0
+    ev = results["evaluation"]
+    assert ev["k"] == 20 and 0 < ev["nll"] < 784 * np.log(2) + 100  # nats, of a barely trained model
+    assert ev["nll_seconds"] > 0 and ev["decoder_seconds"] > 0 and ev["rss_after_large_k_mb"] > 0
+    assert set(results["scaling"]["images"]) == {"256", "512"} and set(results["scaling"]["hidden"]) == {"64"}
+    quality = results["quality_per_second"]
+    for run in (quality[f"kerasae_{backend.NAME}"], quality["torch_loop"]):
+        assert run["epochs"] >= 1 and -800 < run["test_elbo"] < 0
+    assert "## Test ELBO after 3 s" in result.stdout

@@ -143,13 +143,14 @@ class Autoencoder(backend.Trainer, keras.Model):
             z = layer(z, training=training)
         return z
 
-    def reconstruction_loss(self, target, logits):
-        """Per-image reconstruction loss in nats (bce) or 1/2 * SSE (mse)."""
+    def reconstruction_loss(self, target, logits, batch_dims=1):
+        """Per-image reconstruction loss in nats (bce) or 1/2 * SSE (mse); images follow the first
+        `batch_dims` axes."""
         if self.reconstruction == "bce":
             if self.output_activation == "sigmoid":
-                return losses.bernoulli_nll(target, logits)
-            return losses.bce(target, self.decoder.layers[-1](logits))
-        return losses.half_squared_error(target, self.decoder.layers[-1](logits))
+                return losses.bernoulli_nll(target, logits, batch_dims)
+            return losses.bce(target, self.decoder.layers[-1](logits), batch_dims=batch_dims)
+        return losses.half_squared_error(target, self.decoder.layers[-1](logits), batch_dims)
 
     def prepare_inputs(self, x, training):
         """(target, model input): binarized targets, and their corrupted copy when denoising."""
