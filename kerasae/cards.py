@@ -134,7 +134,7 @@ def entry_card(path, recipe, metrics):
     lines += [f"| {name} | {fmt(value)} | {unit} |" for name, value, unit in metric_rows(metrics)]
     if comparable_to_published(metrics):
         ev = metrics["evaluation"]
-        lines += ["", f"Published test NLL with k = 5000 on the same data, next to this entry's {fmt(ev['nll'])} "
+        lines += ["", f"Published test NLL (k = 5000, MNIST binarized by sampling) next to this entry's {fmt(ev['nll'])} "
                   f"(k = {ev['nll_samples']}): " + "; ".join(f"{name} {value}" for name, value in PUBLISHED_NLL) + "."]
     lines += ["", "## Figures", ""]
     figure_dir = os.path.join(path, zoo.FIGURES_DIR)
