@@ -193,7 +193,6 @@ class TrainSection(Section):
         "(32 on TensorFlow and JAX, 1 on PyTorch, which only supports 1)."
     )
 
-
     @model_validator(mode="after")
     def _schedule_ends_below_start(self):
         if self.final_learning_rate and self.learning_rate_schedule == "constant":
