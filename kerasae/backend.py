@@ -71,6 +71,7 @@ if NAME == "tensorflow":
 
 elif NAME == "jax":
     import jax
+    import numpy as np
 
     def _stateless(variables, values, fn):
         """Runs fn() with `variables` read from `values`; returns (result, new values)."""
@@ -110,6 +111,43 @@ elif NAME == "jax":
             _, (losses, non_trainable) = self._losses_and_state(trainable, non_trainable, x, y, False)
             logs, metrics_values = self._update_metrics(metrics_values, losses)
             return logs, (trainable, non_trainable, metrics_values)
+
+        def make_train_function(self, force=False):
+            """`steps_per_execution` steps in one compiled call: Keras's JAX trainer calls its
+            compiled step once per batch from Python, whose dispatch costs a small model as much
+            as the step itself; here full groups of batches run as a `lax.scan` over the stacked
+            batches, and only a short group (the end of an epoch) takes single steps."""
+            if self.train_function is not None and not force:
+                return
+            super().make_train_function(force=True)
+            steps = self.steps_per_execution
+            if steps == 1 or self.run_eagerly or not self.jit_compile or keras.distribution.distribution():
+                return  # sharded batches (keras.distribution) keep Keras's own loop
+            single = self.train_function
+
+            def scan_steps(state, batches):
+                state, logs = jax.lax.scan(lambda s, batch: self.train_step(s, batch)[::-1], state, batches)
+                return jax.tree.map(lambda value: value[-1], logs), state
+
+            scanned = jax.jit(scan_steps, donate_argnums=0)
+
+            def train_function(state, iterator):
+                batches = []
+                for batch in iterator:
+                    batches.append(batch)
+                    if len(batches) == steps:
+                        break
+                shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(batch)) for batch in batches}
+                if len(batches) == steps and len(shapes) == 1:
+                    return scanned(state, jax.tree.map(lambda *leaves: np.stack(leaves), *batches))
+                logs = None
+                for batch in batches:
+                    logs, state = single(state, iter([batch]))
+                if logs is None:
+                    raise StopIteration
+                return logs, state
+
+            self.train_function = train_function
 
 elif NAME == "torch":
     import torch

@@ -135,6 +135,27 @@ def test_same_seed_same_result(mnist_like):
     np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-6)
 
 
+@pytest.mark.skipif(backend.NAME == "torch", reason="the torch backend runs one step per call (backend.steps_per_execution)")
+@pytest.mark.parametrize("images", [256, 300])
+def test_several_steps_per_call_train_as_single_steps(mnist_like, images):
+    """Batches of 32 in calls of 4 steps give the weights and logs of one step per call: 8 batches
+    (JAX: two scanned groups) and 10 (then single steps for the short group and short last batch)."""
+    r = recipe.validate(small_recipe("vae", mnist_like, epochs=2))
+    d = data.load(r.data, seed=r.train.seed)
+    results = []
+    for steps in (1, 4):
+        keras.utils.set_random_seed(r.train.seed)
+        model = builder.build(r, d.image_shape)
+        model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=steps)
+        history = model.fit(d.x_train[:images], batch_size=32, epochs=2, shuffle=False, verbose=0).history
+        results.append((model.get_weights(), history))
+    (single, h1), (grouped, h4) = results
+    for a, b in zip(single, grouped):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h1["loss"], h4["loss"], rtol=1e-5)
+    assert h4["loss"][1] < h4["loss"][0]
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_save_and_reload_reproduces_outputs(tmp_path, mnist_like, family):
     model, _, d = fit_small(mnist_like, family, epochs=1, **_extra(family))
