@@ -280,25 +280,43 @@ def gemm_bound(n_images, model, repeats):
 
 
 def quality_per_second(backend, s_per_epoch, budget_s, x, x_test, limit):
-    """The VAE's test ELBO after `budget_s` seconds of training: kerasae (for the epochs its measured
-    speed fits in the budget) and the PyTorch loop (until the budget runs out), same hyperparameters."""
-    epochs = max(1, int(budget_s / s_per_epoch))
-    run = kerasae_run(backend, "vae", epochs, limit, child=METRICS_CHILD)
+    """The VAE's test ELBO after `budget_s` seconds of training: kerasae (whole epochs, ending at the
+    last epoch that fits in the budget) and the PyTorch loop (until the budget runs out), same
+    hyperparameters."""
+    epochs = 2 * max(1, int(budget_s / s_per_epoch)) + 10  # a bound: the budget ends the run first
+    run = kerasae_run(backend, "vae", epochs, limit, child=METRICS_CHILD, args=(budget_s,))
     seconds, torch_epochs, torch_elbo = torch_loop(x, "vae", None, budget_s=budget_s, x_test=x_test)
     return {
-        f"kerasae_{backend}": {"train_seconds": run["train_seconds"], "epochs": epochs, "test_elbo": run["elbo"]},
+        f"kerasae_{backend}": {"train_seconds": run["train_seconds"], "epochs": run["epochs"], "test_elbo": run["elbo"]},
         "torch_loop": {"train_seconds": seconds, "epochs": torch_epochs, "test_elbo": torch_elbo},
         "budget_s": budget_s,
     }
 
 
 METRICS_CHILD = r"""
-import json, sys
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
+import keras
 from kerasae import recipe, train
+
+class TimeBudget(keras.callbacks.Callback):
+    # Ends the run after the last epoch that fits in the budget (the next one would overrun it).
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if now - self.start + (now - self.epoch_start) > self.seconds:
+            self.model.stop_training = True
+
 r = recipe.load(sys.argv[2], json.loads(sys.argv[3]))
-_, metrics = train.run(r, zoo_dir=sys.argv[4], verbose=0)
-print(json.dumps({"train_seconds": metrics["train_seconds"], "elbo": metrics["evaluation"]["elbo"]}))
+_, metrics = train.run(r, zoo_dir=sys.argv[4], verbose=0, callbacks=[TimeBudget(float(sys.argv[5]))])
+print(json.dumps({"train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"],
+                  "elbo": metrics["evaluation"]["elbo"]}))
 """
 
 

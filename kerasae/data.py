@@ -161,6 +161,21 @@ def _load_npz(section):
 
 def _as_images(x, name, where):
     """uint8 or float arrays, (N, H, W) or (N, H, W, C), to float32 (N, H, W, C) in [0, 1]."""
+    return _floats(_checked_images(x, name, where))
+
+
+def _floats(x, threshold=None):
+    """Checked images as float32 in [0, 1], binarized (> threshold) when one is given. uint8 images
+    go through a 256-entry table: one float copy of the raw images, exactly (x / 255 > t)."""
+    if x.dtype == np.uint8:
+        table = np.arange(256, dtype=np.float32) / 255.0
+        return (table if threshold is None else (table > threshold).astype(np.float32))[x]
+    return x if threshold is None else (x > threshold).astype(np.float32)
+
+
+def _checked_images(x, name, where):
+    """uint8 or float arrays, (N, H, W) or (N, H, W, C), as (N, H, W, C): uint8 as they are, other
+    numbers as float32 in [0, 1]."""
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "uif":
         raise DataError(f"{where}: array '{name}' must be numeric, got dtype {getattr(x, 'dtype', type(x))}")
     if x.ndim == 3:
@@ -170,7 +185,7 @@ def _as_images(x, name, where):
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise DataError(f"{where}: array '{name}' contains NaN or inf")
     if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
+        return x
     x = x.astype(np.float32)
     lo, hi = float(x.min()), float(x.max())
     if x.dtype.kind in "ui" or hi > 1.0:
@@ -417,8 +432,8 @@ def load(section, seed=0):
     keys = section.keys
     # Hashes of the arrays as stored, comparable with published checksums.
     record["sha256"] = {"x_train": sha256(x_train), "x_test": sha256(x_test)}
-    x_train = _as_images(x_train, keys.x_train, where)
-    x_test = _as_images(x_test, keys.x_test or "x_test", where)
+    x_train = _checked_images(x_train, keys.x_train, where)
+    x_test = _checked_images(x_test, keys.x_test or "x_test", where)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{where}: train images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ")
     y_train = _as_labels(y_train, len(x_train), keys.y_train, where)
@@ -434,10 +449,10 @@ def load(section, seed=0):
     x_val, y_val = x_train[n_fit:], None if y_train is None else y_train[n_fit:]
     x_train, y_train = x_train[:n_fit], None if y_train is None else y_train[:n_fit]
 
+    threshold = section.threshold if section.binarize == "threshold" else None
+    x_train, x_val, x_test = (_floats(x, threshold) for x in (x_train, x_val, x_test))
     rng = np.random.default_rng(seed)
-    if section.binarize == "threshold":
-        x_train, x_val, x_test = ((x > section.threshold).astype(np.float32) for x in (x_train, x_val, x_test))
-    elif section.binarize == "bernoulli":
+    if section.binarize == "bernoulli":
         # Held-out images get one fixed draw so that evaluations are comparable.
         x_val, x_test = ((rng.random(x.shape, dtype=np.float32) < x).astype(np.float32) for x in (x_val, x_test))
     record.update(

@@ -140,10 +140,49 @@ class Guard(keras.callbacks.Callback):
 
 
 class OneEpoch(keras.callbacks.Callback):
-    """Ends `fit` after one epoch: kerasae runs each epoch on its own data order and checkpoints it."""
+    """Ends `fit` after one epoch: kerasae runs each epoch on its own data order and checkpoints it.
+
+    Runs after every other callback, so `asked` tells whether one of them (EarlyStopping, a time
+    budget) had already set `model.stop_training`: that ends the whole run.
+    """
+
+    asked = False
 
     def on_epoch_end(self, epoch, logs=None):
+        self.asked = bool(self.model.stop_training)
         self.model.stop_training = True
+
+
+class RunScope(keras.callbacks.Callback):
+    """Shows a caller's callback the whole run as one `fit`.
+
+    kerasae calls `fit` once per epoch (or checkpoint segment); Keras callbacks such as
+    EarlyStopping reset their state in `on_train_begin`, so the wrapped callback gets
+    `on_train_begin` once, at the start, and `on_train_end` from `end()`, when the run ends.
+    """
+
+    def __init__(self, callback):
+        super().__init__()
+        self.callback, self.started = callback, False
+        for hook in ("epoch_begin", "epoch_end", "train_batch_begin", "train_batch_end", "test_begin",
+                     "test_end", "test_batch_begin", "test_batch_end"):
+            setattr(self, f"on_{hook}", getattr(callback, f"on_{hook}"))
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        if not self.started:
+            self.started = True
+            self.callback.on_train_begin(logs)
+
+    def end(self, logs=None):
+        self.callback.on_train_end(logs)
 
 
 @contextlib.contextmanager
@@ -313,7 +352,7 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
         examples = dataset.x_test[: outputs.n_examples]
         example_labels = dataset.y_test[: outputs.n_examples] if labelled else None
         snapshots = Snapshots(examples, example_labels, sorted({e for e in outputs.epochs if e <= last} | {last}))
-        history, seconds, first_epoch = {}, 0.0, 0
+        history, seconds, first_epoch, stopped = {}, 0.0, 0, None
         if state:
             history, seconds, first_epoch = state["history"], state["train_seconds"], state["epochs_done"]
             with np.load(os.path.join(folder, zoo.SNAPSHOTS_FILE)) as saved:
@@ -321,8 +360,9 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
                     kind, epoch = key.rsplit("_", 1)
                     getattr(snapshots, f"{kind}s")[int(epoch)] = saved[key]
 
-        guard = Guard()
-        fit_callbacks = [snapshots, guard, OneEpoch(), *callbacks]
+        guard, one_epoch = Guard(), OneEpoch()
+        scoped = [RunScope(callback) for callback in callbacks]
+        fit_callbacks = [snapshots, guard, *scoped, one_epoch]
         if recipe.loss.kl_warmup_epochs:
             fit_callbacks.append(KLWarmup(recipe.loss.beta, recipe.loss.kl_warmup_epochs))
         if recipe.train.tensorboard:
@@ -363,22 +403,36 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
                         if isinstance(guard.bad_step, int):
                             guard.bad_step += step  # counted from the epoch's start
                         _stop_if_asked(guard, recipe, folder, epoch, step)
-                    partial.add(logs, guard.steps)
-                    step += guard.steps
+                    # Keras reports the last step of a multi-step call as if the call were full.
+                    taken = min(guard.steps, end - step)
+                    partial.add(logs, taken)
+                    step += taken
+                    if one_epoch.asked and guard.signal is None:  # a callback ended the run
+                        stopped = f"after step {step} of epoch {epoch + 1}" if step < steps_per_epoch else \
+                            f"after epoch {epoch + 1}"
+                        break
                     if step < steps_per_epoch:  # a step checkpoint, or a signal mid-epoch
                         save_checkpoint(folder, model, epoch, history, snapshots, seconds, recipe, step, partial)
                         _stop_if_asked(guard, recipe, folder, epoch, step)
-                for key, value in partial.means().items():
-                    history.setdefault(key, []).append(value)
+                if step == steps_per_epoch:  # a finished epoch (one cut short by a callback is not one)
+                    for key, value in partial.means().items():
+                        history.setdefault(key, []).append(value)
+                if stopped:
+                    _stop_if_asked(guard, recipe, folder, epoch, step)  # a bad loss is still an error
+                    break
                 step, partial = 0, Partial()
                 if (epoch + 1) % recipe.train.checkpoint_every_epochs == 0 or epoch + 1 == last or guard.signal:
                     save_checkpoint(folder, model, epoch + 1, history, snapshots, seconds, recipe)
                 _stop_if_asked(guard, recipe, folder, epoch + 1, 0)
+        last_logs = {key: values[-1] for key, values in history.items()}
+        for callback in scoped:
+            callback.end(last_logs)
     try:
         if not backend.is_main_process():
             return None, None  # the main process writes the entry
         with backend.host_local(model):
-            return _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split)
+            return _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split,
+                                stopped)
     finally:
         backend.barrier("kerasae-entry-written")
 
@@ -462,7 +516,8 @@ def _checkpoint_kept(folder):
     return f"the checkpoint after epoch {state['epochs_done']}"
 
 
-def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split):
+def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split,
+                 stopped=None):
     outputs = recipe.outputs
     with zoo.staging(recipe.name, zoo_dir) as stage:
         test = model.evaluate(*split(dataset.x_test, dataset.y_test), batch_size=recipe.train.batch_size,
@@ -475,11 +530,13 @@ def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots,
             "train": _final(history),
             "validation": _final(history, validation=True),
             "test": {k: float(v) for k, v in test.items()},
-            "epochs": recipe.train.epochs,
+            "epochs": len(history.get("loss", [])),
             "train_seconds": round(seconds, 2),
             "data": dataset.record,
             "versions": versions(),
         }
+        if stopped:
+            metrics["stopped_early"] = f"{stopped}: a callback set model.stop_training"
         # Saved before evaluating, so that `kerasae eval` on the entry starts from the same
         # random state and reproduces these numbers.
         zoo.save_model(model, os.path.join(stage, zoo.MODEL_FILE))

@@ -142,6 +142,46 @@ def test_a_diverging_loss_stops_with_epoch_and_step(tmp_path, mnist_like, capsys
     assert not os.path.exists(zoo.entry_path("test-ae", zoo_dir))
 
 
+class StopAt(keras.callbacks.Callback):
+    """Sets `model.stop_training` after a given (epoch, batch): a callback ending the run mid-epoch."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at, self.epoch, self.begun = (epoch, batch), 0, 0
+
+    def on_train_begin(self, logs=None):
+        self.begun += 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.model.stop_training = True
+
+
+def test_a_callback_that_stops_training_ends_the_run_with_an_entry(tmp_path, mnist_like):
+    r = _recipe(mnist_like, "ae", epochs=6)
+    # Keras's EarlyStopping keeps its count over kerasae's per-epoch `fit` calls: the loss falls every
+    # epoch, so in mode "max" no epoch after the first improves; with patience 2 it stops after the
+    # third and puts back the first epoch's weights.
+    early = keras.callbacks.EarlyStopping(monitor="loss", mode="max", patience=2, restore_best_weights=True)
+    entry, metrics = train.run(r, str(tmp_path / "a"), verbose=0, callbacks=[early])
+    assert metrics["epochs"] == 3 and metrics["stopped_early"].startswith("after epoch 3: a callback")
+    assert (early.stopped_epoch, early.best_epoch) == (2, 0)
+    assert len(open(os.path.join(entry, zoo.HISTORY_FILE)).read().splitlines()) == 1 + 3
+    one_epoch, _ = train.run(_recipe(mnist_like, "ae", epochs=1), str(tmp_path / "one"), verbose=0)
+    for a, b in zip(_weights(entry), _weights(one_epoch)):
+        np.testing.assert_array_equal(a, b)
+    zoo.check_entry(entry)
+    # Mid-epoch: the cut epoch is not one in the history; on_train_begin reached the callback once.
+    stop = StopAt(epoch=1, batch=3)
+    entry, metrics = train.run(r, str(tmp_path / "b"), verbose=0, callbacks=[stop])
+    assert metrics["epochs"] == 1 and metrics["stopped_early"].startswith("after step 4 of epoch 2")
+    assert stop.begun == 1
+    assert not os.path.exists(zoo.run_path(r.name, str(tmp_path / "b")))  # no checkpoints left
+
+
 SLOW_RECIPE = dict(epochs=400)
 
 
