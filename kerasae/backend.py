@@ -130,8 +130,9 @@ elif NAME == "jax":
                 return jax.tree.map(lambda value: value[-1], logs), state
 
             scanned = jax.jit(scan_steps, donate_argnums=0)
+            ahead = []  # (iterator, its next group): taken while the last call computes
 
-            def train_function(state, iterator):
+            def take(iterator):
                 batches = []
                 for batch in iterator:
                     batches.append(batch)
@@ -139,9 +140,22 @@ elif NAME == "jax":
                         break
                 shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(batch)) for batch in batches}
                 if len(batches) == steps and len(shapes) == 1:
-                    return scanned(state, jax.tree.map(lambda *leaves: np.stack(leaves), *batches))
+                    return jax.tree.map(lambda *leaves: np.stack(leaves), *batches), True
+                return batches, False
+
+            def train_function(state, iterator):
+                # (A group taken from another iterator is of a `fit` that stopped early: dropped.)
+                group, stacked = ahead.pop()[1] if ahead and ahead[0][0] is iterator else take(iterator)
+                ahead.clear()
+                if stacked:
+                    logs, state = scanned(state, group)
+                    # JAX returns before the call finishes: stack the next group meanwhile, but
+                    # queue no more calls than that (each holds its batches in memory).
+                    ahead.append((iterator, take(iterator)))
+                    jax.block_until_ready(logs)
+                    return logs, state
                 logs = None
-                for batch in batches:
+                for batch in group:
                     logs, state = single(state, iter([batch]))
                 if logs is None:
                     raise StopIteration
