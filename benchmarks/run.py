@@ -57,7 +57,18 @@ def load_images(limit):
 # -- kerasae ------------------------------------------------------------------
 
 
-KERASAE_CHILD = r"""
+PEAK_MB = r"""
+def peak_mb():
+    # VmHWM: this process's own peak. (On Linux, ru_maxrss of a child carries the parent's peak
+    # over fork and exec, so a benchmark process that grew would show through.)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+KERASAE_CHILD = PEAK_MB + r"""
 import json, sys, time, resource
 sys.path.insert(0, sys.argv[1])
 import keras
@@ -72,7 +83,7 @@ class EpochTimer(keras.callbacks.Callback):
 times = []
 r = recipe.load(sys.argv[2], json.loads(sys.argv[3]))
 train.run(r, zoo_dir=sys.argv[4], verbose=0, callbacks=[EpochTimer()])
-print(json.dumps({"epoch_seconds": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"epoch_seconds": times, "peak_rss_mb": peak_mb()}))
 """
 
 
@@ -93,15 +104,12 @@ def kerasae_run(backend, model, epochs, limit, extra=(), child=KERASAE_CHILD, ar
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-EVAL_CHILD = r"""
+EVAL_CHILD = PEAK_MB + r"""
 import json, sys, time, resource
 sys.path.insert(0, sys.argv[1])
 import keras
 import numpy as np
 from kerasae import data, evaluate, recipe, train, zoo
-
-def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 class DecoderPasses(keras.Model):
     # The decoder alone on a batch of codes, each output row summed (so outputs stay small).
