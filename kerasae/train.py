@@ -283,7 +283,9 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resum
             from any interrupted run's checkpoint).
         verbose: Keras verbosity; default: a progress bar on a terminal,
             one line per epoch otherwise.
-        callbacks: extra Keras callbacks for `fit` (timers, custom logging).
+        callbacks: extra Keras callbacks (timers, logging, EarlyStopping). They see the
+            run as one `fit`: `on_train_begin` at its start, `on_train_end` at its end; one
+            that sets `model.stop_training` ends the run, and the entry is written.
         resume: continue from the last checkpoint of an interrupted run.
 
     Returns:
