@@ -192,6 +192,11 @@ class TrainSection(Section):
         default=None, description="Training steps per compiled call; the backend's default when omitted "
         "(32 on TensorFlow and JAX, 1 on PyTorch, which only supports 1)."
     )
+    jit_compile: Optional[bool] = Field(
+        default=None, description="Compile the training step (XLA on TensorFlow and JAX, torch.compile on "
+        "PyTorch); Keras's choice when omitted: on for JAX, off for TensorFlow on a CPU-only machine and "
+        "for PyTorch."
+    )
 
     @model_validator(mode="after")
     def _schedule_ends_below_start(self):

@@ -251,7 +251,7 @@ def _save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, re
 
 # What a resumed run may change: how long it trains, how often it checkpoints, and (in sections
 # `outputs` and `distribute`, not compared) what it writes and on how many devices.
-RESUMABLE_CHANGES = ("epochs", "checkpoint_every_epochs", "checkpoint_every_steps")
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every_epochs", "checkpoint_every_steps", "jit_compile")
 
 
 def _resume_state(folder, recipe):
@@ -338,12 +338,15 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
         steps_per_epoch = math.ceil(usable / batch_size)
         if state:
             model = keras.saving.load_model(os.path.join(folder, zoo.CHECKPOINT_FILE))
+            if recipe.train.jit_compile is not None:  # may differ from the checkpoint's compile settings
+                model.jit_compile = recipe.train.jit_compile
         else:
             model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
             scale = replicas.count if recipe.distribute.scale_learning_rate else 1
             steps = backend.steps_per_execution(recipe.train.steps_per_execution, replicas.count)
             optimizer = builder.optimizer(recipe.train, scale, total_steps=last * steps_per_epoch)
-            model.compile(optimizer=optimizer, steps_per_execution=steps)
+            jit = "auto" if recipe.train.jit_compile is None else recipe.train.jit_compile
+            model.compile(optimizer=optimizer, steps_per_execution=steps, jit_compile=jit)
         # Conditional families train on (images, labels); the others on images alone.
         labelled = model.needs_labels
 

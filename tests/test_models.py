@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import run_python, small_recipe
 
-from kerasae import backend, builder, data, recipe
+from kerasae import backend, builder, data, recipe, train
 from kerasae.errors import KerasaeError
 from kerasae.models import FAMILIES, VAE
 from kerasae.train import KLWarmup
@@ -124,6 +124,18 @@ def test_cosine_schedule_decays_from_the_rate_to_the_final_rate(mnist_like):
     # After 2, 4, 6, 8 of 8 steps: final + (start - final) * (1 + cos(pi * t)) / 2.
     t = np.array([2, 4, 6, 8]) / 8
     np.testing.assert_allclose(rates, 0.001 + 0.009 * (1 + np.cos(np.pi * t)) / 2, rtol=1e-5)
+
+
+# XLA where it is cheap to compile here (TensorFlow, JAX); torch.compile takes ~30 s even for these models.
+@pytest.mark.parametrize("jit", [False] if backend.NAME == "torch" else [False, True])
+def test_train_jit_compile_sets_the_compiled_step(tmp_path, mnist_like, jit):
+    r = recipe.validate(small_recipe("vae", mnist_like, epochs=2, train={"jit_compile": jit}))
+    seen, losses = [], []
+    spy = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: seen.append(spy.model.jit_compile),
+                                         on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    _, metrics = train.run(r, str(tmp_path / "zoo"), verbose=0, callbacks=[spy])
+    assert seen == [jit] and len(losses) == 2
+    assert losses[1] < losses[0] and np.isfinite(metrics["test"]["loss"])
 
 
 def test_same_seed_same_result(mnist_like):

@@ -119,6 +119,8 @@ def test_missing_required_keys(write_recipe):
          "train.final_learning_rate: 0.1 exceeds learning_rate 0.001"),
         ("name: x\nmodel: {family: ae}\ntrain: {learning_rate_schedule: step}\n",
          "train.learning_rate_schedule: Input should be 'constant' or 'cosine'"),
+        ("name: x\nmodel: {family: ae}\ntrain: {jit_compile: sometimes}\n",
+         "train.jit_compile: Input should be a valid boolean"),
     ],
 )
 def test_bad_values_name_the_key(write_recipe, text, expected):
