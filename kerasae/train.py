@@ -422,8 +422,7 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
                 if step == steps_per_epoch:  # a finished epoch (one cut short by a callback is not one)
                     for key, value in partial.means().items():
                         history.setdefault(key, []).append(value)
-                if stopped:
-                    _stop_if_asked(guard, recipe, folder, epoch, step)  # a bad loss is still an error
+                if stopped:  # (a bad loss or a signal raised above)
                     break
                 step, partial = 0, Partial()
                 if (epoch + 1) % recipe.train.checkpoint_every_epochs == 0 or epoch + 1 == last or guard.signal:
