@@ -194,8 +194,7 @@ class TrainSection(Section):
     )
     jit_compile: Optional[bool] = Field(
         default=None, description="Compile the training step (XLA on TensorFlow and JAX, torch.compile on "
-        "PyTorch); Keras's choice when omitted: on for JAX, off for TensorFlow on a CPU-only machine and "
-        "for PyTorch."
+        "PyTorch); when omitted: XLA on TensorFlow and JAX (except TensorFlow under distribute), off on PyTorch."
     )
 
     @model_validator(mode="after")

@@ -336,16 +336,16 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
         # (replicas - 1) images when it does not.
         usable = len(x) - (len(x) % batch_size) % replicas.count
         steps_per_epoch = math.ceil(usable / batch_size)
+        jit = backend.jit_compile(recipe.train.jit_compile, distributed=recipe.distribute.strategy != "none")
         if state:
             model = keras.saving.load_model(os.path.join(folder, zoo.CHECKPOINT_FILE))
-            if recipe.train.jit_compile is not None:  # may differ from the checkpoint's compile settings
-                model.jit_compile = recipe.train.jit_compile
+            # The checkpoint's compile settings are those of the backend that wrote it.
+            model.jit_compile = jit
         else:
             model = builder.build(recipe, dataset.image_shape, num_classes=num_classes)
             scale = replicas.count if recipe.distribute.scale_learning_rate else 1
             steps = backend.steps_per_execution(recipe.train.steps_per_execution, replicas.count)
             optimizer = builder.optimizer(recipe.train, scale, total_steps=last * steps_per_epoch)
-            jit = "auto" if recipe.train.jit_compile is None else recipe.train.jit_compile
             model.compile(optimizer=optimizer, steps_per_execution=steps, jit_compile=jit)
         # Conditional families train on (images, labels); the others on images alone.
         labelled = model.needs_labels
@@ -587,8 +587,9 @@ def evaluate_entry(entry, nll_samples=None):
     recipe = recipe_module.load(os.path.join(entry, zoo.RECIPE_FILE))
     metrics = zoo.read_metrics(entry)
     dataset = data_module.load(recipe.data, seed=recipe.train.seed)
-    if not model.compiled:
-        model.compile(optimizer=builder.optimizer(recipe.train))
+    if not model.compiled:  # as when it was trained: the random draws of XLA and of TensorFlow's kernels differ
+        jit = backend.jit_compile(recipe.train.jit_compile, distributed=recipe.distribute.strategy != "none")
+        model.compile(optimizer=builder.optimizer(recipe.train), jit_compile=jit)
     samples = recipe.outputs.nll_samples if nll_samples is None else nll_samples
     metrics["evaluation"] = evaluate.evaluate(model, dataset, nll_samples=samples)
     write_metrics(entry, metrics)
