@@ -152,7 +152,8 @@ def test_same_seed_same_result(mnist_like):
 @pytest.mark.parametrize("images", [256, 300])
 def test_several_steps_per_call_train_as_single_steps(mnist_like, images):
     """Batches of 32 in calls of 4 steps give the weights and logs of one step per call: 8 batches
-    (JAX: two scanned groups) and 10 (then single steps for the short group and short last batch)."""
+    (compiled, as kerasae compiles: two groups, each one XLA loop) and 10 (then single steps for
+    the short group and short last batch)."""
     if backend.NAME == "torch":  # Keras runs PyTorch one step per call; a recipe asking for more is refused
         with pytest.raises(KerasaeError, match="train.steps_per_execution must be 1 on the torch backend, got 4"):
             backend.steps_per_execution(4)
@@ -164,7 +165,8 @@ def test_several_steps_per_call_train_as_single_steps(mnist_like, images):
     for steps in (1, 4):
         keras.utils.set_random_seed(r.train.seed)
         model = builder.build(r, d.image_shape)
-        model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=steps)
+        model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=steps,
+                      jit_compile=backend.jit_compile())
         history = model.fit(d.x_train[:images], batch_size=32, epochs=2, shuffle=False, verbose=0).history
         results.append((model.get_weights(), history))
     (single, h1), (grouped, h4) = results
