@@ -57,7 +57,6 @@ def _take_group(iterator, steps, stack):
 if NAME == "tensorflow":
     import tensorflow as tf
 
-
     def _reducible(logs):
         """Keras 3 reduces multi-worker logs along axis 0, which a scalar lacks, and fails
         (tensorflow/tensorflow#72388): there the logs travel as 1-element vectors."""
@@ -118,7 +117,6 @@ if NAME == "tensorflow":
 elif NAME == "jax":
     import jax
     import numpy as np
-
 
     def _stateless(variables, values, fn):
         """Runs fn() with `variables` read from `values`; returns (result, new values)."""
@@ -238,11 +236,9 @@ elif NAME == "torch":
                 optimizer._parallel_update_step = types.MethodType(_fused_adam_update, optimizer)
 
     class Trainer(_LossTracking):
-        def compile(self, *args, **kwargs):
-            super().compile(*args, **kwargs)
-            _fuse(self.optimizer)
-
+        # (Fused here, not in `compile`: Keras skips `compile_from_config` for a custom `compile`.)
         def train_step(self, data):
+            _fuse(self.optimizer)
             x, y = self._data(data)
             self.zero_grad()
             losses = self.compute_losses(x, y, training=True)

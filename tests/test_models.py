@@ -259,10 +259,14 @@ def test_adam_updates_as_keras_adam(mnist_like, name, config):
     r = recipe.validate(small_recipe("vae", mnist_like))
     model = builder.build(r, (28, 28, 1))
     model.compile(optimizer=keras.optimizers.get({"class_name": name, "config": config}))
+    model.fit(np.zeros((4, 28, 28, 1), "float32"), batch_size=4, verbose=0)  # one step: kerasae's update in place
     weights = model.trainable_weights
     initial = [keras.ops.convert_to_numpy(w) for w in weights]
     reference = [keras.Variable(value) for value in initial]
     plain = keras.optimizers.get({"class_name": name, "config": config})
+    plain.build(reference)
+    for copy, slot in zip(plain.variables, model.optimizer.variables):  # the state after that first step
+        copy.assign(slot)
     rng = np.random.default_rng(0)
     for _ in range(30):
         grads = [rng.normal(size=w.shape, scale=rng.uniform(1e-4, 1.0)).astype("float32") for w in weights]
