@@ -1,14 +1,43 @@
 """kerasae: declarative YAML recipes for autoencoders on Keras 3.
 
-`import kerasae` registers every model and layer class with Keras, so that
-`keras.saving.load_model("zoo/<entry>/model.keras")` restores kerasae models.
+`import kerasae` is cheap: it does not import Keras, so the command line answers
+`--help`, `validate` and `zoo list` without starting a backend. What it does is
+register kerasae's model and layer classes with Keras's serialization as soon as
+Keras is imported (at once when it already is, else right after `import keras`
+finishes), so `keras.saving.load_model("zoo/<entry>/model.keras")` restores
+kerasae models whichever of the two imports comes first. The public names below
+(`kerasae.VAE`, `kerasae.load`, ...) import their modules on first use.
 """
 
 import contextlib
+import importlib
+import importlib.abc
 import os
+import sys
 
 # TensorFlow's C++ start-up chatter drowns the progress bar; a user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_PUBLIC = {
+    **dict.fromkeys(("Autoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "ContractiveAutoencoder",
+                     "VAE", "IWAE", "CVAE", "FAMILIES"), "kerasae.models"),
+    **dict.fromkeys(("Sampling", "Corruption", "DynamicBinarization"), "kerasae.layers"),
+    **dict.fromkeys(("KerasaeError", "RecipeError", "DataError", "ZooError"), "kerasae.errors"),
+    "load": "kerasae.zoo",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'kerasae' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
 
 
 @contextlib.contextmanager
@@ -21,6 +50,7 @@ def _quiet_native_stderr():
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         yield
         return
+    sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
@@ -32,22 +62,52 @@ def _quiet_native_stderr():
         os.close(devnull)
 
 
-with _quiet_native_stderr():
-    import keras  # noqa: F401 -- imports the backend (and TensorFlow) quietly
+class _RegisterWithKeras(importlib.abc.MetaPathFinder):
+    """Imports `kerasae.models` (whose classes register themselves with Keras) once `keras`
+    is imported, quietly, and no kerasae module is half-way through its own import (one that
+    imports Keras at its top would otherwise meet itself half-built). Watches the imports of
+    `keras` and of kerasae's modules, and leaves `sys.meta_path` once done."""
 
-from kerasae.errors import DataError, KerasaeError, RecipeError, ZooError
-from kerasae.layers import Corruption, DynamicBinarization, Sampling
-from kerasae.models import (
-    CVAE, FAMILIES, IWAE, VAE, Autoencoder, ContractiveAutoencoder, DenoisingAutoencoder, SparseAutoencoder,
-)
-from kerasae.zoo import load
+    def __init__(self):
+        self.importing = 0  # kerasae modules being executed right now
 
-__version__ = "0.1.0"
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras" and not fullname.startswith("kerasae."):
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
 
-__all__ = [
-    "Autoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "ContractiveAutoencoder",
-    "VAE", "IWAE", "CVAE", "FAMILIES",
-    "Sampling", "Corruption", "DynamicBinarization",
-    "KerasaeError", "RecipeError", "DataError", "ZooError",
-    "load", "__version__",
-]
+        def exec_then_register(module):
+            quiet = _quiet_native_stderr() if fullname == "keras" else contextlib.nullcontext()
+            self.importing += fullname != "keras"
+            try:
+                with quiet:
+                    exec_module(module)
+            finally:
+                self.importing -= fullname != "keras"
+            self.register_when_ready()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+    def register_when_ready(self):
+        if self.importing or "keras" not in sys.modules or self not in sys.meta_path:
+            return
+        sys.meta_path.remove(self)
+        importlib.import_module("kerasae.models")
+
+
+def _register():
+    registrar = _RegisterWithKeras()
+    sys.meta_path.insert(0, registrar)
+    registrar.register_when_ready()
+
+
+_register()

@@ -40,6 +40,11 @@ def _parser():
     listing.add_argument("--zoo")
     listing.add_argument("--json", action="store_true")
 
+    show = zoo_sub.add_parser("show", help="an entry's recipe, data and test metrics")
+    show.add_argument("entry", help="entry name or folder")
+    show.add_argument("--zoo")
+    show.add_argument("--json", action="store_true", help="print metrics.json")
+
     ev = sub.add_parser("eval", help="evaluate a zoo entry on its test data; updates metrics.json and cards")
     ev.add_argument("entry", help="entry name or folder")
     ev.add_argument("--nll-samples", type=int, help="importance samples per image (default: the recipe's)")
@@ -98,26 +103,32 @@ def _validate(args):
 def _train(args):
     from kerasae import recipe
 
+    from kerasae import zoo
+
     r = recipe.load(args.recipe, args.overrides)
+    version = zoo.version_name(r.name, args.zoo, args.overwrite)
+    if version != r.name and not args.quiet:
+        print(f"{zoo.entry_path(r.name, args.zoo)} exists: training into a new version, '{version}' "
+              "(--overwrite replaces the entry instead)", flush=True)
     from kerasae import train
 
     path, metrics = train.run(r, args.zoo, overwrite=args.overwrite, verbose=0 if args.quiet else None,
                               resume=args.resume)
     if path is None:
-        print(f"trained '{r.name}'; the run's main process (JAX process 0, the TensorFlow chief) writes its zoo entry")
+        print(f"trained '{version}'; the run's main process (JAX process 0, the TensorFlow chief) writes its zoo entry")
         return 0
-    print(f"wrote {path}")
     for split in ("train", "validation", "test"):
         if not metrics[split]:  # no validation split
             continue
         values = ", ".join(f"{k} {v:.3f}" for k, v in metrics[split].items())
         print(f"  {split:<10} {values}")
     print(f"  ({metrics['units']}; {metrics['train_seconds']:.1f} s on {metrics['versions']['backend']})")
+    print(f"wrote {path}")
     return 0
 
 
 def _eval(args):
-    from kerasae import cards, train, zoo
+    from kerasae import train, zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     zoo.check_entry(entry)
@@ -127,12 +138,18 @@ def _eval(args):
     if args.json:
         print(json.dumps(metrics["evaluation"], indent=2))
         return 0
+    print(f"{metrics['name']} (test set, {metrics['data']['sizes']['test']} images)")
+    _print_metrics(metrics)
+    return 0
+
+
+def _print_metrics(metrics):
+    from kerasae import cards
+
     rows = [(name, cards.fmt(value), unit) for name, value, unit in cards.metric_rows(metrics)]
     width = max(len(name) for name, _, _ in rows)
-    print(f"{metrics['name']} (test set, {metrics['data']['sizes']['test']} images)")
     for name, value, unit in rows:
         print(f"  {name:<{width}}  {value:>10}  {unit}")
-    return 0
 
 
 def _zoo_list(args):
@@ -155,6 +172,28 @@ def _zoo_list(args):
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _zoo_show(args):
+    from kerasae import zoo
+
+    entry = zoo.resolve(args.entry, args.zoo)
+    zoo.check_entry(entry)
+    metrics = zoo.read_metrics(entry)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    data, versions = metrics["data"], metrics["versions"]
+    print(f"{metrics['name']} ({entry})")
+    print(f"  family {metrics['family']}, latent {metrics['latent_dim']}; {metrics['epochs']} epochs in "
+          f"{metrics['train_seconds']:.0f} s on {versions['backend']} (Keras {versions['keras']})")
+    print(f"  data {data['name']} from {data['source']}, binarize {data['binarize']}; "
+          f"{data['sizes']['train']} train / {data['sizes']['validation']} validation / {data['sizes']['test']} test")
+    _print_metrics(metrics)
+    figures = sorted(f.removesuffix(".png") for f in os.listdir(os.path.join(entry, zoo.FIGURES_DIR))
+                     if f.endswith(".png")) if os.path.isdir(os.path.join(entry, zoo.FIGURES_DIR)) else []
+    print(f"  figures: {', '.join(figures) or 'none'}; card: {os.path.join(entry, zoo.CARD_FILE)}")
     return 0
 
 
@@ -286,7 +325,8 @@ COMMANDS = {
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    command = _zoo_list if args.command == "zoo" else COMMANDS[args.command]
+    command = {"list": _zoo_list, "show": _zoo_show}[args.zoo_command] if args.command == "zoo" else \
+        COMMANDS[args.command]
     try:
         return command(args)
     except TrainingStopped as e:
@@ -301,6 +341,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kerasae zoo list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 -- last resort: a short message, traceback with --debug
         if args.debug:
             raise

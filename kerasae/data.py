@@ -20,6 +20,7 @@ import numpy as np
 from kerasae.errors import DataError
 
 MNIST_FILE = "mnist.npz"
+MNIST_SOURCE = "mnist.npz of keras.datasets.mnist"
 DATA_DIR_ENV = "KERASAE_DATA_DIR"
 # Set to 1 to skip the download attempt (tests, air-gapped machines).
 OFFLINE_ENV = "KERASAE_OFFLINE"
@@ -111,10 +112,12 @@ def _load_mnist(section):
             arrays = _read_npz(path, ("x_train", "y_train", "x_test", "y_test"), origin)
             if len(arrays) < 4:
                 raise DataError(f"{path}: an MNIST file needs x_train, y_train, x_test and y_test")
-            return (*arrays.values(),), {"name": "mnist", "source": os.path.abspath(path)}
+            # The record travels with zoo entries: it names the file by what it is, not where it lay here
+            # (the sha256 added by `load` tells which copy it was); messages use the local path.
+            return (*arrays.values(),), {"name": "mnist", "source": f"{MNIST_SOURCE} via {origin}", "where": path}
     if os.environ.get(OFFLINE_ENV) != "1":
         try:
-            return _download_mnist(), {"name": "mnist", "source": "keras download"}
+            return _download_mnist(), {"name": "mnist", "source": f"{MNIST_SOURCE} via a keras download"}
         except Exception as e:  # noqa: BLE001 -- any download failure means "offline"
             reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
     else:
@@ -428,7 +431,7 @@ def load(section, seed=0):
     if section.dataset == "npy":
         return _load_mapped(section, seed)
     (x_train, y_train, x_test, y_test), record = LOADERS[section.dataset](section)
-    where = record["source"]
+    where = record.pop("where", record["source"])
     keys = section.keys
     # Hashes of the arrays as stored, comparable with published checksums.
     record["sha256"] = {"x_train": sha256(x_train), "x_test": sha256(x_test)}

@@ -365,6 +365,29 @@ class _Source:
         return None
 
 
+# A recipe is a few dozen keys; these bounds refuse hostile YAML before anything is built from it.
+MAX_YAML_CHARS = 100_000
+MAX_YAML_DEPTH = 20
+
+
+def _check_plain(text, where, lines=True):
+    """Refuses YAML aliases (recipes have no use for them: a self-referencing anchor or a
+    "billion laughs" of nested aliases would build a recursive or exponentially large value)
+    and nesting deeper than `MAX_YAML_DEPTH`, from the event stream, before any value is built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = f"{where}:{event.start_mark.line + 1}" if lines else where
+        if isinstance(event, yaml.AliasEvent):
+            raise RecipeError(f"{line}: YAML aliases (*{event.anchor}) are not allowed in recipes; "
+                              "write the value out (or use base: to share settings)")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise RecipeError(f"{line}: YAML nested deeper than {MAX_YAML_DEPTH} levels; recipes are flat")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def _parse_yaml(path, source):
     try:
         with open(path, encoding="utf-8") as f:
@@ -373,7 +396,10 @@ def _parse_yaml(path, source):
         raise RecipeError(f"recipe file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"cannot read recipe {path}: {e}") from None
+    if len(text) > MAX_YAML_CHARS:
+        raise RecipeError(f"{path}: a recipe must be under {MAX_YAML_CHARS // 1000} kB, got {len(text)} characters")
     try:
+        _check_plain(text, str(path))
         # compose() builds nodes (with line marks) and never constructs Python
         # objects; safe_load() gives the values.
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -432,7 +458,10 @@ def parse_override(text):
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set {text}: expected KEY.PATH=VALUE")
+    if len(raw) > MAX_YAML_CHARS:
+        raise RecipeError(f"--set {key.strip()}=...: the value must be under {MAX_YAML_CHARS // 1000} kB")
     try:
+        _check_plain(raw, f"--set {text}", lines=False)
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
@@ -502,31 +531,42 @@ def _describe(error, source):
     return [_located(loc, f"{message}{received}", source)]
 
 
+def _annotations_at(loc):
+    """The annotations the schema allows at a key path: through sections, list items,
+    Optional, Union and Annotated (whose metadata carries the bounds)."""
+    found = [Recipe]
+    for part in loc:
+        candidates, pending = [], list(found)
+        while pending:
+            annotation = pending.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                field = annotation.model_fields.get(part) if isinstance(part, str) else None
+                if field is not None:
+                    candidates.append(Annotated[(field.annotation, *field.metadata)] if field.metadata
+                                      else field.annotation)
+            elif typing.get_origin(annotation) is list:
+                if isinstance(part, int):
+                    candidates += typing.get_args(annotation)
+            elif typing.get_origin(annotation) in (Union, Annotated) or typing.get_args(annotation):
+                pending += [a for a in typing.get_args(annotation) if a is not type(None)]
+        found = candidates
+    return found
+
+
 def _allowed_range(loc):
     """"1 <= x <= 65536"-style text for a bounded field, from the schema itself."""
-    cls, info = Recipe, None
-    for part in loc:
-        if isinstance(part, int):  # a list item: the bounds live on the item type
-            break
-        info = cls.model_fields.get(part) if cls else None
-        if info is None:
-            return None
-        sections = [a for a in (info.annotation, *typing.get_args(info.annotation))
-                    if isinstance(a, type) and issubclass(a, BaseModel)]
-        cls = sections[0] if sections else None
-    if info is None:
-        return None
-    metadata, pending = list(info.metadata), [info.annotation]
-    while pending:  # Optional[Annotated[int, Field(ge=..)]], list[Annotated[...]]
+    bounds, pending = {}, _annotations_at(loc)
+    while pending:  # Optional[Annotated[int, Field(ge=..)]], unions of both
         annotation = pending.pop()
-        metadata += list(getattr(annotation, "__metadata__", ()))
-        pending += [a for a in typing.get_args(annotation) if a is not type(None)]
-    bounds = {}
-    for item in metadata:
-        for constraint in getattr(item, "metadata", [item]):
-            for name in ("ge", "gt", "le", "lt"):
-                if getattr(constraint, name, None) is not None:
-                    bounds[name] = getattr(constraint, name)
+        if typing.get_origin(annotation) is list:
+            continue  # the bounds of a list's items are not the list's
+        for item in getattr(annotation, "__metadata__", ()):
+            for constraint in getattr(item, "metadata", [item]):
+                for name in ("ge", "gt", "le", "lt"):
+                    if getattr(constraint, name, None) is not None:
+                        bounds.setdefault(name, getattr(constraint, name))
+        if typing.get_origin(annotation) in (Union, Annotated):
+            pending += [a for a in typing.get_args(annotation) if a is not type(None)]
     low = f"{bounds['ge']} <= " if "ge" in bounds else f"{bounds['gt']} < " if "gt" in bounds else ""
     high = f" <= {bounds['le']}" if "le" in bounds else f" < {bounds['lt']}" if "lt" in bounds else ""
     return f"{low}{loc[-1] if isinstance(loc[-1], str) else 'value'}{high}" if bounds else None

@@ -280,7 +280,8 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resum
         recipe: a `Recipe` from `kerasae.recipe.load`.
         zoo_dir: the zoo folder (default: $KERASAE_ZOO, else ./zoo).
         overwrite: replace an existing entry of the same name (and start over
-            from any interrupted run's checkpoint).
+            from any interrupted run's checkpoint). Without it, a name the zoo
+            holds already trains into its next free version, `<name>-v2`, ...
         verbose: Keras verbosity; default: a progress bar on a terminal,
             one line per epoch otherwise.
         callbacks: extra Keras callbacks (timers, logging, EarlyStopping). They see the
@@ -297,6 +298,8 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resum
         TrainingStopped: on SIGINT/SIGTERM (after the current step, checkpointed
             there) or a loss that is not finite (the last good checkpoint is kept).
     """
+    # A name the zoo holds already trains into its next version: an entry is never replaced silently.
+    recipe = recipe.model_copy(update={"name": zoo.version_name(recipe.name, zoo_dir, overwrite)})
     if not backend.writes_entry(recipe.distribute):  # another process owns the run's folder and entry
         if backend.NAME != "tensorflow":
             return _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=False)
@@ -307,7 +310,6 @@ def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resum
                 shutil.copytree(zoo.run_path(recipe.name, zoo_dir), zoo.run_path(recipe.name, scratch))
             _run(recipe, scratch, True, verbose, callbacks, resume)
         return None, None
-    zoo.check_free(recipe.name, zoo_dir, overwrite)
     with zoo.claim_run(recipe.name, zoo_dir):
         return _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume)
 
@@ -318,7 +320,7 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
     if main and not resume and os.path.exists(folder):
         if os.path.isfile(os.path.join(folder, zoo.STATE_FILE)) and not overwrite:
             raise ZooError(f"an interrupted run of '{recipe.name}' has checkpoints in {folder}; "
-                           "pass --resume to continue it or --overwrite to start over")
+                           "pass --resume to continue it or --overwrite to start over (or delete the folder)")
         shutil.rmtree(folder)
 
     keras.utils.set_random_seed(recipe.train.seed)

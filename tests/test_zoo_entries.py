@@ -10,7 +10,10 @@ written (the digits in the top row of its reconstructions figure).
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import zipfile
 
 import keras
 import numpy as np
@@ -103,3 +106,52 @@ def test_zoo_table_matches_the_entries(tmp_path):
     cards.zoo_table(str(copy))
     with open(os.path.join(ZOO, "README.md"), encoding="utf-8") as shipped:
         assert (copy / "README.md").read_text(encoding="utf-8") == shipped.read()
+
+
+# A machine's absolute path: a POSIX path under a top folder (looked for in every byte), or a
+# Windows drive (looked for in text only: binary weights hold "Z:\\R" by chance).
+MACHINE_PATH = re.compile(rb"(?<![\w.~-])/(?:home|root|work|tmp|Users|mnt|opt|srv|var|data|private|media)/")
+WINDOWS_PATH = re.compile(rb"\b[A-Za-z]:\\{1,2}\w")
+
+
+def _machine_path(blob):
+    try:
+        blob.decode("utf-8")
+        text = True
+    except UnicodeDecodeError:
+        text = False
+    return MACHINE_PATH.search(blob) or (WINDOWS_PATH.search(blob) if text else None)
+
+
+def _committed_zoo_files():
+    listed = subprocess.run(["git", "ls-files", "-z", "zoo"], cwd=ROOT, capture_output=True)
+    if listed.returncode == 0 and listed.stdout:
+        return [os.path.join(ROOT, f) for f in listed.stdout.decode().split("\0") if f]
+    return [os.path.join(d, f) for d, _, files in os.walk(ZOO) for f in files]  # not a git checkout
+
+
+def _contents(path):
+    """The file's bytes, and those of each member when it is a zip archive (.keras, .npz)."""
+    with open(path, "rb") as f:
+        yield path, f.read()
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                yield f"{path}:{member}", archive.read(member)
+
+
+def test_the_committed_zoo_names_no_machine_path():
+    files = _committed_zoo_files()
+    assert len(files) > 8 * 5
+    found = [f"{where}: {match.group().decode(errors='replace')!r}" for path in files for where, blob in _contents(path)
+             for match in [_machine_path(blob)] if match]
+    assert not found, "\n".join(found)
+    for name in ENTRIES:
+        assert not os.path.isabs(_metrics(name)["data"]["source"]), name
+
+
+def test_the_machine_path_check_sees_a_path():
+    assert _machine_path(b'"source": "/work/shared/data/mnist.npz"')
+    assert _machine_path(b"from `C:\\Users\\me\\mnist.npz`") and _machine_path(b'"D:\\\\data"')
+    assert not _machine_path(b"mnist.npz of keras.datasets.mnist via $KERASAE_DATA_DIR; figures/loss.png")
+    assert not _machine_path(b"\xff\xfeZ:\\R")  # binary
