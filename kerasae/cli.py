@@ -107,7 +107,7 @@ def _train(args):
 
     r = recipe.load(args.recipe, args.overrides)
     version = zoo.version_name(r.name, args.zoo, args.overwrite)
-    if version != r.name and not args.quiet:
+    if version != r.name:
         print(f"{zoo.entry_path(r.name, args.zoo)} exists: training into a new version, '{version}' "
               "(--overwrite replaces the entry instead)", flush=True)
     from kerasae import train

@@ -54,18 +54,26 @@ def test_train_writes_a_complete_entry(tmp_path, mnist_like, zoo_dir, capsys):
     assert table[0].split()[:3] == ["name", "family", "latent"] and table[1].split()[:3] == ["test-dae", "dae", "8"]
 
 
-def test_existing_entry_needs_overwrite(tmp_path, mnist_like, zoo_dir, capsys):
+def test_a_name_the_zoo_holds_trains_into_a_new_version(tmp_path, mnist_like, zoo_dir, capsys):
     path = _recipe_file(tmp_path, small_recipe("ae", mnist_like, epochs=1))
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 0
     entry = os.path.join(zoo_dir, "test-ae")
     before = os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE))
     capsys.readouterr()
-    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE)) == before
+    for version in (2, 3):
+        assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--set", "train.seed=2"]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert out[0] == f"{entry} exists: training into a new version, 'test-ae-v{version}' " \
+                         "(--overwrite replaces the entry instead)"
+        assert out[-1] == f"wrote {entry}-v{version}"
+        assert yaml.safe_load(open(os.path.join(f"{entry}-v{version}", zoo.RECIPE_FILE)))["name"] == f"test-ae-v{version}"
+        assert json.load(open(os.path.join(f"{entry}-v{version}", zoo.METRICS_FILE)))["name"] == f"test-ae-v{version}"
+    assert os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE)) == before  # never replaced silently
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--overwrite", "--set", "train.seed=5"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {entry}"
     assert yaml.safe_load(open(os.path.join(entry, zoo.RECIPE_FILE)))["train"]["seed"] == 5
-    assert sorted(os.listdir(zoo_dir)) == ["README.md", "test-ae"]
+    assert sorted(os.listdir(zoo_dir)) == ["README.md", "test-ae", "test-ae-v2", "test-ae-v3"]
+    assert zoo.version_name("test-ae", zoo_dir) == "test-ae-v4" and zoo.version_name("other", zoo_dir) == "other"
 
 
 def test_commit_refuses_a_name_taken_meanwhile(tmp_path, zoo_dir):

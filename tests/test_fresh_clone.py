@@ -1,0 +1,69 @@
+"""The README's main command, `python3 tasks.py train`, on a fresh clone that holds the shipped zoo.
+
+The clone is a `git clone` of this checkout (committed files only, shipped zoo included). Its
+`.venv` is this test run's interpreter, marked as set up for the clone's pyproject.toml, so that
+`tasks.py` goes straight to training (its install step would need the network); `PYTHONPATH`
+makes the clone's own `kerasae` the one that runs. The command is shortened through `--set` only.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+SHORTER = ["--set", "train.epochs=1", "--set", "data.limit=600", "--set", "outputs.epochs=[1]"]
+
+
+def _clone(tmp_path):
+    if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")):
+        pytest.fail("this test clones the checkout: it needs git and a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", ROOT, str(clone)], check=True, timeout=120)
+    bin_dir = clone / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    os.symlink(sys.executable, bin_dir / "python")
+    script = bin_dir / "kerasae"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m kerasae.cli "$@"\n')
+    script.chmod(0o755)
+    stamp = hashlib.sha256((clone / "pyproject.toml").read_bytes()).hexdigest()
+    (clone / ".venv" / ".kerasae-installed").write_text(stamp)
+    return clone
+
+
+def _tree(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(tmp_path):
+    clone = _clone(tmp_path)
+    shipped = _tree(clone / "zoo" / "dae-mnist")
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    env.pop("KERASAE_ZOO", None)
+    result = subprocess.run([sys.executable, "tasks.py", "train", *SHORTER], cwd=clone, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert "zoo/dae-mnist exists: training into a new version, 'dae-mnist-v2'" in result.stdout
+    assert lines[-1] == f"wrote {os.path.join('zoo', 'dae-mnist-v2')}", lines[-5:]
+    entry = clone / "zoo" / "dae-mnist-v2"
+    for name in ("model.keras", "recipe.yaml", "metrics.json", "README.md", "check.npz", "figures/denoising.png"):
+        assert (entry / name).is_file(), name
+    assert _tree(clone / "zoo" / "dae-mnist") == shipped  # the shipped entry is untouched
+    assert "name: dae-mnist-v2" in (entry / "recipe.yaml").read_text()
+    assert "[dae-mnist-v2](dae-mnist-v2/README.md)" in (clone / "zoo" / "README.md").read_text()
+
+    # The new entry loads by its name from the clone and gives the outputs it stored.
+    code = ("import kerasae, numpy as np; m = kerasae.load('dae-mnist-v2'); c = np.load('zoo/dae-mnist-v2/check.npz');"
+            "print(float(np.abs(m.reconstruct(c['x']) - c['reconstructions']).max()), type(m).__name__)")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    error, kind = loaded.stdout.split()
+    assert kind == "DenoisingAutoencoder" and float(error) < 1e-4
+    assert np.isfinite(float(error))
