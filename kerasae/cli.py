@@ -218,8 +218,12 @@ def _denoise(args):
     from kerasae import figures, zoo
 
     model = zoo.load(args.entry, args.zoo)
-    if not hasattr(model, "denoise"):
-        raise KerasaeError(f"{args.entry}: a {type(model).__name__} has no denoise(); use a dae entry")
+    if model.corruption is None:
+        raise KerasaeError(f"{args.entry}: this {type(model).__name__} was trained without corruption, so it does "
+                           "not denoise; use an entry whose recipe sets corruption (a dae, a denoising vae)")
+    if model.needs_labels:
+        raise KerasaeError(f"{args.entry}: a {type(model).__name__} needs a label per image; denoise it from Python "
+                           "with model.denoise(images, labels)")
     x = _load_images(args.input)[:16]
     rows = [("input", x)]
     if args.corrupt:

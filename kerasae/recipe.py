@@ -190,7 +190,7 @@ class TrainSection(Section):
     )
     steps_per_execution: Optional[Annotated[int, Field(ge=1, le=10_000)]] = Field(
         default=None, description="Training steps per compiled call; the backend's default when omitted "
-        "(32 on TensorFlow and JAX, 1 on PyTorch, which only supports 1)."
+        "(32 on TensorFlow and JAX); on PyTorch and under tf.distribute the steps run one call each (same weights)."
     )
     jit_compile: Optional[bool] = Field(
         default=None, description="Compile the training step (XLA on TensorFlow and JAX, torch.compile on "
@@ -241,18 +241,24 @@ FIGURES = {
     "loss": None,
     "filters": None,  # the seed's Fig. 4: first-layer weights
     "latent": None,  # test codes in 2-D, coloured by digit
-    "denoising": ("dae",),  # the seed's Fig. 3: input / noisy / output
+    "denoising": None,  # the seed's Fig. 3: input / noisy / output; needs a corruption
     "samples": VARIATIONAL_FAMILIES,
     "interpolation": VARIATIONAL_FAMILIES,  # the seed's Fig. 7: after chosen epochs
     "manifold": VARIATIONAL_FAMILIES,  # decoded 2-D latent grid; needs latent_dim 2
 }
+# Figure name -> (what else it needs, in words; the test of a recipe).
+FIGURE_NEEDS = {
+    "denoising": ("a corruption (corruption.type other than 'none')", lambda r: r.corruption.type != "none"),
+    "manifold": ("model.latent_dim 2", lambda r: r.model.latent_dim == 2),
+}
 
 
-def figures_for(family, latent_dim):
-    """Every figure that applies: the default of `outputs.figures`."""
+def figures_for(recipe):
+    """Every figure that applies to a recipe: the default of `outputs.figures`."""
+    family = recipe.model.family
     return [
         name for name, families in FIGURES.items()
-        if (families is None or family in families) and (name != "manifold" or latent_dim == 2)
+        if (families is None or family in families) and (name not in FIGURE_NEEDS or FIGURE_NEEDS[name][1](recipe))
     ]
 
 
@@ -303,12 +309,15 @@ class Recipe(Section):
         layer_kinds = {type(layer) for layer in self.model.encoder + (self.model.decoder or [])}
         if len(layer_kinds) > 1:
             problems.append("model.decoder: must be dense sizes when the encoder is dense, conv layers when it is conv")
+        if family == "dae" and self.corruption.type == "none":
+            # The seed's denoising AE: zero a random 20% of the pixels.
+            self.corruption = CorruptionSection(type="masking", p=0.2)
         for name in self.outputs.figures or []:
             families = FIGURES[name]
             if families is not None and family not in families:
                 problems.append(f"outputs.figures: '{name}' applies to family {' or '.join(families)}, not '{family}'")
-            if name == "manifold" and self.model.latent_dim != 2:
-                problems.append("outputs.figures: 'manifold' needs model.latent_dim 2")
+            if name in FIGURE_NEEDS and not FIGURE_NEEDS[name][1](self):
+                problems.append(f"outputs.figures: '{name}' needs {FIGURE_NEEDS[name][0]}")
         if problems:
             # One error per line; _describe turns each into its own located problem.
             raise ValueError("\n".join(problems))
@@ -317,10 +326,7 @@ class Recipe(Section):
         if not variational and self.loss.type is None:
             self.loss.type = "bce"
         if self.outputs.figures is None:
-            self.outputs.figures = figures_for(family, self.model.latent_dim)
-        if family == "dae" and self.corruption.type == "none":
-            # The seed's denoising AE: zero a random 20% of the pixels.
-            self.corruption = CorruptionSection(type="masking", p=0.2)
+            self.outputs.figures = figures_for(self)
         return self
 
     def to_dict(self):

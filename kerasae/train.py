@@ -356,8 +356,9 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
             return (x, y) if labelled else (x,)
 
         outputs = recipe.outputs
-        examples = dataset.x_test[: outputs.n_examples]
-        example_labels = dataset.y_test[: outputs.n_examples] if labelled else None
+        shown = max(2, outputs.n_examples)  # an interpolation walks between the first two
+        examples = dataset.x_test[:shown]
+        example_labels = dataset.y_test[:shown] if labelled else None
         snapshots = Snapshots(examples, example_labels, sorted({e for e in outputs.epochs if e <= last} | {last}))
         history, seconds, first_epoch, stopped = {}, 0.0, 0, None
         if state:
@@ -613,7 +614,7 @@ def write_figures(folder, recipe, model, dataset, history=None, snapshots=None):
 
     if "reconstructions" in wanted and snapshots and snapshots.reconstructions:
         taken = snapshots.reconstructions
-        rows = [("input", x)] + [(f"epoch {e}", taken[e]) for e in sorted(taken)]
+        rows = [("input", x)] + [(f"epoch {e}", taken[e][:n]) for e in sorted(taken)]
         figures.image_rows(rows, path("reconstructions"), f"{name}: reconstructions after each epoch shown")
     if "loss" in wanted and history:
         figures.loss_curves(history, path("loss"), f"{name}: loss per epoch")

@@ -8,7 +8,6 @@ import pytest
 from conftest import run_python, small_recipe
 
 from kerasae import backend, builder, data, recipe, train
-from kerasae.errors import KerasaeError
 from kerasae.models import FAMILIES, VAE
 from kerasae.train import KLWarmup
 
@@ -154,18 +153,15 @@ def test_several_steps_per_call_train_as_single_steps(mnist_like, images):
     """Batches of 32 in calls of 4 steps give the weights and logs of one step per call: 8 batches
     (compiled, as kerasae compiles: two groups, each one XLA loop) and 10 (then single steps for
     the short group and short last batch)."""
-    if backend.NAME == "torch":  # Keras runs PyTorch one step per call; a recipe asking for more is refused
-        with pytest.raises(KerasaeError, match="train.steps_per_execution must be 1 on the torch backend, got 4"):
-            backend.steps_per_execution(4)
-        assert backend.steps_per_execution() == 1
-        return
+    if backend.NAME == "torch":  # Keras runs PyTorch one step per call: a recipe's groups run step by step
+        assert backend.steps_per_execution(4) == backend.steps_per_execution() == 1
     r = recipe.validate(small_recipe("vae", mnist_like, epochs=2))
     d = data.load(r.data, seed=r.train.seed)
     results = []
     for steps in (1, 4):
         keras.utils.set_random_seed(r.train.seed)
         model = builder.build(r, d.image_shape)
-        model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=steps,
+        model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=backend.steps_per_execution(steps),
                       jit_compile=backend.jit_compile())
         history = model.fit(d.x_train[:images], batch_size=32, epochs=2, shuffle=False, verbose=0).history
         results.append((model.get_weights(), history))

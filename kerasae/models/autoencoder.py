@@ -195,6 +195,18 @@ class Autoencoder(backend.Trainer, keras.Model):
         """Reconstructions of images x (numpy in, numpy out)."""
         return self.predict(self.model_inputs(x, labels), batch_size=batch_size, verbose=0)
 
+    def corrupt(self, x):
+        """Applies the model's training corruption to x (numpy in, numpy out). Every family
+        trained with `corruption` has one: a denoising AE, a denoising VAE (Im et al. 2017), ..."""
+        if self.corruption is None:
+            raise ValueError(f"This {type(self).__name__} was built without `corruption`: there is none to apply.")
+        return ops.convert_to_numpy(self.corruption.corrupt(ops.convert_to_tensor(_floats(x))))
+
+    def denoise(self, x, labels=None, batch_size=PREDICT_BATCH):
+        """Restores noisy images x (numpy in, numpy out): the reconstruction of a model trained on
+        corrupted inputs against clean targets."""
+        return self.reconstruct(x, labels, batch_size)
+
 
 @keras.saving.register_keras_serializable(package="kerasae")
 class DenoisingAutoencoder(Autoencoder):
@@ -208,13 +220,6 @@ class DenoisingAutoencoder(Autoencoder):
     def __init__(self, corruption=None, **kwargs):
         super().__init__(corruption=corruption or {"kind": "masking", "p": 0.2}, **kwargs)
 
-    def denoise(self, x, batch_size=PREDICT_BATCH):
-        """Restores noisy images x (numpy in, numpy out)."""
-        return self.reconstruct(x, batch_size)
-
-    def corrupt(self, x):
-        """Applies this model's training corruption to x (numpy in, numpy out)."""
-        return ops.convert_to_numpy(self.corruption.corrupt(ops.convert_to_tensor(_floats(x))))
 
 
 def _offset(seed, k):

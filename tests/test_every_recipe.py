@@ -1,0 +1,162 @@
+"""Every recipe the schema accepts trains to an entry; every one it cannot honour is refused at validation.
+
+Hypothesis draws recipes across the whole schema: family, dense or conv layers, activations,
+corruption, likelihood or loss type, binarization, family loss keys, optimizer, schedule,
+latent and image sizes (and channels), validation split, checkpoints, figures, NLL samples.
+Each recipe is either refused by `recipe.validate` with one located line per problem, or it
+goes through build, a few training steps on tiny data, evaluation, figures, the entry, and a
+reload that gives the outputs the entry stored.
+
+CI runs a fixed, bounded set of examples on every backend. KERASAE_SWEEP_EXAMPLES=200 runs a
+longer sweep (and draws torch.compile on PyTorch, which costs ~30 s a model and is left out of
+the short one).
+"""
+
+import json
+import os
+import re
+import typing
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import strategies as st
+
+from kerasae import backend, recipe, train, zoo
+from kerasae.errors import RecipeError
+
+EXAMPLES = int(os.environ.get("KERASAE_SWEEP_EXAMPLES", "6"))
+LONG = EXAMPLES > 6
+
+
+def _choices(section, key):
+    """The values a Literal field allows, read from the schema itself."""
+    annotation = section.model_fields[key].annotation
+    return [a for a in typing.get_args(annotation) if a is not type(None)] or \
+        [v for a in typing.get_args(annotation) for v in typing.get_args(a)]
+
+
+ACTIVATIONS = list(typing.get_args(recipe.Activation))
+OPTIMIZERS = _choices(recipe.TrainSection, "optimizer")
+CORRUPTIONS = _choices(recipe.CorruptionSection, "type")
+BINARIZE = _choices(recipe.DataSection, "binarize")
+
+
+@st.composite
+def recipes(draw):
+    family = draw(st.sampled_from(recipe.FAMILIES))
+    variational = family in recipe.VARIATIONAL_FAMILIES
+    conv = draw(st.booleans())
+    if conv:
+        layer = st.fixed_dictionaries({"filters": st.integers(1, 6), "kernel_size": st.integers(1, 5),
+                                       "strides": st.integers(1, 3)})
+    else:
+        layer = st.integers(1, 24)
+    model = {"family": family, "encoder": draw(st.lists(layer, min_size=int(conv), max_size=2)),
+             "latent_dim": draw(st.integers(1, 6)), "activation": draw(st.sampled_from(ACTIVATIONS)),
+             "output_activation": draw(st.sampled_from(["sigmoid", "sigmoid", "linear", "relu", "tanh"]))}
+    if draw(st.booleans()):
+        model["decoder"] = draw(st.lists(layer, min_size=int(conv), max_size=2))
+    if not variational and draw(st.booleans()):
+        model["latent_activation"] = draw(st.sampled_from(ACTIVATIONS))
+    loss = {}
+    if variational:
+        loss["likelihood"] = draw(st.sampled_from([None, "bernoulli", "gaussian"]))
+    else:
+        loss["type"] = draw(st.sampled_from([None, "bce", "mse"]))
+    for key, families in recipe.FAMILY_LOSS_KEYS.items():
+        # Mostly the family's own keys; now and then another family's (which must be refused).
+        if family in families and draw(st.booleans()) or draw(st.integers(0, 19)) == 0:
+            loss[key] = draw({
+                "beta": st.floats(0.0, 4.0), "kl_warmup_epochs": st.integers(0, 3),
+                "importance_samples": st.integers(1, 4), "sparsity_penalty": st.sampled_from(["kl", "l1"]),
+                "sparsity_weight": st.floats(0.0, 1.0), "sparsity_target": st.floats(0.01, 0.5),
+                "contractive_weight": st.floats(0.0, 1.0),
+            }[key])
+    corruption = {"type": draw(st.sampled_from(CORRUPTIONS))}
+    if corruption["type"] in ("masking", "salt_and_pepper") and draw(st.booleans()):
+        corruption["p"] = draw(st.floats(0.0, 0.6))
+    if corruption["type"] == "gaussian" and draw(st.booleans()):
+        corruption["sigma"] = draw(st.floats(0.01, 0.5))
+    schedule = draw(st.sampled_from(["constant", "cosine"]))
+    train_section = {
+        "epochs": draw(st.integers(1, 2)), "batch_size": draw(st.integers(1, 24)),
+        "optimizer": draw(st.sampled_from(OPTIMIZERS)), "learning_rate": draw(st.sampled_from([1e-3, 3e-3])),
+        "learning_rate_schedule": schedule, "seed": draw(st.integers(0, 5)),
+        "steps_per_execution": draw(st.sampled_from([None, 1, 3])),
+        "jit_compile": draw(st.sampled_from([None, False, True] if LONG or backend.NAME != "torch" else [None, False])),
+        "checkpoint_every_steps": draw(st.sampled_from([None, None, 2])),
+        "tensorboard": draw(st.integers(0, 9)) == 0,
+    }
+    if schedule == "cosine":
+        train_section["final_learning_rate"] = draw(st.sampled_from([0.0, 1e-4]))
+    outputs = {"n_examples": draw(st.integers(1, 6)), "epochs": [1], "nll_samples": draw(st.sampled_from([0, 3, 20])),
+               "export_saved_model": draw(st.integers(0, 7)) == 0}
+    if draw(st.booleans()):
+        outputs["figures"] = draw(st.lists(st.sampled_from(list(recipe.FIGURES)), unique=True, max_size=4))
+    data = {"binarize": draw(st.sampled_from(BINARIZE)), "validation_split": draw(st.sampled_from([0.0, 0.25]))}
+    shape = (draw(st.integers(4, 14)), draw(st.integers(4, 14)), draw(st.sampled_from([1, 1, 3])))
+    classes = draw(st.integers(1, 4))
+    return {"name": "sweep", "model": model, "loss": loss, "corruption": corruption, "data": data,
+            "train": train_section, "outputs": outputs}, shape, classes
+
+
+def _tiny_npz(folder, shape, classes, seed):
+    """Smooth blobs (something to learn) of the drawn shape, labelled by which corner is brightest."""
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    n = 48
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    centres = rng.random((n, 2))
+    images = np.exp(-((yy[None] - centres[:, :1, None]) ** 2 + (xx[None] - centres[:, 1:, None]) ** 2) * 8)
+    images = np.repeat(images[..., None], c, axis=-1) * rng.uniform(0.5, 1.0, (n, 1, 1, c))
+    labels = (np.floor(centres[:, 0] * 2) * 2 + np.floor(centres[:, 1] * 2)).astype(np.uint8) % classes
+    path = os.path.join(folder, "tiny.npz")
+    cut = 36
+    np.savez(path, x_train=(images[:cut] * 255).astype(np.uint8), y_train=labels[:cut],
+             x_test=(images[cut:] * 255).astype(np.uint8), y_test=labels[cut:])
+    return path
+
+
+def _applies(name, r):
+    families = recipe.FIGURES[name]
+    needs = recipe.FIGURE_NEEDS.get(name)
+    return (families is None or r.model.family in families) and (needs is None or needs[1](r))
+
+
+# No shrinking: each example trains a model, and a failure's drawn recipe is printed whole.
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+@given(drawn=recipes())
+def test_every_valid_recipe_trains_evaluates_writes_and_reloads(tmp_path_factory, drawn):
+    spec, shape, classes = drawn
+    folder = str(tmp_path_factory.mktemp("sweep"))
+    spec["data"].update(dataset="npz", path=_tiny_npz(folder, shape, classes, spec["train"]["seed"]))
+    try:
+        r = recipe.validate(spec)
+    except RecipeError as e:
+        # Refused: every problem on its own line, naming the key path it is about.
+        for problem in e.problems:
+            assert "\n" not in problem and re.match(r"^[a-z_]+(\.[\w]+)*: ", problem), problem
+        event("refused at validation")
+        return
+    event(f"trained: {r.model.family}, {'conv' if r.model.encoder and isinstance(r.model.encoder[0], recipe.ConvLayer) else 'dense'}")
+    zoo_dir = os.path.join(folder, "zoo")
+    entry, metrics = train.run(r, zoo_dir, verbose=0)
+    zoo.check_entry(entry)
+    ev = metrics["evaluation"]
+    assert metrics["epochs"] == r.train.epochs and np.isfinite(metrics["test"]["loss"])
+    assert np.isfinite(ev["reconstruction"]["sse"]) and ev["pca"]["components"] >= 1
+    assert ("denoising" in ev) == (r.corruption.type != "none")
+    variational = r.model.family in recipe.VARIATIONAL_FAMILIES
+    assert ("elbo" in ev) == variational and ("nll" in ev) == (variational and r.outputs.nll_samples > 0)
+    assert 0.0 <= ev.get("probe_accuracy", 0.0) <= 1.0
+    for name in r.outputs.figures:  # validation let through only figures that apply
+        assert _applies(name, r) and os.path.isfile(os.path.join(entry, zoo.FIGURES_DIR, f"{name}.png")), name
+    assert os.path.isdir(os.path.join(entry, zoo.SAVED_MODEL_DIR)) == r.outputs.export_saved_model
+    with open(os.path.join(entry, zoo.METRICS_FILE)) as f:
+        assert json.load(f)["name"] == r.name
+    model = zoo.load(entry)
+    with np.load(os.path.join(entry, zoo.CHECK_FILE)) as check:
+        labels = check["y"] if model.needs_labels else None
+        np.testing.assert_allclose(model.reconstruct(check["x"], labels), check["reconstructions"], atol=1e-4)
