@@ -305,3 +305,48 @@ def test_load_finds_a_name_along_the_zoo_path(tmp_path, mnist_like, monkeypatch)
     assert type(kerasae.load("test-ae")).__name__ == "Autoencoder"
     with pytest.raises(zoo.ZooError, match=f"no zoo entry named 'test-vae' in {first}, {second}, zoo, "):
         kerasae.load("test-vae")
+
+
+NO_BACKEND_PROBE = """
+import sys
+from kerasae import cli
+try:
+    code = cli.main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print(code, [m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modules])
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["validate", "recipes/vae.yaml", "recipes/conv-dae.yaml"],
+                                  ["zoo", "list"], ["zoo", "show", "vae-mnist"], ["zoo", "show", "vae-mnist", "--json"]])
+def test_commands_that_compute_nothing_import_no_backend(args):
+    """They answer without Keras: `kerasae --help` took 6 s when every command imported TensorFlow first
+    (benchmarks/cli.py times them)."""
+    result = subprocess.run([sys.executable, "-c", NO_BACKEND_PROBE, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    code, imported = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert code in ("0", "None") and imported == "[]", result.stdout[-500:] + result.stderr[-500:]
+
+
+def test_import_kerasae_registers_its_classes_once_keras_is_imported(tmp_path, mnist_like):
+    entry = os.path.join(ROOT, "zoo", "cvae-mnist", zoo.MODEL_FILE)
+    for first, then in (("import kerasae", "import keras"), ("import keras", "import kerasae"),
+                        ("from kerasae import layers", "import keras")):
+        code = (f"import sys\n{first}\n{then}\nassert 'kerasae.models' in sys.modules\n"
+                f"m = keras.saving.load_model({entry!r})\nprint(type(m).__name__)")
+        result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and result.stdout.strip() == "CVAE", (first, result.stderr[-1500:])
+    lazy = subprocess.run([sys.executable, "-c", "import sys, kerasae; print('keras' in sys.modules, kerasae.CVAE.__name__)"],
+                          capture_output=True, text=True, timeout=300)
+    assert lazy.stdout.split() == ["False", "CVAE"], lazy.stderr[-1500:]
+
+
+def test_zoo_show_prints_the_entry(capsys):
+    assert cli.main(["zoo", "show", "vae-mnist"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.load(open(os.path.join(ROOT, "zoo", "vae-mnist", zoo.METRICS_FILE)))
+    assert out.startswith("vae-mnist (") and f"{metrics['evaluation']['nll']:.2f}" in out
+    assert "figures: filters, interpolation" in out
+    assert cli.main(["zoo", "show", "no-such-entry"]) == 2
+    assert "no zoo entry named 'no-such-entry'" in capsys.readouterr().err

@@ -116,3 +116,37 @@ def test_any_override_is_applied_or_refused_cleanly(overrides):
         recipe.load(path, overrides)
     except RecipeError:
         pass
+
+
+HOSTILE = {
+    "self-reference": "name: x\nmodel: &m {family: ae, encoder: *m}\n",
+    "alias bomb": "name: x\nmodel: {family: ae}\na: &a [" + ",".join(["x"] * 10) + "]\n"
+                  + "".join(f"b{i}: &b{i} [" + ",".join([f"*{'a' if i == 0 else f'b{i - 1}'}"] * 10) + "]\n"
+                            for i in range(12)),
+    "deep nesting": "name: x\nmodel: {family: ae, encoder: " + "[" * 50_000 + "]" * 50_000 + "}\n",
+    "huge file": "name: x\nmodel: {family: ae}\n" + "# padding\n" * 20_000,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_yaml_is_refused_at_load_by_the_cli(tmp_path, kind):
+    """Each would take minutes, a recursion error or gigabytes if expanded; the guard refuses it from
+    the event stream (the 60 s subprocess limit is a hang detector, not a speed target)."""
+    path = tmp_path / "hostile.yaml"
+    path.write_text(HOSTILE[kind])
+    result = subprocess.run([sys.executable, "-m", "kerasae.cli", "validate", str(path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and "internal error" not in lines[0]
+
+
+@pytest.mark.parametrize("value", ["&a [*a]", "[" * 100 + "]" * 100, "&x 1"])
+def test_hostile_set_values_are_refused_or_taken_literally(value):
+    path = os.path.join(ROOT, "recipes", "vae.yaml")
+    if "*" in value or "[" in value:
+        with pytest.raises(RecipeError, match=r"^--set model.encoder=.*: YAML (aliases|nested deeper)"):
+            recipe.load(path, [f"model.encoder={value}"])
+    else:  # an anchor without an alias is harmless YAML: the value is validated as usual
+        with pytest.raises(RecipeError, match="model.encoder"):
+            recipe.load(path, [f"model.encoder={value}"])
