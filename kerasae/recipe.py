@@ -485,22 +485,22 @@ def _apply_override(data, keys, value, text, source):
             raise RecipeError(f"--set {text}: '{dotted}' is not a section")
         node = child
     node[keys[-1]] = value
+    # Keys below the replaced value came from it now, not from the file.
+    for path in [path for path in source.where if path[: len(keys)] == keys]:
+        del source.where[path]
     source.where[keys] = f"--set {text}"
 
 
 def _fields_at(loc):
     """The field names that the schema allows at a location, for did-you-mean."""
-    cls = Recipe
-    for part in loc:
-        field = cls.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            continue
-        candidates = [field.annotation] + list(getattr(field.annotation, "__args__", ()))
-        sections = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not sections:
-            return []
-        cls = sections[0]
-    return list(cls.model_fields)
+    fields, pending = [], _annotations_at(loc)
+    while pending:
+        annotation = pending.pop()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields += [name for name in annotation.model_fields if name not in fields]
+        elif typing.get_origin(annotation) in (Union, Annotated):
+            pending += typing.get_args(annotation)
+    return fields
 
 
 def _located(loc, message, source):
@@ -511,8 +511,7 @@ def _located(loc, message, source):
 
 def _describe(error, source):
     """One or more "file:line: key.path: message" lines for a pydantic error."""
-    # Pydantic puts union branch tags in locations; they are not keys.
-    loc = tuple(part for part in error["loc"] if part not in ("dense", "conv"))
+    loc = error["loc"]
     if error["type"] == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -531,7 +530,7 @@ def _describe(error, source):
         return lines
     shown = error.get("input")
     received = "" if isinstance(shown, (dict, list)) else f" (got {shown!r})"
-    if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+    if error["type"] in _BOUND_TYPES:
         allowed = _allowed_range(loc)
         received += f"; allowed: {allowed}" if allowed else ""
     return [_located(loc, f"{message}{received}", source)]
@@ -559,6 +558,9 @@ def _annotations_at(loc):
     return found
 
 
+_BOUND_TYPES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
 def _allowed_range(loc):
     """"1 <= x <= 65536"-style text for a bounded field, from the schema itself."""
     bounds, pending = {}, _annotations_at(loc)
@@ -584,12 +586,34 @@ def validate(data, source=None, origin="<recipe>"):
     try:
         return Recipe.model_validate(data)
     except pydantic.ValidationError as e:
-        problems = []
+        # Pydantic puts union branch tags in locations ("dense", "literal['auto']", "constrained-int"):
+        # they are not keys, and the branches' errors about one key become one problem.
+        grouped = {}
         for error in e.errors():
-            for line in _describe(error, source):
+            loc = tuple(part for i, part in enumerate(error["loc"]) if not _is_branch_tag(part)
+                        # The last part of an unknown key's location is the user's key, whatever it looks like.
+                        or (error["type"] == "extra_forbidden" and i == len(error["loc"]) - 1))
+            grouped.setdefault(loc, []).append({**error, "loc": loc})
+        problems = []
+        for errors in grouped.values():
+            for line in _describe(_either(errors), source):
                 if line not in problems:
                     problems.append(line)
         raise RecipeError(problems, source=origin) from None
+
+
+def _is_branch_tag(part):
+    return isinstance(part, str) and (part in ("dense", "conv", "int", "float", "str", "bool")
+                                      or not re.fullmatch(r"[a-z_][a-z0-9_]*", part))
+
+
+def _either(errors):
+    """One error for the union branches' errors about one key: "should be 'auto', or greater than ..."."""
+    if len(errors) == 1:
+        return errors[0]
+    message = errors[0]["msg"] + "".join(", or " + e["msg"].removeprefix("Input should be ") for e in errors[1:])
+    bounded = [e for e in errors if e["type"] in _BOUND_TYPES]
+    return {**(bounded[0] if bounded else errors[-1]), "msg": message}
 
 
 def load(path, overrides=()):

@@ -196,3 +196,19 @@ def test_override_that_names_no_key(write_recipe):
         recipe.load(path, ["train.epochs"])
     with pytest.raises(RecipeError, match="'name' is not a section"):
         recipe.load(path, ["name.first=3"])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.encoder=[{filters: 8, strides: 99}]",
+     "model.encoder.0.strides: Input should be less than or equal to 8 (got 99); allowed: 1 <= strides <= 8"),
+    ("model.encoder=[0]", "model.encoder.0: Input should be greater than or equal to 1 (got 0); allowed: 1 <= value <= 65536"),
+    ("distribute.devices=0",
+     "distribute.devices: Input should be 'auto', or greater than or equal to 1 (got 0); allowed: 1 <= devices <= 65536"),
+    ("model.encoder=[{filterz: 3, filters: 2}]", "model.encoder.0.filterz: unknown key; did you mean 'filters'?"),
+])
+def test_errors_agree_with_themselves_inside_lists_and_unions(override, expected):
+    """The allowed range is that of the key the message names (a conv layer's strides, not a dense size), and a
+    union's branches make one problem, without pydantic's branch tags in the key path."""
+    with pytest.raises(RecipeError) as info:
+        recipe.load(os.path.join(RECIPES, "vae.yaml"), [override])
+    assert info.value.problems == [f"--set {override}: {expected}"]
