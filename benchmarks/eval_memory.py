@@ -2,6 +2,7 @@
 """Peak memory of the importance-sampled NLL as k and the test set grow, for a dense and a conv VAE.
 
     .venv/bin/python benchmarks/eval_memory.py [--backend jax]
+    .venv/bin/python benchmarks/eval_memory.py --smoke   # seconds: tiny k and test sets (the test suite runs this)
 
 Each point runs in its own process: the shipped recipe's model (recipes/vae.yaml, the seed's dense
 VAE; recipes/conv-vae.yaml with the Gaussian likelihood, the case that once grew to 9.5 GB) is built
@@ -54,12 +55,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"))
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "eval_memory.json"))
+    parser.add_argument("--smoke", action="store_true", help="tiny k and test sets, to check that it runs")
     args = parser.parse_args()
+    points = [(name, recipe_file, overrides, [(max(2, grid[0][0] // 100), max(4, grid[0][1] // 100))])
+              for name, recipe_file, overrides, grid in POINTS] if args.smoke else POINTS
     env = {**os.environ, "KERAS_BACKEND": args.backend}
     results = {"backend": args.backend, "points": []}
     print("| model | k | test images | peak before NLL (MB) | peak after (MB) | NLL s | images per batch |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, recipe_file, overrides, grid in POINTS:
+    for name, recipe_file, overrides, grid in points:
         for k, n in grid:
             done = subprocess.run([sys.executable, "-c", CHILD, ROOT, os.path.join(ROOT, "recipes", recipe_file),
                                    str(k), str(n), *overrides], env=env, capture_output=True, text=True)

@@ -38,3 +38,18 @@ def test_benchmark_smoke(tmp_path):
     for run in (quality[f"kerasae_{backend.NAME}"], quality["torch_loop"]):
         assert run["epochs"] >= 1 and -800 < run["test_elbo"] < 0
     assert "## Test ELBO after 3 s" in result.stdout
+
+
+def test_cli_and_evaluation_memory_benchmarks_run(tmp_path):
+    cli_out, memory_out = tmp_path / "cli.json", tmp_path / "eval_memory.json"
+    for script, args in (("cli.py", ["--runs", "1", "--output", str(cli_out)]),
+                         ("eval_memory.py", ["--smoke", "--backend", backend.NAME, "--output", str(memory_out)])):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                                capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-3000:]
+    commands = json.loads(cli_out.read_text())["commands"]
+    assert set(commands) == {"--help", "validate recipes/*.yaml", "zoo list", "zoo show vae-mnist"}
+    assert all(c["median_s"] > 0 and c["backends_imported"] == [] for c in commands.values())
+    points = json.loads(memory_out.read_text())["points"]
+    assert {p["model"] for p in points} == {"dense vae", "conv vae (gaussian)"} and len(points) == 2
+    assert all(p["peak_after_mb"] >= p["peak_before_mb"] > 0 and np.isfinite(p["nll"]) for p in points)
