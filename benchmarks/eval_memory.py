@@ -21,9 +21,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (model, recipe, overrides, [(k, test images), ...]): k grows at a fixed size, then the size at a fixed k.
 POINTS = (
-    ("dense vae", "vae.yaml", [], [(100, 1000), (1000, 1000), (100, 4000)]),
+    ("dense vae", "vae.yaml", [], [(100, 1000), (300, 1000), (1000, 1000), (100, 4000)]),
     ("conv vae (gaussian)", "conv-vae.yaml", ["loss.likelihood=gaussian", "data.binarize=none"],
-     [(20, 100), (200, 100), (20, 400)]),
+     [(100, 100), (300, 100), (1000, 100), (100, 400)]),
 )
 
 CHILD = r"""
