@@ -95,7 +95,7 @@ class ImportanceLogWeights(keras.Model):
 
 
 # Decoder outputs (float32 values) one batch of importance samples may hold, ~512 MB: the dense
-# seed VAE decodes 500 images x 100 samples per call, a conv VAE (45k values per decode) ~30 x 100.
+# seed VAE decodes 487 images x 100 samples per call, a conv VAE (45k values per decode) 29 x 100.
 DECODE_BUDGET = 2**27
 
 
