@@ -68,36 +68,25 @@ def run_path(name, zoo=None):
 
 @contextlib.contextmanager
 def claim_run(name, zoo=None):
-    """One training per name at a time: an exclusive lock file beside the run's folder.
-
-    A lock left by a killed process (its pid is gone) is taken over.
+    """One training per name at a time: an OS lock (`flock`, through the filelock package) on
+    `<zoo>/.runs/<name>.lock`. The kernel releases it when the holder exits, however it exits
+    (kill -9 included), so there is no pid file to trust and no takeover to race; the lock file
+    itself stays, unlocked, in the hidden `.runs/` folder.
     """
+    import filelock
+
     runs = os.path.join(root(zoo), RUNS_DIR)
     os.makedirs(runs, exist_ok=True)
-    lock = os.path.join(runs, f"{name}.lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                owner = int(open(lock).read().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and _alive(owner):
-                raise ZooError(f"another training of '{name}' is running (pid {owner}); lock: {lock}") from None
-            os.remove(lock)
-    else:  # pragma: no cover -- lost a race twice
-        raise ZooError(f"could not claim {lock}")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+    path = os.path.join(runs, f"{name}.lock")
+    lock = filelock.FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise ZooError(f"another training of '{name}' is running in this zoo (it holds {path})") from None
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.remove(lock)
-        with contextlib.suppress(OSError):
-            os.rmdir(runs)  # once no run is left
+        lock.release()
 
 
 def _alive(pid):
