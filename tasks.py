@@ -3,8 +3,9 @@
 
     python3 tasks.py train [RECIPE] [kerasae train options]   # default: recipes/dae.yaml
     python3 tasks.py test [pytest options]                     # the suite on tensorflow, jax, torch
+    python3 tasks.py lint                                      # ruff check and ruff format --check
 
-Both create `.venv/` in the checkout when it is missing and (re)install the
+Each creates `.venv/` in the checkout when it is missing and (re)install the
 project with its `dev` extras whenever pyproject.toml changed. The torch
 backend is pinned to torch==2.13.0, a CPU build on this team's machines.
 """
@@ -33,7 +34,7 @@ def _run(cmd, **kwargs):
 
 def setup():
     """Creates .venv and installs kerasae[dev] into it when needed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 -- tasks.py runs on whatever python3 a machine has
         sys.exit(f"kerasae needs Python >= 3.11; this is {sys.version.split()[0]}")
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         wanted = hashlib.sha256(f.read()).hexdigest()
@@ -88,14 +89,20 @@ def test(args):
     return status
 
 
+def lint():
+    """ruff's lint rules and formatting (configured in pyproject.toml) over the whole checkout."""
+    ruff = os.path.join(VENV, "bin", "ruff")
+    checked = _run([ruff, "check", "."]).returncode
+    formatted = _run([ruff, "format", "--check", "."]).returncode
+    return checked or formatted
+
+
 def main():
-    if len(sys.argv) < 2 or sys.argv[1] not in ("train", "test", "setup"):
+    commands = {"train": train, "test": test, "lint": lambda args: lint(), "setup": lambda args: 0}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     setup()
-    command, args = sys.argv[1], sys.argv[2:]
-    if command == "setup":
-        return 0
-    return train(args) if command == "train" else test(args)
+    return commands[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

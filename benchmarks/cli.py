@@ -50,7 +50,7 @@ def time_command(args, runs):
 def imported_backends(args):
     python = os.path.join(ROOT, ".venv", "bin", "python")
     done = subprocess.run([python, "-c", PROBE, *args], cwd=ROOT, capture_output=True, text=True)
-    line = [l for l in done.stderr.splitlines() if l.startswith("IMPORTED")][-1]
+    line = [text for text in done.stderr.splitlines() if text.startswith("IMPORTED")][-1]
     return [m for m in line.split(" ", 1)[1].split(",") if m] if " " in line else []
 
 
@@ -60,14 +60,20 @@ def main():
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "cli.json"))
     args = parser.parse_args()
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "runs": args.runs, "commands": {}}
-    print(f"| command | median s | min s | max s | backends imported |\n| --- | ---: | ---: | ---: | --- |")
+    print("| command | median s | min s | max s | backends imported |\n| --- | ---: | ---: | ---: | --- |")
     for name, command in COMMANDS.items():
         seconds = time_command(command, args.runs)
         imported = imported_backends(command)
-        results["commands"][name] = {"median_s": round(statistics.median(seconds), 3), "min_s": round(min(seconds), 3),
-                                     "max_s": round(max(seconds), 3), "backends_imported": imported}
-        print(f"| `kerasae {name}` | {statistics.median(seconds):.3f} | {min(seconds):.3f} | {max(seconds):.3f} | "
-              f"{', '.join(imported) or 'none'} |")
+        results["commands"][name] = {
+            "median_s": round(statistics.median(seconds), 3),
+            "min_s": round(min(seconds), 3),
+            "max_s": round(max(seconds), 3),
+            "backends_imported": imported,
+        }
+        print(
+            f"| `kerasae {name}` | {statistics.median(seconds):.3f} | {min(seconds):.3f} | {max(seconds):.3f} | "
+            f"{', '.join(imported) or 'none'} |"
+        )
     with open(args.output, "w") as f:
         json.dump(results, f, indent=2)
     return 0

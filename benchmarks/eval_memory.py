@@ -22,8 +22,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (model, recipe, overrides, [(k, test images), ...]): k grows at a fixed size, then the size at a fixed k.
 POINTS = (
     ("dense vae", "vae.yaml", [], [(100, 1000), (300, 1000), (1000, 1000), (100, 4000)]),
-    ("conv vae (gaussian)", "conv-vae.yaml", ["loss.likelihood=gaussian", "data.binarize=none"],
-     [(100, 100), (300, 100), (1000, 100), (100, 400)]),
+    (
+        "conv vae (gaussian)",
+        "conv-vae.yaml",
+        ["loss.likelihood=gaussian", "data.binarize=none"],
+        [(100, 100), (300, 100), (1000, 100), (100, 400)],
+    ),
 )
 
 CHILD = r"""
@@ -57,22 +61,44 @@ def main():
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "eval_memory.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny k and test sets, to check that it runs")
     args = parser.parse_args()
-    points = [(name, recipe_file, overrides, [(max(2, grid[0][0] // 100), max(4, grid[0][1] // 100))])
-              for name, recipe_file, overrides, grid in POINTS] if args.smoke else POINTS
+    points = (
+        [
+            (name, recipe_file, overrides, [(max(2, grid[0][0] // 100), max(4, grid[0][1] // 100))])
+            for name, recipe_file, overrides, grid in POINTS
+        ]
+        if args.smoke
+        else POINTS
+    )
     env = {**os.environ, "KERAS_BACKEND": args.backend}
     results = {"backend": args.backend, "points": []}
     print("| model | k | test images | peak before NLL (MB) | peak after (MB) | NLL s | images per batch |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, recipe_file, overrides, grid in points:
         for k, n in grid:
-            done = subprocess.run([sys.executable, "-c", CHILD, ROOT, os.path.join(ROOT, "recipes", recipe_file),
-                                   str(k), str(n), *overrides], env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    ROOT,
+                    os.path.join(ROOT, "recipes", recipe_file),
+                    str(k),
+                    str(n),
+                    *overrides,
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if done.returncode != 0:
                 raise SystemExit(f"{name} k={k} n={n} failed: {done.stderr[-1500:]}")
             point = {"model": name, "k": k, "test_images": n, **json.loads(done.stdout.strip().splitlines()[-1])}
             results["points"].append(point)
-            print(f"| {name} | {k} | {n} | {point['peak_before_mb']} | {point['peak_after_mb']} | "
-                  f"{point['seconds']} | {point['images_per_batch']} |", flush=True)
+            print(
+                f"| {name} | {k} | {n} | {point['peak_before_mb']} | {point['peak_after_mb']} | "
+                f"{point['seconds']} | {point['images_per_batch']} |",
+                flush=True,
+            )
     with open(args.output, "w") as f:
         json.dump(results, f, indent=2)
     return 0

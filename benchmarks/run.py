@@ -15,7 +15,8 @@ Seconds per epoch are the median of the epochs after the first (warm-up). Only r
 run mean anything on shared machines. On the fastest backend it also measures: peak memory over 1x and 2x
 the epochs; the importance-sampled NLL against the same number of decoder passes alone (and its memory as
 k grows); s/epoch as the data grows (10k, 30k, 60k) and as the hidden layer widens (400, 1024, 2048); the
-test ELBO that kerasae and the PyTorch loop reach in the same training time (--budget). Results go to benchmarks/results.json and a Markdown table.
+test ELBO that kerasae and the PyTorch loop reach in the same training time (--budget). Results go to
+benchmarks/results.json and a Markdown table.
 """
 
 import argparse
@@ -68,7 +69,9 @@ def peak_mb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 """
 
-KERASAE_CHILD = PEAK_MB + r"""
+KERASAE_CHILD = (
+    PEAK_MB
+    + r"""
 import json, sys, time, resource
 sys.path.insert(0, sys.argv[1])
 import keras
@@ -85,26 +88,39 @@ r = recipe.load(sys.argv[2], json.loads(sys.argv[3]))
 train.run(r, zoo_dir=sys.argv[4], verbose=0, callbacks=[EpochTimer()])
 print(json.dumps({"epoch_seconds": times, "peak_rss_mb": peak_mb()}))
 """
+)
 
 
 def kerasae_run(backend, model, epochs, limit, extra=(), child=KERASAE_CHILD, args=()):
     """One `kerasae.train.run` of the model's recipe in a fresh process on `backend`; the child's JSON."""
     recipe_file = os.path.join(ROOT, "recipes", MODELS[model][0])
-    overrides = [f"train.epochs={epochs}", "outputs.figures=[]", "outputs.nll_samples=0",
-                 "outputs.export_saved_model=false", "data.validation_split=0", f"data.limit={limit}",
-                 "data.binarize=threshold", f"train.batch_size={BATCH}", *extra]
+    overrides = [
+        f"train.epochs={epochs}",
+        "outputs.figures=[]",
+        "outputs.nll_samples=0",
+        "outputs.export_saved_model=false",
+        "data.validation_split=0",
+        f"data.limit={limit}",
+        "data.binarize=threshold",
+        f"train.batch_size={BATCH}",
+        *extra,
+    ]
     with tempfile.TemporaryDirectory() as zoo_dir:
         env = {**os.environ, "KERAS_BACKEND": backend}
         result = subprocess.run(
             [sys.executable, "-c", child, ROOT, recipe_file, json.dumps(overrides), zoo_dir, *map(str, args)],
-            env=env, capture_output=True, text=True,
+            env=env,
+            capture_output=True,
+            text=True,
         )
     if result.returncode != 0:
         raise RuntimeError(f"kerasae on {backend} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-EVAL_CHILD = PEAK_MB + r"""
+EVAL_CHILD = (
+    PEAK_MB
+    + r"""
 import json, sys, time, resource
 sys.path.insert(0, sys.argv[1])
 import keras
@@ -145,13 +161,15 @@ print(json.dumps({"nll": nll, "k": k, "images": len(x), "nll_seconds": nll_secon
                   "decoder_seconds": decoder_seconds, "rss_before_mb": before,
                   "rss_after_small_k_mb": after_small, "rss_after_large_k_mb": after_large, "k_small": k_small}))
 """
+)
 
 
 def evaluation_cost(backend, k, limit):
     """The importance-sampled NLL with k samples on the test set, against the same number of decoder
     passes timed alone, and the peak memory with a small k then the full k (flat in k: the same)."""
-    run = kerasae_run(backend, "vae", 1, limit, extra=["data.binarize=bernoulli"], child=EVAL_CHILD,
-                      args=(max(2, k // 10), k))
+    run = kerasae_run(
+        backend, "vae", 1, limit, extra=["data.binarize=bernoulli"], child=EVAL_CHILD, args=(max(2, k // 10), k)
+    )
     run["nll_over_decoder"] = run["nll_seconds"] / run["decoder_seconds"]
     run["rss_growth_small_to_large_k_mb"] = run["rss_after_large_k_mb"] - run["rss_after_small_k_mb"]
     return run
@@ -295,7 +313,11 @@ def quality_per_second(backend, s_per_epoch, budget_s, x, x_test, limit):
     run = kerasae_run(backend, "vae", epochs, limit, child=METRICS_CHILD, args=(budget_s,))
     seconds, torch_epochs, torch_elbo = torch_loop(x, "vae", None, budget_s=budget_s, x_test=x_test)
     return {
-        f"kerasae_{backend}": {"train_seconds": run["train_seconds"], "epochs": run["epochs"], "test_elbo": run["elbo"]},
+        f"kerasae_{backend}": {
+            "train_seconds": run["train_seconds"],
+            "epochs": run["epochs"],
+            "test_elbo": run["elbo"],
+        },
         "torch_loop": {"train_seconds": seconds, "epochs": torch_epochs, "test_elbo": torch_elbo},
         "budget_s": budget_s,
     }
@@ -339,8 +361,10 @@ def scaling(backend, epochs, sizes, widths):
     for width in widths:
         run = kerasae_run(backend, "vae", epochs, max(sizes), extra=[f"model.encoder=[{width}]"])
         flops = 6 * (784 * width + width * 40 + 20 * width + width * 784)  # forward + backward MACs x 2
-        out["hidden"][str(width)] = {"s_per_epoch": median_after_warmup(run["epoch_seconds"]),
-                                     "gflop_per_s": flops * max(sizes) / median_after_warmup(run["epoch_seconds"]) / 1e9}
+        out["hidden"][str(width)] = {
+            "s_per_epoch": median_after_warmup(run["epoch_seconds"]),
+            "gflop_per_s": flops * max(sizes) / median_after_warmup(run["epoch_seconds"]) / 1e9,
+        }
     return out
 
 
@@ -370,10 +394,13 @@ def main():
     parser.add_argument("--limit", type=int, default=60000, help="training images")
     parser.add_argument("--models", default="vae,ae")
     parser.add_argument("--backends", default="tensorflow,jax,torch")
-    parser.add_argument("--parts", default="speed,memory,eval,scaling,quality",
-                        help="speed: s/epoch against the loops; memory: peak RSS over 1x and 2x the epochs; "
-                        "eval: NLL cost against decoder passes; scaling: data size and width; quality: test "
-                        "ELBO after a fixed training time")
+    parser.add_argument(
+        "--parts",
+        default="speed,memory,eval,scaling,quality",
+        help="speed: s/epoch against the loops; memory: peak RSS over 1x and 2x the epochs; "
+        "eval: NLL cost against decoder passes; scaling: data size and width; quality: test "
+        "ELBO after a fixed training time",
+    )
     parser.add_argument("--nll-samples", type=int, default=1000, help="k for the eval part")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds of training for the quality part")
     parser.add_argument("--sizes", default="10000,30000,60000", help="training images for the scaling part")
@@ -387,14 +414,19 @@ def main():
     parts = set(args.parts.split(","))
     backends = [b for b in args.backends.split(",") if installed(b if b != "tensorflow" else "tensorflow")]
     x, x_test = load_images(args.limit)
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-               "settings": {"epochs": args.epochs, "images": len(x), "batch": BATCH}, "models": {}}
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "settings": {"epochs": args.epochs, "images": len(x), "batch": BATCH},
+        "models": {},
+    }
     for model in args.models.split(",") if "speed" in parts else []:
         row = {}
         for backend in backends:
             run = kerasae_run(backend, model, args.epochs, args.limit)
-            row[f"kerasae_{backend}"] = {"s_per_epoch": median_after_warmup(run["epoch_seconds"]),
-                                         "peak_rss_mb": run["peak_rss_mb"]}
+            row[f"kerasae_{backend}"] = {
+                "s_per_epoch": median_after_warmup(run["epoch_seconds"]),
+                "peak_rss_mb": run["peak_rss_mb"],
+            }
         if installed("torch"):
             row["torch_loop"] = {"s_per_epoch": median_after_warmup(torch_loop(x, model, args.epochs))}
             row["gemm_bound"] = {"s_per_epoch": median_after_warmup(gemm_bound(len(x), model, args.epochs))}
@@ -413,7 +445,7 @@ def main():
                 ratios[f"{name}_over_gemm_bound"] = run["s_per_epoch"] / row["gemm_bound"]["s_per_epoch"]
         results["models"][model] = {"runs": row, "ratios": ratios, "fastest_kerasae": best}
     # The other parts run on the fastest backend for the VAE (jax when the speed part did not run).
-    fastest = results["models"].get("vae", {}).get("fastest_kerasae", "kerasae_jax")[len("kerasae_"):]
+    fastest = results["models"].get("vae", {}).get("fastest_kerasae", "kerasae_jax")[len("kerasae_") :]
     fastest = fastest if fastest in backends else backends[0]
     if "memory" in parts:
         results["memory_over_epochs"] = {"backend": fastest, **memory_over_epochs(fastest, args.epochs, args.limit)}
@@ -425,8 +457,11 @@ def main():
         results["scaling"] = {"backend": fastest, **scaling(fastest, args.epochs, sizes, widths)}
     if "quality" in parts and installed("torch"):
         vae = results["models"].get("vae", {}).get("runs", {}).get(f"kerasae_{fastest}")
-        s_per_epoch = vae["s_per_epoch"] if vae else median_after_warmup(
-            kerasae_run(fastest, "vae", args.epochs, args.limit)["epoch_seconds"])
+        s_per_epoch = (
+            vae["s_per_epoch"]
+            if vae
+            else median_after_warmup(kerasae_run(fastest, "vae", args.epochs, args.limit)["epoch_seconds"])
+        )
         results["quality_per_second"] = quality_per_second(fastest, s_per_epoch, args.budget, x, x_test, args.limit)
     results["benchmark_peak_rss_mb"] = peak_rss_mb()
     with open(args.output, "w") as f:
@@ -436,10 +471,18 @@ def main():
 
 
 def table(results):
-    lines = [f"images per epoch: {results['settings']['images']}, batch {BATCH}, "
-             f"{results['settings']['epochs']} epochs (median after the first)", ""]
+    lines = [
+        f"images per epoch: {results['settings']['images']}, batch {BATCH}, "
+        f"{results['settings']['epochs']} epochs (median after the first)",
+        "",
+    ]
     for model, r in results["models"].items():
-        lines += [f"## {model}", "", "| run | s / epoch | samples / s | peak RSS (MB) |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            f"## {model}",
+            "",
+            "| run | s / epoch | samples / s | peak RSS (MB) |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for name, run in r["runs"].items():
             rss = f"{run['peak_rss_mb']:.0f}" if "peak_rss_mb" in run else ""
             lines.append(f"| {name} | {run['s_per_epoch']:.3f} | {run['samples_per_s']:.0f} | {rss} |")
@@ -448,30 +491,49 @@ def table(results):
         lines.append("")
     if "memory_over_epochs" in results:
         m = results["memory_over_epochs"]
-        lines += [f"## Memory over epochs ({m['backend']})", "",
-                  f"VAE peak RSS after {m['epochs'][0]} epochs {m['peak_rss_mb'][0]:.0f} MB, after "
-                  f"{m['epochs'][1]} epochs {m['peak_rss_mb'][1]:.0f} MB (growth {m['growth_mb']:+.0f} MB).", ""]
+        lines += [
+            f"## Memory over epochs ({m['backend']})",
+            "",
+            f"VAE peak RSS after {m['epochs'][0]} epochs {m['peak_rss_mb'][0]:.0f} MB, after "
+            f"{m['epochs'][1]} epochs {m['peak_rss_mb'][1]:.0f} MB (growth {m['growth_mb']:+.0f} MB).",
+            "",
+        ]
     if "evaluation" in results:
         e = results["evaluation"]
-        lines += [f"## Evaluation ({e['backend']})", "",
-                  f"NLL with k = {e['k']} on {e['images']} test images: {e['nll_seconds']:.1f} s; the same "
-                  f"decoder passes alone {e['decoder_seconds']:.1f} s; ratio {e['nll_over_decoder']:.2f}. Peak RSS "
-                  f"{e['rss_after_small_k_mb']:.0f} MB after k = {e['k_small']}, {e['rss_after_large_k_mb']:.0f} MB "
-                  f"after k = {e['k']} (growth {e['rss_growth_small_to_large_k_mb']:+.0f} MB).", ""]
+        lines += [
+            f"## Evaluation ({e['backend']})",
+            "",
+            f"NLL with k = {e['k']} on {e['images']} test images: {e['nll_seconds']:.1f} s; the same "
+            f"decoder passes alone {e['decoder_seconds']:.1f} s; ratio {e['nll_over_decoder']:.2f}. Peak RSS "
+            f"{e['rss_after_small_k_mb']:.0f} MB after k = {e['k_small']}, {e['rss_after_large_k_mb']:.0f} MB "
+            f"after k = {e['k']} (growth {e['rss_growth_small_to_large_k_mb']:+.0f} MB).",
+            "",
+        ]
     if "scaling" in results:
         sc = results["scaling"]
-        lines += [f"## Scaling ({sc['backend']}, VAE)", "", "| training images | s / epoch | us / image |",
-                  "| ---: | ---: | ---: |"]
+        lines += [
+            f"## Scaling ({sc['backend']}, VAE)",
+            "",
+            "| training images | s / epoch | us / image |",
+            "| ---: | ---: | ---: |",
+        ]
         lines += [f"| {n} | {r['s_per_epoch']:.3f} | {r['us_per_image']:.1f} |" for n, r in sc["images"].items()]
         lines += ["", "| hidden units | s / epoch | GFLOP/s |", "| ---: | ---: | ---: |"]
         lines += [f"| {w} | {r['s_per_epoch']:.3f} | {r['gflop_per_s']:.1f} |" for w, r in sc["hidden"].items()]
         lines.append("")
     if "quality_per_second" in results:
         q = results["quality_per_second"]
-        lines += [f"## Test ELBO after {q['budget_s']:.0f} s of training (VAE)", "",
-                  "| run | train s | epochs | test ELBO (nats) |", "| --- | ---: | ---: | ---: |"]
-        lines += [f"| {name} | {r['train_seconds']:.0f} | {r['epochs']} | {r['test_elbo']:.2f} |"
-                  for name, r in q.items() if name != "budget_s"]
+        lines += [
+            f"## Test ELBO after {q['budget_s']:.0f} s of training (VAE)",
+            "",
+            "| run | train s | epochs | test ELBO (nats) |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {name} | {r['train_seconds']:.0f} | {r['epochs']} | {r['test_elbo']:.2f} |"
+            for name, r in q.items()
+            if name != "budget_s"
+        ]
         lines.append("")
     return "\n".join(lines)
 

@@ -41,8 +41,9 @@ def source_digits():
 def write_set(folder, images):
     digits = source_digits()
     rng = np.random.default_rng(0)
-    x = np.lib.format.open_memmap(os.path.join(folder, "x_train.npy"), mode="w+", dtype=np.float32,
-                                  shape=(images, 28, 28))
+    x = np.lib.format.open_memmap(
+        os.path.join(folder, "x_train.npy"), mode="w+", dtype=np.float32, shape=(images, 28, 28)
+    )
     for start in range(0, images, CHUNK):
         n = min(CHUNK, images - start)
         chunk = digits[rng.integers(0, len(digits), n)]
@@ -78,8 +79,13 @@ def main():
         written = time.perf_counter() - start
         recipe = {
             "name": "stream-ae",
-            "model": {"family": "ae", "encoder": [], "latent_dim": 64, "latent_activation": "sigmoid",
-                      "output_activation": "sigmoid"},
+            "model": {
+                "family": "ae",
+                "encoder": [],
+                "latent_dim": 64,
+                "latent_activation": "sigmoid",
+                "output_activation": "sigmoid",
+            },
             "loss": {"type": "bce"},
             "data": {"dataset": "npy", "path": folder, "binarize": "threshold", "validation_split": 0.01},
             "train": {"epochs": 1, "batch_size": 128},
@@ -93,7 +99,11 @@ def main():
         log = open(os.path.join(tmp, "train.log"), "w+")
         child = subprocess.Popen(
             [sys.executable, "-m", "kerasae.cli", "train", recipe_file, "--zoo", os.path.join(tmp, "zoo"), "--quiet"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
         )
         # The training process's own peak (VmHWM, which starts afresh at exec). Not
         # getrusage(RUSAGE_CHILDREN): a child forked from this process counts the pages
@@ -111,13 +121,20 @@ def main():
     out = {
         "peak_sampled_at_seconds": round(at[0], 1),
         "rss_samples_mb": [(round(t, 1), b // 2**20) for t, b in samples[:: max(1, len(samples) // 40)]],
-        "images": args.images, "backend": args.backend, "data_bytes": size, "peak_rss_bytes": peak,
-        "peak_rss_over_data": round(peak / size, 3), "write_seconds": round(written, 1),
-        "train_seconds": round(seconds, 1), "images_per_second": round(args.images / seconds),
+        "images": args.images,
+        "backend": args.backend,
+        "data_bytes": size,
+        "peak_rss_bytes": peak,
+        "peak_rss_over_data": round(peak / size, 3),
+        "write_seconds": round(written, 1),
+        "train_seconds": round(seconds, 1),
+        "images_per_second": round(args.images / seconds),
     }
     print(json.dumps(out, indent=2))
-    print(f"data {size / 2**30:.2f} GiB on disk, training's peak resident memory {peak / 2**30:.2f} GiB "
-          f"({out['peak_rss_over_data']:.2f}x the data)")
+    print(
+        f"data {size / 2**30:.2f} GiB on disk, training's peak resident memory {peak / 2**30:.2f} GiB "
+        f"({out['peak_rss_over_data']:.2f}x the data)"
+    )
     with open(os.path.join(ROOT, "benchmarks", "stream.json"), "w") as f:
         json.dump(out, f, indent=2)
 

@@ -22,8 +22,19 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _PUBLIC = {
-    **dict.fromkeys(("Autoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "ContractiveAutoencoder",
-                     "VAE", "IWAE", "CVAE", "FAMILIES"), "kerasae.models"),
+    **dict.fromkeys(
+        (
+            "Autoencoder",
+            "DenoisingAutoencoder",
+            "SparseAutoencoder",
+            "ContractiveAutoencoder",
+            "VAE",
+            "IWAE",
+            "CVAE",
+            "FAMILIES",
+        ),
+        "kerasae.models",
+    ),
     **dict.fromkeys(("Sampling", "Corruption", "DynamicBinarization"), "kerasae.layers"),
     **dict.fromkeys(("KerasaeError", "RecipeError", "DataError", "ZooError"), "kerasae.errors"),
     "load": "kerasae.zoo",

@@ -132,11 +132,12 @@ elif NAME == "jax":
         def _losses_and_state(self, trainable, non_trainable, x, y, training):
             variables = self.trainable_variables + self.non_trainable_variables
             losses, values = _stateless(
-                variables, list(trainable) + list(non_trainable),
+                variables,
+                list(trainable) + list(non_trainable),
                 lambda: self.compute_losses(x, y, training=training),
             )
             # Seed generator states and other non-trainable updates come back as state.
-            return losses["loss"], (losses, values[len(trainable):])
+            return losses["loss"], (losses, values[len(trainable) :])
 
         def _update_metrics(self, metrics_values, losses):
             return _stateless(self.metrics_variables, metrics_values, lambda: self.update_loss_metrics(losses))
@@ -219,12 +220,19 @@ elif NAME == "torch":
         index = optimizer._get_variable_index
         step = float(optimizer.iterations) + 1
         torch._fused_adam_(
-            weights, grads,
+            weights,
+            grads,
             [optimizer._momentums[index(v)].value for v in variables],
             [optimizer._velocities[index(v)].value for v in variables],
-            [], [torch.tensor(step, dtype=torch.float32)] * len(weights),
-            lr=float(learning_rate), beta1=optimizer.beta_1, beta2=optimizer.beta_2, weight_decay=0.0,
-            eps=optimizer.epsilon / math.sqrt(1 - optimizer.beta_2**step), amsgrad=False, maximize=False,
+            [],
+            [torch.tensor(step, dtype=torch.float32)] * len(weights),
+            lr=float(learning_rate),
+            beta1=optimizer.beta_1,
+            beta2=optimizer.beta_2,
+            weight_decay=0.0,
+            eps=optimizer.epsilon / math.sqrt(1 - optimizer.beta_2**step),
+            amsgrad=False,
+            maximize=False,
         )
 
     def _fuse(optimizer):
@@ -255,9 +263,7 @@ elif NAME == "torch":
             return self.update_loss_metrics(losses)
 
 else:  # pragma: no cover -- Keras only ships these three trainers and numpy/openvino (inference only)
-    raise ImportError(
-        f"kerasae trains on the tensorflow, jax and torch backends. Received: KERAS_BACKEND={NAME}"
-    )
+    raise ImportError(f"kerasae trains on the tensorflow, jax and torch backends. Received: KERAS_BACKEND={NAME}")
 
 
 # -- data-parallel training ---------------------------------------------------------------
@@ -305,8 +311,9 @@ def multi_host_settings(spec, environ=None):
     if missing:
         raise KerasaeError(f"a run over {values['num_processes']} processes also needs {', '.join(missing)}")
     if not 0 <= values["process_id"] < values["num_processes"]:
-        raise KerasaeError(f"distribute.process_id: must be in 0..{values['num_processes'] - 1}, "
-                           f"got {values['process_id']}")
+        raise KerasaeError(
+            f"distribute.process_id: must be in 0..{values['num_processes'] - 1}, got {values['process_id']}"
+        )
     return values["coordinator_address"], values["num_processes"], values["process_id"]
 
 

@@ -10,7 +10,9 @@ def model_arguments(recipe, image_shape, num_classes=10):
     """The constructor arguments of the recipe's model family, as plain values."""
     m = recipe.model
     layers = [layer if isinstance(layer, int) else layer.model_dump() for layer in m.encoder]
-    decoder = None if m.decoder is None else [l if isinstance(l, int) else l.model_dump() for l in m.decoder]
+    decoder = (
+        None if m.decoder is None else [layer if isinstance(layer, int) else layer.model_dump() for layer in m.decoder]
+    )
     args = {
         "image_shape": list(image_shape),
         "encoder_layers": layers,
@@ -36,8 +38,11 @@ def model_arguments(recipe, image_shape, num_classes=10):
     if m.family == "cvae":
         args["num_classes"] = num_classes
     if m.family == "sparse_ae":
-        args.update(sparsity_penalty=loss.sparsity_penalty, sparsity_weight=loss.sparsity_weight,
-                    sparsity_target=loss.sparsity_target)
+        args.update(
+            sparsity_penalty=loss.sparsity_penalty,
+            sparsity_weight=loss.sparsity_weight,
+            sparsity_target=loss.sparsity_target,
+        )
     if m.family == "contractive_ae":
         args["contractive_weight"] = loss.contractive_weight
     return args

@@ -28,8 +28,12 @@ PUBLISHED_NLL = (
 def comparable_to_published(metrics):
     """Whether the entry's NLL is the quantity the published table reports: p(x), not p(x | y),
     on MNIST binarized by sampling."""
-    return (metrics.get("family") != "cvae" and "nll" in metrics.get("evaluation", {})
-            and metrics["data"]["name"] == "mnist" and metrics["data"]["binarize"] == "bernoulli")
+    return (
+        metrics.get("family") != "cvae"
+        and "nll" in metrics.get("evaluation", {})
+        and metrics["data"]["name"] == "mnist"
+        and metrics["data"]["binarize"] == "bernoulli"
+    )
 
 
 def fmt(value, digits=2):
@@ -60,8 +64,12 @@ def metric_rows(metrics):
         ("elbo", "test ELBO", "nats / image"),
         ("elbo_reconstruction", "ELBO reconstruction term", "nats / image"),
         ("elbo_kl", "ELBO KL term", "nats / image"),
-        ("nll", f"NLL{' of the image given its digit' if metrics.get('family') == 'cvae' else ''}, "
-         f"importance-sampled (k = {ev.get('nll_samples')})", "nats / image"),
+        (
+            "nll",
+            f"NLL{' of the image given its digit' if metrics.get('family') == 'cvae' else ''}, "
+            f"importance-sampled (k = {ev.get('nll_samples')})",
+            "nats / image",
+        ),
         ("active_units", "active latent units (Cov > 0.01)", f"of {metrics.get('latent_dim')}"),
     ):
         if key in ev:
@@ -134,8 +142,11 @@ def entry_card(path, recipe, metrics):
     lines += [f"| {name} | {fmt(value)} | {unit} |" for name, value, unit in metric_rows(metrics)]
     if comparable_to_published(metrics):
         ev = metrics["evaluation"]
-        lines += ["", f"Published test NLL (k = 5000, MNIST binarized by sampling) next to this entry's {fmt(ev['nll'])} "
-                  f"(k = {ev['nll_samples']}): " + "; ".join(f"{name} {value}" for name, value in PUBLISHED_NLL) + "."]
+        lines += [
+            "",
+            f"Published test NLL (k = 5000, MNIST binarized by sampling) next to this entry's {fmt(ev['nll'])} "
+            f"(k = {ev['nll_samples']}): " + "; ".join(f"{name} {value}" for name, value in PUBLISHED_NLL) + ".",
+        ]
     lines += ["", "## Figures", ""]
     figure_dir = os.path.join(path, zoo.FIGURES_DIR)
     for figure, caption in FIGURE_CAPTIONS.items():
@@ -153,8 +164,17 @@ def _schedule(train):
 
 def zoo_table(zoo_dir=None):
     """Writes `<zoo>/README.md`: one table of every entry."""
-    header = ("entry", "family", "latent", "data", "test BCE (nats)", "ELBO / NLL (nats)", "probe acc.",
-              "backend", "train s")
+    header = (
+        "entry",
+        "family",
+        "latent",
+        "data",
+        "test BCE (nats)",
+        "ELBO / NLL (nats)",
+        "probe acc.",
+        "backend",
+        "train s",
+    )
     lines = [
         "# kerasae zoo",
         "",
@@ -170,10 +190,15 @@ def zoo_table(zoo_dir=None):
         bound = " / ".join(fmt(ev[k]) for k in ("elbo", "nll") if k in ev) or "–"
         bound += " (given the digit)" if m["family"] == "cvae" and "nll" in ev else ""
         row = (
-            f"[{name}]({name}/{zoo.CARD_FILE})", m["family"], str(m["latent_dim"]), m["data"]["name"],
-            fmt(ev.get("reconstruction", {}).get("bce", float("nan"))), bound,
+            f"[{name}]({name}/{zoo.CARD_FILE})",
+            m["family"],
+            str(m["latent_dim"]),
+            m["data"]["name"],
+            fmt(ev.get("reconstruction", {}).get("bce", float("nan"))),
+            bound,
             fmt(ev["probe_accuracy"], 3) if "probe_accuracy" in ev else "–",
-            m["versions"]["backend"], f"{m['train_seconds']:.0f}",
+            m["versions"]["backend"],
+            f"{m['train_seconds']:.0f}",
         )
         lines.append("| " + " | ".join(row) + " |")
     nll = [(name, m["evaluation"]) for name, m in zoo.entries(zoo_dir) if comparable_to_published(m)]

@@ -21,11 +21,18 @@ def _parser():
 
     train = sub.add_parser("train", help="train a recipe and write its zoo entry")
     train.add_argument("recipe")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                       help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a recipe key, e.g. --set train.epochs=5 (repeatable)",
+    )
     train.add_argument("--zoo", help="zoo folder (default: $KERASAE_ZOO, else ./zoo)")
-    train.add_argument("--overwrite", action="store_true",
-                       help="replace an existing entry (and start over instead of resuming)")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace an existing entry (and start over instead of resuming)"
+    )
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -101,19 +108,21 @@ def _validate(args):
 
 
 def _train(args):
-    from kerasae import recipe
-
-    from kerasae import zoo
+    from kerasae import recipe, zoo
 
     r = recipe.load(args.recipe, args.overrides)
     version = zoo.version_name(r.name, args.zoo, args.overwrite)
     if version != r.name:
-        print(f"{zoo.entry_path(r.name, args.zoo)} exists: training into a new version, '{version}' "
-              "(--overwrite replaces the entry instead)", flush=True)
+        print(
+            f"{zoo.entry_path(r.name, args.zoo)} exists: training into a new version, '{version}' "
+            "(--overwrite replaces the entry instead)",
+            flush=True,
+        )
     from kerasae import train
 
-    path, metrics = train.run(r, args.zoo, overwrite=args.overwrite, verbose=0 if args.quiet else None,
-                              resume=args.resume)
+    path, metrics = train.run(
+        r, args.zoo, overwrite=args.overwrite, verbose=0 if args.quiet else None, resume=args.resume
+    )
     if path is None:
         print(f"trained '{version}'; the run's main process (JAX process 0, the TensorFlow chief) writes its zoo entry")
         return 0
@@ -164,9 +173,15 @@ def _zoo_list(args):
         return 0
     header = ("name", "family", "latent", "data", "test loss", "backend", "train s")
     table = [header] + [
-        (name, m.get("family", "?"), str(m.get("latent_dim", "?")), m.get("data", {}).get("name", "?"),
-         f"{m.get('test', {}).get('loss', float('nan')):.3f}", m.get("versions", {}).get("backend", "?"),
-         f"{m.get('train_seconds', 0):.0f}")
+        (
+            name,
+            m.get("family", "?"),
+            str(m.get("latent_dim", "?")),
+            m.get("data", {}).get("name", "?"),
+            f"{m.get('test', {}).get('loss', float('nan')):.3f}",
+            m.get("versions", {}).get("backend", "?"),
+            f"{m.get('train_seconds', 0):.0f}",
+        )
         for name, m in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -186,13 +201,20 @@ def _zoo_show(args):
         return 0
     data, versions = metrics["data"], metrics["versions"]
     print(f"{metrics['name']} ({entry})")
-    print(f"  family {metrics['family']}, latent {metrics['latent_dim']}; {metrics['epochs']} epochs in "
-          f"{metrics['train_seconds']:.0f} s on {versions['backend']} (Keras {versions['keras']})")
-    print(f"  data {data['name']} from {data['source']}, binarize {data['binarize']}; "
-          f"{data['sizes']['train']} train / {data['sizes']['validation']} validation / {data['sizes']['test']} test")
+    print(
+        f"  family {metrics['family']}, latent {metrics['latent_dim']}; {metrics['epochs']} epochs in "
+        f"{metrics['train_seconds']:.0f} s on {versions['backend']} (Keras {versions['keras']})"
+    )
+    print(
+        f"  data {data['name']} from {data['source']}, binarize {data['binarize']}; "
+        f"{data['sizes']['train']} train / {data['sizes']['validation']} validation / {data['sizes']['test']} test"
+    )
     _print_metrics(metrics)
-    figures = sorted(f.removesuffix(".png") for f in os.listdir(os.path.join(entry, zoo.FIGURES_DIR))
-                     if f.endswith(".png")) if os.path.isdir(os.path.join(entry, zoo.FIGURES_DIR)) else []
+    figures = (
+        sorted(f.removesuffix(".png") for f in os.listdir(os.path.join(entry, zoo.FIGURES_DIR)) if f.endswith(".png"))
+        if os.path.isdir(os.path.join(entry, zoo.FIGURES_DIR))
+        else []
+    )
     print(f"  figures: {', '.join(figures) or 'none'}; card: {os.path.join(entry, zoo.CARD_FILE)}")
     return 0
 
@@ -219,11 +241,15 @@ def _denoise(args):
 
     model = zoo.load(args.entry, args.zoo)
     if model.corruption is None:
-        raise KerasaeError(f"{args.entry}: this {type(model).__name__} was trained without corruption, so it does "
-                           "not denoise; use an entry whose recipe sets corruption (a dae, a denoising vae)")
+        raise KerasaeError(
+            f"{args.entry}: this {type(model).__name__} was trained without corruption, so it does "
+            "not denoise; use an entry whose recipe sets corruption (a dae, a denoising vae)"
+        )
     if model.needs_labels:
-        raise KerasaeError(f"{args.entry}: a {type(model).__name__} needs a label per image; denoise it from Python "
-                           "with model.denoise(images, labels)")
+        raise KerasaeError(
+            f"{args.entry}: a {type(model).__name__} needs a label per image; denoise it from Python "
+            "with model.denoise(images, labels)"
+        )
     x = _load_images(args.input)[:16]
     rows = [("input", x)]
     if args.corrupt:
@@ -322,15 +348,21 @@ def _export(args):
 
 
 COMMANDS = {
-    "train": _train, "validate": _validate, "eval": _eval, "denoise": _denoise, "sample": _sample, "interpolate": _interpolate,
+    "train": _train,
+    "validate": _validate,
+    "eval": _eval,
+    "denoise": _denoise,
+    "sample": _sample,
+    "interpolate": _interpolate,
     "export": _export,
 }
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    command = {"list": _zoo_list, "show": _zoo_show}[args.zoo_command] if args.command == "zoo" else \
-        COMMANDS[args.command]
+    command = (
+        {"list": _zoo_list, "show": _zoo_show}[args.zoo_command] if args.command == "zoo" else COMMANDS[args.command]
+    )
     try:
         return command(args)
     except TrainingStopped as e:

@@ -227,8 +227,9 @@ class NpyRows:
         self.path = path
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(f)
             self.offset = f.tell()
         if fortran or dtype.hasobject:
@@ -321,8 +322,10 @@ def _open_npy(folder, name, required):
     path = os.path.join(folder, f"{name}.npy")
     if not os.path.exists(path):
         if required:
-            raise DataError(f"data.path: {path} not found (an npy folder holds x_train.npy, and optionally "
-                            "y_train.npy, x_test.npy, y_test.npy)")
+            raise DataError(
+                f"data.path: {path} not found (an npy folder holds x_train.npy, and optionally "
+                "y_train.npy, x_test.npy, y_test.npy)"
+            )
         return None
     try:
         if name.startswith("y_"):
@@ -345,8 +348,10 @@ def _check_mapped(x, name, where):
             if not np.isfinite(chunk).all():
                 raise DataError(f"{where}: array '{name}' contains NaN or inf (rows {start}+)")
             if chunk.min() < 0 or chunk.max() > 1:
-                raise DataError(f"{where}: array '{name}' has values outside [0, 1] (rows {start}+); "
-                                "store floats in [0, 1] or uint8")
+                raise DataError(
+                    f"{where}: array '{name}' has values outside [0, 1] (rows {start}+); "
+                    "store floats in [0, 1] or uint8"
+                )
 
 
 def _validation_size(n, section):
@@ -380,9 +385,13 @@ def _load_mapped(section, seed):
         y_test = _as_labels(arrays["y_test"], len(test_file), "y_test", where)
     if images.shape[1:] != test.shape[1:]:
         raise DataError(f"{where}: train images {images.shape[1:]} and test images {test.shape[1:]} differ")
-    record = {"name": os.path.basename(os.path.normpath(folder)), "source": where, "streamed": True,
-              "sha256": {"x_train": sha256(x_file), "x_test": sha256(test_file if test_file else x_file)},
-              "full_sizes": {"train": len(images), "test": len(test)}}
+    record = {
+        "name": os.path.basename(os.path.normpath(folder)),
+        "source": where,
+        "streamed": True,
+        "sha256": {"x_train": sha256(x_file), "x_test": sha256(test_file if test_file else x_file)},
+        "full_sizes": {"train": len(images), "test": len(test)},
+    }
     if section.limit:
         images, test = images.rows(0, min(section.limit, len(images))), test.rows(0, min(section.limit, len(test)))
         y_train = None if y_train is None else y_train[: section.limit]
@@ -394,11 +403,20 @@ def _load_mapped(section, seed):
     if bernoulli:
         # Held-out images get one fixed draw: the test split now, validation batch by batch.
         x_test = (np.random.default_rng(seed).random(x_test.shape, dtype=np.float32) < x_test).astype(np.float32)
-    record.update(binarize=section.binarize, sizes={"train": n_fit, "validation": n_val, "test": len(x_test)},
-                  image_shape=list(images.shape[1:]))
-    return Dataset(images.rows(0, n_fit), None if y_train is None else y_train[:n_fit],
-                   images.rows(n_fit, n_fit + n_val, seed if bernoulli else None),
-                   None if y_train is None else y_train[n_fit:], x_test, y_test, record)
+    record.update(
+        binarize=section.binarize,
+        sizes={"train": n_fit, "validation": n_val, "test": len(x_test)},
+        image_shape=list(images.shape[1:]),
+    )
+    return Dataset(
+        images.rows(0, n_fit),
+        None if y_train is None else y_train[:n_fit],
+        images.rows(n_fit, n_fit + n_val, seed if bernoulli else None),
+        None if y_train is None else y_train[n_fit:],
+        x_test,
+        y_test,
+        record,
+    )
 
 
 def batches(x, y, rows, batch_size):

@@ -163,8 +163,10 @@ def evaluate(model, dataset, nll_samples=1000, probe=True):
         codes_train = model.encode(x_train[:n], train_labels)
         out["probe_accuracy"] = linear_probe(codes_train, dataset.y_train[:n], model.encode(x_test, labels), y_test)
         out["pca_probe_accuracy"] = linear_probe(
-            pca.transform(x_train[:n].reshape(n, -1)), dataset.y_train[:n],
-            pca.transform(x_test.reshape(len(x_test), -1)), y_test,
+            pca.transform(x_train[:n].reshape(n, -1)),
+            dataset.y_train[:n],
+            pca.transform(x_test.reshape(len(x_test), -1)),
+            y_test,
         )
     if is_linear_autoencoder(model):
         out["principal_angles_deg"] = principal_angles(model, pca)
@@ -187,8 +189,9 @@ def _variational(model, x, y, nll_samples):
     z_mean, _ = model.encode_distribution(x, y)
     inputs = (x, y) if model.needs_labels else (x,)
     # An IWAE's test step decodes k samples per image.
-    terms = model.evaluate(*inputs, batch_size=images_per_batch(model, getattr(model, "k", 1)), verbose=0,
-                           return_dict=True)
+    terms = model.evaluate(
+        *inputs, batch_size=images_per_batch(model, getattr(model, "k", 1)), verbose=0, return_dict=True
+    )
     out = {
         "elbo": -(terms["reconstruction_loss"] + terms["kl_loss"]),
         "elbo_reconstruction": terms["reconstruction_loss"],

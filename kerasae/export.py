@@ -74,13 +74,22 @@ def export_onnx(model_path, out_dir):
     image, latent, labels = _specs(model)
     os.makedirs(out_dir, exist_ok=True)
     condition = keras.InputSpec(shape=(None, model.condition_dim()), dtype="float32", name="condition")
-    model.export(os.path.join(out_dir, "model.onnx"), format="onnx", verbose=False,
-                 input_signature=[[image, labels]] if model.needs_labels else [image])
-    model.encoder.export(os.path.join(out_dir, "encoder.onnx"), format="onnx", verbose=False,
-                         input_signature=[[image, condition]] if model.needs_labels else [image])
+    model.export(
+        os.path.join(out_dir, "model.onnx"),
+        format="onnx",
+        verbose=False,
+        input_signature=[[image, labels]] if model.needs_labels else [image],
+    )
+    model.encoder.export(
+        os.path.join(out_dir, "encoder.onnx"),
+        format="onnx",
+        verbose=False,
+        input_signature=[[image, condition]] if model.needs_labels else [image],
+    )
     decoder_in = keras.InputSpec(shape=(None, model.latent_dim + model.condition_dim()), dtype="float32", name="z")
-    model.decoder.export(os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False,
-                         input_signature=[decoder_in])
+    model.decoder.export(
+        os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False, input_signature=[decoder_in]
+    )
 
 
 EXPORTERS = {"tf_saved_model": export_saved_model, "onnx": export_onnx}

@@ -21,9 +21,7 @@ def _image(ax, img):
 def image_rows(rows, path, title):
     """A grid of images: one labelled row per (label, images) pair."""
     n_cols = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(
-        len(rows), n_cols, figsize=(1.0 * n_cols + 1.2, 1.0 * len(rows) + 0.6), squeeze=False
-    )
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.0 * n_cols + 1.2, 1.0 * len(rows) + 0.6), squeeze=False)
     for r, (label, images) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]

@@ -33,8 +33,12 @@ def build_encoder(image_shape, layers, activation, heads, condition_dim=0, name=
     if is_conv(layers):
         for i, spec in enumerate(layers):
             h = keras.layers.Conv2D(
-                spec["filters"], spec["kernel_size"], strides=spec["strides"], padding="same",
-                activation=activation, name=f"conv_{i}",
+                spec["filters"],
+                spec["kernel_size"],
+                strides=spec["strides"],
+                padding="same",
+                activation=activation,
+                name=f"conv_{i}",
             )(h)
     h = keras.layers.Flatten(name="flatten")(h)
     if condition_dim:
@@ -68,10 +72,16 @@ def build_decoder(latent_dim, layers, activation, image_shape, output_activation
         model.add(keras.layers.Dense(h * w * layers[0]["filters"], activation=activation, name="project"))
         model.add(keras.layers.Reshape((h, w, layers[0]["filters"]), name="unflatten"))
         for i, spec in enumerate(layers):
-            model.add(keras.layers.Conv2DTranspose(
-                spec["filters"], spec["kernel_size"], strides=spec["strides"], padding="same",
-                activation=activation, name=f"deconv_{i}",
-            ))
+            model.add(
+                keras.layers.Conv2DTranspose(
+                    spec["filters"],
+                    spec["kernel_size"],
+                    strides=spec["strides"],
+                    padding="same",
+                    activation=activation,
+                    name=f"deconv_{i}",
+                )
+            )
             h, w = h * spec["strides"], w * spec["strides"]
         model.add(keras.layers.Conv2D(channels, layers[-1]["kernel_size"], padding="same", name="logits"))
         if (h, w) != (height, width):

@@ -71,9 +71,7 @@ Layers = Annotated[
     Discriminator(_layers_kind),
 ]
 
-Activation = Literal[
-    "linear", "sigmoid", "relu", "tanh", "elu", "selu", "gelu", "silu", "softplus", "leaky_relu"
-]
+Activation = Literal["linear", "sigmoid", "relu", "tanh", "elu", "selu", "gelu", "silu", "softplus", "leaky_relu"]
 
 
 class ModelSection(Section):
@@ -145,8 +143,9 @@ class DataSection(Section):
 
     dataset: Literal["mnist", "digits", "npz", "npy"] = "mnist"
     path: Optional[str] = Field(
-        default=None, description="mnist: a local mnist.npz; npz: the file (required); npy: a folder of "
-        "x_train.npy (and y_train, x_test, y_test), memory-mapped (required)."
+        default=None,
+        description="mnist: a local mnist.npz; npz: the file (required); npy: a folder of "
+        "x_train.npy (and y_train, x_test, y_test), memory-mapped (required).",
     )
     keys: NpzKeys = Field(default_factory=NpzKeys)
     binarize: Literal["none", "threshold", "bernoulli"] = "none"
@@ -173,8 +172,9 @@ class TrainSection(Section):
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam"] = "adam"
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
     learning_rate_schedule: Literal["constant", "cosine"] = Field(
-        default="constant", description="cosine: decay from learning_rate to final_learning_rate along a "
-        "half cosine over all training steps (Loshchilov & Hutter); constant: keep learning_rate."
+        default="constant",
+        description="cosine: decay from learning_rate to final_learning_rate along a "
+        "half cosine over all training steps (Loshchilov & Hutter); constant: keep learning_rate.",
     )
     final_learning_rate: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
         default=0.0, description="Where the cosine schedule ends; must not exceed learning_rate."
@@ -185,16 +185,19 @@ class TrainSection(Section):
         default=1, description="Save a resumable checkpoint after every this many epochs (and the last)."
     )
     checkpoint_every_steps: Optional[Annotated[int, Field(ge=1, le=10**9)]] = Field(
-        default=None, description="Also save a resumable checkpoint every this many training steps "
-        "(counted from the start of training); none when omitted."
+        default=None,
+        description="Also save a resumable checkpoint every this many training steps "
+        "(counted from the start of training); none when omitted.",
     )
     steps_per_execution: Optional[Annotated[int, Field(ge=1, le=10_000)]] = Field(
-        default=None, description="Training steps per compiled call; the backend's default when omitted "
-        "(32 on TensorFlow and JAX); on PyTorch and under tf.distribute the steps run one call each (same weights)."
+        default=None,
+        description="Training steps per compiled call; the backend's default when omitted "
+        "(32 on TensorFlow and JAX); on PyTorch and under tf.distribute the steps run one call each (same weights).",
     )
     jit_compile: Optional[bool] = Field(
-        default=None, description="Compile the training step (XLA on TensorFlow and JAX, torch.compile on "
-        "PyTorch); when omitted: XLA on TensorFlow and JAX (except TensorFlow under distribute), off on PyTorch."
+        default=None,
+        description="Compile the training step (XLA on TensorFlow and JAX, torch.compile on "
+        "PyTorch); when omitted: XLA on TensorFlow and JAX (except TensorFlow under distribute), off on PyTorch.",
     )
 
     @model_validator(mode="after")
@@ -202,8 +205,9 @@ class TrainSection(Section):
         if self.final_learning_rate and self.learning_rate_schedule == "constant":
             raise ValueError("final_learning_rate: applies to learning_rate_schedule 'cosine'")
         if self.final_learning_rate > self.learning_rate:
-            raise ValueError(f"final_learning_rate: {self.final_learning_rate} exceeds learning_rate "
-                             f"{self.learning_rate}")
+            raise ValueError(
+                f"final_learning_rate: {self.final_learning_rate} exceeds learning_rate {self.learning_rate}"
+            )
         return self
 
 
@@ -219,7 +223,8 @@ class DistributeSection(Section):
         default=False, description="Multiply train.learning_rate by the number of replicas (the linear scaling rule)."
     )
     coordinator_address: Optional[Annotated[str, Field(pattern=r"^[A-Za-z0-9._\[\]:-]+:[0-9]{1,5}$")]] = Field(
-        default=None, description="JAX multi-host: host:port of process 0; else $KERASAE_COORDINATOR_ADDRESS.",
+        default=None,
+        description="JAX multi-host: host:port of process 0; else $KERASAE_COORDINATOR_ADDRESS.",
     )
     num_processes: Optional[Annotated[int, Field(ge=1, le=65_536)]] = Field(
         default=None, description="JAX multi-host: number of processes; else $KERASAE_NUM_PROCESSES."
@@ -257,7 +262,8 @@ def figures_for(recipe):
     """Every figure that applies to a recipe: the default of `outputs.figures`."""
     family = recipe.model.family
     return [
-        name for name, families in FIGURES.items()
+        name
+        for name, families in FIGURES.items()
         if (families is None or family in families) and (name not in FIGURE_NEEDS or FIGURE_NEEDS[name][1](recipe))
     ]
 
@@ -334,7 +340,8 @@ class Recipe(Section):
         data = self.model_dump(mode="json")
         family = self.model.family
         data["loss"] = {
-            key: value for key, value in data["loss"].items()
+            key: value
+            for key, value in data["loss"].items()
             if value is not None and family in FAMILY_LOSS_KEYS.get(key, (family,))
         }
         return data
@@ -384,8 +391,10 @@ def _check_plain(text, where, lines=True):
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         line = f"{where}:{event.start_mark.line + 1}" if lines else where
         if isinstance(event, yaml.AliasEvent):
-            raise RecipeError(f"{line}: YAML aliases (*{event.anchor}) are not allowed in recipes; "
-                              "write the value out (or use base: to share settings)")
+            raise RecipeError(
+                f"{line}: YAML aliases (*{event.anchor}) are not allowed in recipes; "
+                "write the value out (or use base: to share settings)"
+            )
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_YAML_DEPTH:
@@ -547,8 +556,9 @@ def _annotations_at(loc):
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 field = annotation.model_fields.get(part) if isinstance(part, str) else None
                 if field is not None:
-                    candidates.append(Annotated[(field.annotation, *field.metadata)] if field.metadata
-                                      else field.annotation)
+                    candidates.append(
+                        Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+                    )
             elif typing.get_origin(annotation) is list:
                 if isinstance(part, int):
                     candidates += typing.get_args(annotation)
@@ -562,7 +572,7 @@ _BOUND_TYPES = ("greater_than", "greater_than_equal", "less_than", "less_than_eq
 
 
 def _allowed_range(loc):
-    """"1 <= x <= 65536"-style text for a bounded field, from the schema itself."""
+    """ "1 <= x <= 65536"-style text for a bounded field, from the schema itself."""
     bounds, pending = {}, _annotations_at(loc)
     while pending:  # Optional[Annotated[int, Field(ge=..)]], unions of both
         annotation = pending.pop()
@@ -590,9 +600,13 @@ def validate(data, source=None, origin="<recipe>"):
         # they are not keys, and the branches' errors about one key become one problem.
         grouped = {}
         for error in e.errors():
-            loc = tuple(part for i, part in enumerate(error["loc"]) if not _is_branch_tag(part)
-                        # The last part of an unknown key's location is the user's key, whatever it looks like.
-                        or (error["type"] == "extra_forbidden" and i == len(error["loc"]) - 1))
+            loc = tuple(
+                part
+                for i, part in enumerate(error["loc"])
+                if not _is_branch_tag(part)
+                # The last part of an unknown key's location is the user's key, whatever it looks like.
+                or (error["type"] == "extra_forbidden" and i == len(error["loc"]) - 1)
+            )
             grouped.setdefault(loc, []).append({**error, "loc": loc})
         problems = []
         for errors in grouped.values():
@@ -603,8 +617,9 @@ def validate(data, source=None, origin="<recipe>"):
 
 
 def _is_branch_tag(part):
-    return isinstance(part, str) and (part in ("dense", "conv", "int", "float", "str", "bool")
-                                      or not re.fullmatch(r"[a-z_][a-z0-9_]*", part))
+    return isinstance(part, str) and (
+        part in ("dense", "conv", "int", "float", "str", "bool") or not re.fullmatch(r"[a-z_][a-z0-9_]*", part)
+    )
 
 
 def _either(errors):

@@ -107,7 +107,8 @@ def _final(history, validation=False):
     """Last-epoch values of the training (or validation) terms."""
     return {
         key.removeprefix("val_"): float(values[-1])
-        for key, values in history.items() if key.startswith("val_") == validation
+        for key, values in history.items()
+        if key.startswith("val_") == validation
     }
 
 
@@ -164,8 +165,16 @@ class RunScope(keras.callbacks.Callback):
     def __init__(self, callback):
         super().__init__()
         self.callback, self.started = callback, False
-        for hook in ("epoch_begin", "epoch_end", "train_batch_begin", "train_batch_end", "test_begin",
-                     "test_end", "test_batch_begin", "test_batch_end"):
+        for hook in (
+            "epoch_begin",
+            "epoch_end",
+            "train_batch_begin",
+            "train_batch_end",
+            "test_begin",
+            "test_end",
+            "test_batch_begin",
+            "test_batch_end",
+        ):
             setattr(self, f"on_{hook}", getattr(callback, f"on_{hook}"))
 
     def set_model(self, model):
@@ -243,10 +252,17 @@ def _save_checkpoint(folder, model, epochs_done, history, snapshots, seconds, re
     with open(f"{snapshot_file}.tmp", "wb") as f:
         np.savez(f, **arrays)
     os.replace(f"{snapshot_file}.tmp", snapshot_file)
-    _write_json(os.path.join(folder, zoo.STATE_FILE), {
-        "epochs_done": epochs_done, "steps_done": steps_done, "partial": partial.to_state() if partial else None,
-        "history": history, "train_seconds": seconds, "recipe": recipe.to_dict(),
-    })
+    _write_json(
+        os.path.join(folder, zoo.STATE_FILE),
+        {
+            "epochs_done": epochs_done,
+            "steps_done": steps_done,
+            "partial": partial.to_state() if partial else None,
+            "history": history,
+            "train_seconds": seconds,
+            "recipe": recipe.to_dict(),
+        },
+    )
 
 
 # What a resumed run may change: how long it trains, how often it checkpoints, and (in sections
@@ -262,14 +278,18 @@ def _resume_state(folder, recipe):
         state = json.load(f)
     before, now = state["recipe"], recipe.to_dict()
     changed = sorted(k for k in now if before.get(k) != now[k] and k not in ("train", "outputs", "distribute"))
-    changed += [f"train.{k}" for k in now["train"] if k not in RESUMABLE_CHANGES and before["train"].get(k) != now["train"][k]]
+    changed += [
+        f"train.{k}" for k in now["train"] if k not in RESUMABLE_CHANGES and before["train"].get(k) != now["train"][k]
+    ]
     schedule = before["train"].get("learning_rate_schedule", "constant")
     if schedule != "constant" and before["train"]["epochs"] != now["train"]["epochs"]:
         # The schedule's length was fixed when the optimizer was built.
         changed.append("train.epochs (the learning-rate schedule spans the original epochs)")
     if changed:
-        raise ZooError(f"--resume: the recipe changed since the checkpoint ({', '.join(changed)}); "
-                       f"only {', '.join(f'train.{k}' for k in RESUMABLE_CHANGES)} may change")
+        raise ZooError(
+            f"--resume: the recipe changed since the checkpoint ({', '.join(changed)}); "
+            f"only {', '.join(f'train.{k}' for k in RESUMABLE_CHANGES)} may change"
+        )
     return state
 
 
@@ -319,8 +339,10 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
     state = _resume_state(folder, recipe) if resume else None
     if main and not resume and os.path.exists(folder):
         if os.path.isfile(os.path.join(folder, zoo.STATE_FILE)) and not overwrite:
-            raise ZooError(f"an interrupted run of '{recipe.name}' has checkpoints in {folder}; "
-                           "pass --resume to continue it or --overwrite to start over (or delete the folder)")
+            raise ZooError(
+                f"an interrupted run of '{recipe.name}' has checkpoints in {folder}; "
+                "pass --resume to continue it or --overwrite to start over (or delete the folder)"
+            )
         shutil.rmtree(folder)
 
     keras.utils.set_random_seed(recipe.train.seed)
@@ -330,8 +352,10 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
     last = recipe.train.epochs
     with backend.distributed(recipe.distribute) as replicas:
         if recipe.train.batch_size % replicas.count:
-            raise KerasaeError(f"train.batch_size: {recipe.train.batch_size} does not split evenly over "
-                               f"{replicas.count} replicas (distribute.devices)")
+            raise KerasaeError(
+                f"train.batch_size: {recipe.train.batch_size} does not split evenly over "
+                f"{replicas.count} replicas (distribute.devices)"
+            )
         x, y = dataset.x_train, dataset.y_train
         batch_size = recipe.train.batch_size
         # Every batch must split evenly over the replicas: the last, short one loses up to
@@ -400,11 +424,17 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
                     if streamed:
                         data = {"x": data_module.batches(x, y, rows, local_batch)}
                     else:
-                        data = dict(zip(("x", "y"), split(x[rows], None if y is None else y[rows])),
-                                    batch_size=local_batch)
+                        data = dict(
+                            zip(("x", "y"), split(x[rows], None if y is None else y[rows])), batch_size=local_batch
+                        )
                     logs = model.fit(
-                        **data, initial_epoch=epoch, epochs=last, validation_data=validation if end == steps_per_epoch else None,
-                        shuffle=False, callbacks=fit_callbacks, verbose=_verbosity() if verbose is None else verbose,
+                        **data,
+                        initial_epoch=epoch,
+                        epochs=last,
+                        validation_data=validation if end == steps_per_epoch else None,
+                        shuffle=False,
+                        callbacks=fit_callbacks,
+                        verbose=_verbosity() if verbose is None else verbose,
                     ).history
                     seconds += time.perf_counter() - start
                     if guard.bad_step is not None:
@@ -416,8 +446,11 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
                     partial.add(logs, taken)
                     step += taken
                     if one_epoch.asked and guard.signal is None:  # a callback ended the run
-                        stopped = f"after step {step} of epoch {epoch + 1}" if step < steps_per_epoch else \
-                            f"after epoch {epoch + 1}"
+                        stopped = (
+                            f"after step {step} of epoch {epoch + 1}"
+                            if step < steps_per_epoch
+                            else f"after epoch {epoch + 1}"
+                        )
                         break
                     if step < steps_per_epoch:  # a step checkpoint, or a signal mid-epoch
                         save_checkpoint(folder, model, epoch, history, snapshots, seconds, recipe, step, partial)
@@ -438,8 +471,9 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
         if not backend.is_main_process():
             return None, None  # the main process writes the entry
         with backend.host_local(model):
-            return _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split,
-                                stopped)
+            return _write_entry(
+                recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split, stopped
+            )
     finally:
         backend.barrier("kerasae-entry-written")
 
@@ -523,12 +557,12 @@ def _checkpoint_kept(folder):
     return f"the checkpoint after epoch {state['epochs_done']}"
 
 
-def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split,
-                 stopped=None):
+def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots, seconds, folder, split, stopped=None):
     outputs = recipe.outputs
     with zoo.staging(recipe.name, zoo_dir) as stage:
-        test = model.evaluate(*split(dataset.x_test, dataset.y_test), batch_size=recipe.train.batch_size,
-                              verbose=0, return_dict=True)
+        test = model.evaluate(
+            *split(dataset.x_test, dataset.y_test), batch_size=recipe.train.batch_size, verbose=0, return_dict=True
+        )
         metrics = {
             "name": recipe.name,
             "family": recipe.model.family,
@@ -555,7 +589,9 @@ def _write_entry(recipe, zoo_dir, overwrite, model, dataset, history, snapshots,
         write_figures(os.path.join(stage, zoo.FIGURES_DIR), recipe, model, dataset, history, snapshots)
         cards.entry_card(stage, recipe.to_dict(), metrics)
         if outputs.export_saved_model and _tensorflow_available():
-            backend.export("tf_saved_model", os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR))
+            backend.export(
+                "tf_saved_model", os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR)
+            )
         final = zoo.commit(stage, recipe.name, zoo_dir, overwrite)
     shutil.rmtree(folder, ignore_errors=True)
     cards.zoo_table(zoo_dir)
@@ -633,8 +669,11 @@ def write_figures(folder, recipe, model, dataset, history=None, snapshots=None):
         rows = [("input", x), ("noisy", noisy), ("output", model.reconstruct(noisy, labels))]
         figures.image_rows(rows, path("denoising"), f"{name}: input, noisy input, output")
     if "samples" in wanted:
-        images = model.generate(digits=list(range(model.num_classes)) * 4, seed=0) if model.needs_labels \
+        images = (
+            model.generate(digits=list(range(model.num_classes)) * 4, seed=0)
+            if model.needs_labels
             else model.generate(40, seed=0)
+        )
         rows = [("", images[i : i + 10]) for i in range(0, len(images), 10)]
         figures.image_rows(rows, path("samples"), f"{name}: samples from the prior")
     if "interpolation" in wanted and snapshots and snapshots.interpolations:
@@ -650,6 +689,3 @@ def _tensorflow_available():
     import importlib.util
 
     return importlib.util.find_spec("tensorflow") is not None
-
-
-

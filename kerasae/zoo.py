@@ -103,7 +103,7 @@ def _remove_stale_staging(zoo_root, name):
     """Staging folders left by killed processes (kill -9) are removed; live ones are not touched."""
     prefix = f"{STAGING_PREFIX}{name}-"
     for folder in os.listdir(zoo_root):
-        pid = folder[len(prefix):].split("-")[0]
+        pid = folder[len(prefix) :].split("-")[0]
         if folder.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(os.path.join(zoo_root, folder), ignore_errors=True)
 

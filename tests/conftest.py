@@ -80,8 +80,12 @@ def run_python(code, backend=None, timeout=300, args=()):
     if backend:
         env["KERAS_BACKEND"] = backend
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True, text=True,
-        timeout=timeout, cwd=ROOT,
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
     assert result.returncode == 0, "\n".join(
         line for line in result.stderr.splitlines() if not line.lstrip().startswith("[")

@@ -14,9 +14,21 @@ from kerasae import backend
 def test_benchmark_smoke(tmp_path):
     output = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--smoke", "--models", "vae",
-         "--backends", backend.NAME, "--output", str(output)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "run.py"),
+            "--smoke",
+            "--models",
+            "vae",
+            "--backends",
+            backend.NAME,
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output.read_text())
@@ -42,10 +54,17 @@ def test_benchmark_smoke(tmp_path):
 
 def test_cli_and_evaluation_memory_benchmarks_run(tmp_path):
     cli_out, memory_out = tmp_path / "cli.json", tmp_path / "eval_memory.json"
-    for script, args in (("cli.py", ["--runs", "1", "--output", str(cli_out)]),
-                         ("eval_memory.py", ["--smoke", "--backend", backend.NAME, "--output", str(memory_out)])):
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
-                                capture_output=True, text=True, timeout=600, cwd=ROOT)
+    for script, args in (
+        ("cli.py", ["--runs", "1", "--output", str(cli_out)]),
+        ("eval_memory.py", ["--smoke", "--backend", backend.NAME, "--output", str(memory_out)]),
+    ):
+        result = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     commands = json.loads(cli_out.read_text())["commands"]
     assert set(commands) == {"--help", "validate recipes/*.yaml", "zoo list", "zoo show vae-mnist"}

@@ -30,14 +30,22 @@ def test_train_writes_a_complete_entry(tmp_path, mnist_like, zoo_dir, capsys):
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--set", "train.epochs=3"]) == 0
     entry = os.path.join(zoo_dir, "test-dae")
     assert f"wrote {entry}" in capsys.readouterr().out
-    for name in (zoo.MODEL_FILE, zoo.RECIPE_FILE, zoo.METRICS_FILE, zoo.HISTORY_FILE,
-                 "figures/reconstructions.png", "figures/loss.png"):
+    for name in (
+        zoo.MODEL_FILE,
+        zoo.RECIPE_FILE,
+        zoo.METRICS_FILE,
+        zoo.HISTORY_FILE,
+        "figures/reconstructions.png",
+        "figures/loss.png",
+    ):
         assert os.path.isfile(os.path.join(entry, name)), name
     assert _no_staging_left(zoo_dir)
 
     metrics = json.load(open(os.path.join(entry, zoo.METRICS_FILE)))
     assert metrics["epochs"] == 3 and metrics["family"] == "dae"
-    assert set(metrics["train"]) == set(metrics["validation"]) == set(metrics["test"]) == {"loss", "reconstruction_loss"}
+    assert (
+        set(metrics["train"]) == set(metrics["validation"]) == set(metrics["test"]) == {"loss", "reconstruction_loss"}
+    )
     assert metrics["data"]["sizes"] == {"train": 480, "validation": 120, "test": 200}
     assert metrics["data"]["sha256"]["x_train"] and metrics["versions"]["keras"]
     resolved = yaml.safe_load(open(os.path.join(entry, zoo.RECIPE_FILE)))
@@ -63,10 +71,14 @@ def test_a_name_the_zoo_holds_trains_into_a_new_version(tmp_path, mnist_like, zo
     for version in (2, 3):
         assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--set", "train.seed=2"]) == 0
         out = capsys.readouterr().out.strip().splitlines()
-        assert out[0] == f"{entry} exists: training into a new version, 'test-ae-v{version}' " \
-                         "(--overwrite replaces the entry instead)"
+        assert (
+            out[0] == f"{entry} exists: training into a new version, 'test-ae-v{version}' "
+            "(--overwrite replaces the entry instead)"
+        )
         assert out[-1] == f"wrote {entry}-v{version}"
-        assert yaml.safe_load(open(os.path.join(f"{entry}-v{version}", zoo.RECIPE_FILE)))["name"] == f"test-ae-v{version}"
+        assert (
+            yaml.safe_load(open(os.path.join(f"{entry}-v{version}", zoo.RECIPE_FILE)))["name"] == f"test-ae-v{version}"
+        )
         assert json.load(open(os.path.join(f"{entry}-v{version}", zoo.METRICS_FILE)))["name"] == f"test-ae-v{version}"
     assert os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE)) == before  # never replaced silently
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--overwrite", "--set", "train.seed=5"]) == 0
@@ -140,8 +152,9 @@ def test_validate_command(tmp_path, capsys):
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nmodel: {family: ae}\ntrian: {}\n")
-    result = subprocess.run([sys.executable, "-m", "kerasae.cli", "validate", bad],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "kerasae.cli", "validate", bad], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {bad}:3: trian: unknown key; did you mean 'train'?"
 
@@ -318,27 +331,45 @@ print(code, [m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modu
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", "recipes/vae.yaml", "recipes/conv-dae.yaml"],
-                                  ["zoo", "list"], ["zoo", "show", "vae-mnist"], ["zoo", "show", "vae-mnist", "--json"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["validate", "recipes/vae.yaml", "recipes/conv-dae.yaml"],
+        ["zoo", "list"],
+        ["zoo", "show", "vae-mnist"],
+        ["zoo", "show", "vae-mnist", "--json"],
+    ],
+)
 def test_commands_that_compute_nothing_import_no_backend(args):
     """They answer without Keras: `kerasae --help` took 6 s when every command imported TensorFlow first
     (benchmarks/cli.py times them)."""
-    result = subprocess.run([sys.executable, "-c", NO_BACKEND_PROBE, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_BACKEND_PROBE, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     code, imported = result.stdout.strip().splitlines()[-1].split(" ", 1)
     assert code in ("0", "None") and imported == "[]", result.stdout[-500:] + result.stderr[-500:]
 
 
 def test_import_kerasae_registers_its_classes_once_keras_is_imported(tmp_path, mnist_like):
     entry = os.path.join(ROOT, "zoo", "cvae-mnist", zoo.MODEL_FILE)
-    for first, then in (("import kerasae", "import keras"), ("import keras", "import kerasae"),
-                        ("from kerasae import layers", "import keras")):
-        code = (f"import sys\n{first}\n{then}\nassert 'kerasae.models' in sys.modules\n"
-                f"m = keras.saving.load_model({entry!r})\nprint(type(m).__name__)")
+    for first, then in (
+        ("import kerasae", "import keras"),
+        ("import keras", "import kerasae"),
+        ("from kerasae import layers", "import keras"),
+    ):
+        code = (
+            f"import sys\n{first}\n{then}\nassert 'kerasae.models' in sys.modules\n"
+            f"m = keras.saving.load_model({entry!r})\nprint(type(m).__name__)"
+        )
         result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0 and result.stdout.strip() == "CVAE", (first, result.stderr[-1500:])
-    lazy = subprocess.run([sys.executable, "-c", "import sys, kerasae; print('keras' in sys.modules, kerasae.CVAE.__name__)"],
-                          capture_output=True, text=True, timeout=300)
+    lazy = subprocess.run(
+        [sys.executable, "-c", "import sys, kerasae; print('keras' in sys.modules, kerasae.CVAE.__name__)"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert lazy.stdout.split() == ["False", "CVAE"], lazy.stderr[-1500:]
 
 

@@ -63,8 +63,7 @@ def _run(backend_name, mnist_like, tmp_path, families=("ae", "vae")):
     out = {}
     try:
         for modes, names in runs:
-            text = run_python(SCRIPT, backend=backend_name, args=(mnist_like, str(tmp_path), modes, names),
-                              timeout=600)
+            text = run_python(SCRIPT, backend=backend_name, args=(mnist_like, str(tmp_path), modes, names), timeout=600)
             out.update(json.loads(text.strip().splitlines()[-1]))
     finally:
         del os.environ["XLA_FLAGS"]
@@ -199,15 +198,22 @@ def _two_processes_against_one(mnist_like, tmp_path, backend_name, distribute, p
     env.pop("XLA_FLAGS", None)
     command = [sys.executable, "-m", "kerasae.cli", "train", "--quiet", "--zoo"]
     workers = [
-        subprocess.Popen(command + [str(tmp_path / "zoo"), str(multi)], cwd=ROOT, text=True,
-                         env={**env, **process_env(i)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            command + [str(tmp_path / "zoo"), str(multi)],
+            cwd=ROOT,
+            text=True,
+            env={**env, **process_env(i)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for i in range(2)
     ]
     outputs = [w.communicate(timeout=300) for w in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-2000:]
-    baseline = subprocess.run(command + [str(tmp_path / "one"), str(single)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
+    baseline = subprocess.run(
+        command + [str(tmp_path / "one"), str(single)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert baseline.returncode == 0, baseline.stderr[-2000:]
     assert sorted(os.listdir(tmp_path / "zoo")) == ["README.md", "test-ae"]  # one entry, no leftovers
     both = [json.load(open(tmp_path / z / "test-ae" / "metrics.json")) for z in ("zoo", "one")]
@@ -216,8 +222,7 @@ def _two_processes_against_one(mnist_like, tmp_path, backend_name, distribute, p
 
 def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path):
     """Two hosts in miniature: two processes, one CPU device each, joined over 127.0.0.1."""
-    distribute = {"strategy": "data_parallel", "coordinator_address": f"127.0.0.1:{_free_port()}",
-                  "num_processes": 2}
+    distribute = {"strategy": "data_parallel", "coordinator_address": f"127.0.0.1:{_free_port()}", "num_processes": 2}
     outputs, multi, single = _two_processes_against_one(
         mnist_like, tmp_path, "jax", distribute, lambda i: {"KERASAE_PROCESS_ID": str(i)}
     )

@@ -27,8 +27,14 @@ def _linear_gaussian_vae(exact_posterior):
     d, k = 16, 3
     W = np.linalg.qr(rng.standard_normal((d, k)))[0] * np.array([2.0, 1.5, 0.8])
     b = rng.random(d)
-    model = kerasae.VAE(image_shape=(4, 4, 1), encoder_layers=[], latent_dim=k, likelihood="gaussian",
-                        output_activation="linear", seed=0)
+    model = kerasae.VAE(
+        image_shape=(4, 4, 1),
+        encoder_layers=[],
+        latent_dim=k,
+        likelihood="gaussian",
+        output_activation="linear",
+        seed=0,
+    )
     cov = np.linalg.inv(np.eye(k) + W.T @ W)  # diagonal
     post = cov @ W.T  # z_mean = post (x - b)
     model.decoder.get_layer("logits").set_weights([W.T.astype("float32"), b.astype("float32")])
@@ -133,8 +139,9 @@ def test_figures_are_real_pictures(vae_entry):
 
 
 def test_snapshots_follow_the_chosen_epochs(mnist_like):
-    from kerasae.train import Snapshots
     from test_models import fit_small
+
+    from kerasae.train import Snapshots
 
     model, _, d = fit_small(mnist_like, "vae", epochs=1)
     snapshots = Snapshots(d.x_test[:5], None, epochs=[1, 3], steps=7)
@@ -147,7 +154,10 @@ def test_snapshots_follow_the_chosen_epochs(mnist_like):
 def test_deterministic_family_metrics(tmp_path, mnist_like, zoo_dir):
     r = small_recipe("dae", mnist_like, epochs=2, outputs={"figures": ["denoising", "filters", "latent"]})
     r["corruption"] = {"type": "gaussian", "sigma": 0.3}
-    r["model"]["encoder"] = [{"filters": 4, "kernel_size": 3, "strides": 2}, {"filters": 8, "kernel_size": 3, "strides": 2}]
+    r["model"]["encoder"] = [
+        {"filters": 4, "kernel_size": 3, "strides": 2},
+        {"filters": 8, "kernel_size": 3, "strides": 2},
+    ]
     path = tmp_path / "dae.yaml"
     path.write_text(yaml.safe_dump(r))
     assert cli.main(["train", str(path), "--zoo", zoo_dir, "--quiet"]) == 0
@@ -164,8 +174,13 @@ def test_deterministic_family_metrics(tmp_path, mnist_like, zoo_dir):
 
 
 def test_linear_autoencoder_reports_principal_angles(mnist_like):
-    model = kerasae.Autoencoder(image_shape=(28, 28, 1), latent_dim=3, latent_activation="linear",
-                                output_activation="linear", reconstruction="mse")
+    model = kerasae.Autoencoder(
+        image_shape=(28, 28, 1),
+        latent_dim=3,
+        latent_activation="linear",
+        output_activation="linear",
+        reconstruction="mse",
+    )
     from kerasae import data
     from kerasae.recipe import DataSection
 

@@ -33,8 +33,9 @@ LONG = EXAMPLES > 2
 def _choices(section, key):
     """The values a Literal field allows, read from the schema itself."""
     annotation = section.model_fields[key].annotation
-    return [a for a in typing.get_args(annotation) if a is not type(None)] or \
-        [v for a in typing.get_args(annotation) for v in typing.get_args(a)]
+    return [a for a in typing.get_args(annotation) if a is not type(None)] or [
+        v for a in typing.get_args(annotation) for v in typing.get_args(a)
+    ]
 
 
 ACTIVATIONS = list(typing.get_args(recipe.Activation))
@@ -51,13 +52,18 @@ def recipes(draw, family):
     variational = family in recipe.VARIATIONAL_FAMILIES
     conv = draw(st.booleans())
     if conv:
-        layer = st.fixed_dictionaries({"filters": st.integers(1, 6), "kernel_size": st.integers(1, 5),
-                                       "strides": st.integers(1, 3)})
+        layer = st.fixed_dictionaries(
+            {"filters": st.integers(1, 6), "kernel_size": st.integers(1, 5), "strides": st.integers(1, 3)}
+        )
     else:
         layer = st.integers(1, 24)
-    model = {"family": family, "encoder": draw(st.lists(layer, min_size=int(conv), max_size=2)),
-             "latent_dim": draw(st.integers(1, 6)), "activation": draw(st.sampled_from(ACTIVATIONS)),
-             "output_activation": draw(st.sampled_from(["sigmoid", "sigmoid", "linear", "relu", "tanh"]))}
+    model = {
+        "family": family,
+        "encoder": draw(st.lists(layer, min_size=int(conv), max_size=2)),
+        "latent_dim": draw(st.integers(1, 6)),
+        "activation": draw(st.sampled_from(ACTIVATIONS)),
+        "output_activation": draw(st.sampled_from(["sigmoid", "sigmoid", "linear", "relu", "tanh"])),
+    }
     if draw(st.booleans()):
         model["decoder"] = draw(st.lists(layer, min_size=int(conv), max_size=2))
     if not variational and draw(st.booleans()):
@@ -69,12 +75,17 @@ def recipes(draw, family):
         loss["type"] = draw(st.sampled_from([None, "bce", "mse"]))
     for key, families in recipe.FAMILY_LOSS_KEYS.items():
         if family in families and draw(st.booleans()) or wild and draw(st.integers(0, 3)) == 0:
-            loss[key] = draw({
-                "beta": st.floats(0.0, 4.0), "kl_warmup_epochs": st.integers(0, 3),
-                "importance_samples": st.integers(1, 4), "sparsity_penalty": st.sampled_from(["kl", "l1"]),
-                "sparsity_weight": st.floats(0.0, 1.0), "sparsity_target": st.floats(0.01, 0.5),
-                "contractive_weight": st.floats(0.0, 1.0),
-            }[key])
+            loss[key] = draw(
+                {
+                    "beta": st.floats(0.0, 4.0),
+                    "kl_warmup_epochs": st.integers(0, 3),
+                    "importance_samples": st.integers(1, 4),
+                    "sparsity_penalty": st.sampled_from(["kl", "l1"]),
+                    "sparsity_weight": st.floats(0.0, 1.0),
+                    "sparsity_target": st.floats(0.01, 0.5),
+                    "contractive_weight": st.floats(0.0, 1.0),
+                }[key]
+            )
     corruption = {"type": draw(st.sampled_from(CORRUPTIONS))}
     if corruption["type"] in ("masking", "salt_and_pepper") and draw(st.booleans()):
         corruption["p"] = draw(st.floats(0.0, 0.6))
@@ -82,9 +93,12 @@ def recipes(draw, family):
         corruption["sigma"] = draw(st.floats(0.01, 0.5))
     schedule = draw(st.sampled_from(["constant", "cosine"]))
     train_section = {
-        "epochs": draw(st.integers(1, 2)), "batch_size": draw(st.integers(1, 24)),
-        "optimizer": draw(st.sampled_from(OPTIMIZERS)), "learning_rate": draw(st.sampled_from([1e-3, 3e-3])),
-        "learning_rate_schedule": schedule, "seed": draw(st.integers(0, 5)),
+        "epochs": draw(st.integers(1, 2)),
+        "batch_size": draw(st.integers(1, 24)),
+        "optimizer": draw(st.sampled_from(OPTIMIZERS)),
+        "learning_rate": draw(st.sampled_from([1e-3, 3e-3])),
+        "learning_rate_schedule": schedule,
+        "seed": draw(st.integers(0, 5)),
         "steps_per_execution": draw(st.sampled_from([None, 1, 3])),
         "jit_compile": draw(st.sampled_from([None, False, True] if LONG or backend.NAME != "torch" else [None, False])),
         "checkpoint_every_steps": draw(st.sampled_from([None, None, 2])),
@@ -92,8 +106,12 @@ def recipes(draw, family):
     }
     if schedule == "cosine":
         train_section["final_learning_rate"] = draw(st.sampled_from([0.0, 1e-4]))
-    outputs = {"n_examples": draw(st.integers(1, 6)), "epochs": [1], "nll_samples": draw(st.sampled_from([0, 3, 20])),
-               "export_saved_model": draw(st.integers(0, 7)) == 7}
+    outputs = {
+        "n_examples": draw(st.integers(1, 6)),
+        "epochs": [1],
+        "nll_samples": draw(st.sampled_from([0, 3, 20])),
+        "export_saved_model": draw(st.integers(0, 7)) == 7,
+    }
     if family == "sparse_ae" and loss.get("sparsity_penalty", "kl") == "kl" and not wild:
         model["latent_activation"] = "sigmoid"  # the KL sparsity target is a mean activation in (0, 1)
     if draw(st.booleans()):
@@ -103,8 +121,19 @@ def recipes(draw, family):
     data = {"binarize": draw(st.sampled_from(BINARIZE)), "validation_split": draw(st.sampled_from([0.0, 0.25]))}
     shape = (draw(st.integers(4, 14)), draw(st.integers(4, 14)), draw(st.sampled_from([1, 1, 3])))
     classes = draw(st.integers(1, 4))
-    return {"name": "sweep", "model": model, "loss": loss, "corruption": corruption, "data": data,
-            "train": train_section, "outputs": outputs}, shape, classes
+    return (
+        {
+            "name": "sweep",
+            "model": model,
+            "loss": loss,
+            "corruption": corruption,
+            "data": data,
+            "train": train_section,
+            "outputs": outputs,
+        },
+        shape,
+        classes,
+    )
 
 
 def _tiny_npz(folder, shape, classes, seed):
@@ -119,8 +148,13 @@ def _tiny_npz(folder, shape, classes, seed):
     labels = (np.floor(centres[:, 0] * 2) * 2 + np.floor(centres[:, 1] * 2)).astype(np.uint8) % classes
     path = os.path.join(folder, "tiny.npz")
     cut = 36
-    np.savez(path, x_train=(images[:cut] * 255).astype(np.uint8), y_train=labels[:cut],
-             x_test=(images[cut:] * 255).astype(np.uint8), y_test=labels[cut:])
+    np.savez(
+        path,
+        x_train=(images[:cut] * 255).astype(np.uint8),
+        y_train=labels[:cut],
+        x_test=(images[cut:] * 255).astype(np.uint8),
+        y_test=labels[cut:],
+    )
     return path
 
 
@@ -131,8 +165,14 @@ def _applies(name, r):
 
 
 # No shrinking: each example trains a model, and a failure's drawn recipe is printed whole.
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate],
+)
 @pytest.mark.parametrize("family", recipe.FAMILIES)
 @given(data=st.data())
 def test_every_valid_recipe_trains_evaluates_writes_and_reloads(tmp_path_factory, family, data):
@@ -148,7 +188,8 @@ def test_every_valid_recipe_trains_evaluates_writes_and_reloads(tmp_path_factory
             assert "\n" not in problem and re.match(r"^[a-z_]+(\.[\w]+)*: ", problem), problem
         event("refused at validation")
         return
-    event(f"trained: {r.model.family}, {'conv' if r.model.encoder and isinstance(r.model.encoder[0], recipe.ConvLayer) else 'dense'}")
+    conv = r.model.encoder and isinstance(r.model.encoder[0], recipe.ConvLayer)
+    event(f"trained: {r.model.family}, {'conv' if conv else 'dense'}")
     zoo_dir = os.path.join(folder, "zoo")
     entry, metrics = train.run(r, zoo_dir, verbose=0)
     zoo.check_entry(entry)

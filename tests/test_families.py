@@ -10,11 +10,11 @@ from conftest import RECIPES, small_recipe
 from keras import ops
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA
+from test_models import fit_small
 
 import kerasae
 from kerasae import builder, cli, data, recipe
 from kerasae.errors import DataError
-from test_models import fit_small
 
 
 def test_linear_autoencoder_spans_the_pca_subspace():
@@ -25,8 +25,14 @@ def test_linear_autoencoder_spans_the_pca_subspace():
     x = (rng.standard_normal((n, k)) * [2.0, 1.5, 1.2, 1.0]) @ basis.T + 0.1 * rng.standard_normal((n, 64))
     x = (0.5 + x).reshape(n, 8, 8, 1).astype("float32")
     keras.utils.set_random_seed(0)
-    model = kerasae.Autoencoder(image_shape=(8, 8, 1), latent_dim=k, latent_activation="linear",
-                                output_activation="linear", reconstruction="mse", seed=0)
+    model = kerasae.Autoencoder(
+        image_shape=(8, 8, 1),
+        latent_dim=k,
+        latent_activation="linear",
+        output_activation="linear",
+        reconstruction="mse",
+        seed=0,
+    )
     epochs, batch = 10, 100
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(0.03, epochs * n // batch)))
     model.fit(x, batch_size=batch, epochs=epochs, verbose=0)
@@ -109,8 +115,14 @@ def _numerical_jacobian_norm(model, x, eps=1e-3):
 @pytest.mark.parametrize("encoder_layers", [[], [16]])
 def test_contractive_penalty_is_the_jacobian_norm(encoder_layers):
     keras.utils.set_random_seed(0)
-    model = kerasae.ContractiveAutoencoder(image_shape=(4, 4, 1), encoder_layers=encoder_layers, latent_dim=3,
-                                           activation="tanh", latent_activation="sigmoid", seed=0)
+    model = kerasae.ContractiveAutoencoder(
+        image_shape=(4, 4, 1),
+        encoder_layers=encoder_layers,
+        latent_dim=3,
+        activation="tanh",
+        latent_activation="sigmoid",
+        seed=0,
+    )
     x = np.random.default_rng(0).random((1, 4, 4, 1)).astype("float32")
     numerical = _numerical_jacobian_norm(model, x[0])
     tx = ops.convert_to_tensor(x)
@@ -129,8 +141,9 @@ def test_contractive_training_shrinks_the_jacobian(mnist_like):
     # images contract by themselves, penalty or not.
     common = {"model": {"encoder": [], "latent_dim": 16, "latent_activation": "linear"}}
     plain, _, d = fit_small(mnist_like, "ae", epochs=3, **common)
-    contractive, history, _ = fit_small(mnist_like, "contractive_ae", epochs=3, loss={"contractive_weight": 1.0},
-                                        **common)
+    contractive, history, _ = fit_small(
+        mnist_like, "contractive_ae", epochs=3, loss={"contractive_weight": 1.0}, **common
+    )
     # The plain AE's weights in a contractive AE, to measure its Jacobian the same way.
     config = {k: v for k, v in plain.get_config().items() if k not in ("name", "trainable", "dtype")}
     plain_measured = kerasae.ContractiveAutoencoder(**config)

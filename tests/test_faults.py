@@ -218,8 +218,9 @@ def test_signals_in_a_subprocess_then_resume(tmp_path, mnist_like, signum):
     done = json.load(open(os.path.join(zoo.run_path("test-ae", zoo_dir), zoo.STATE_FILE)))["epochs_done"]
     assert done >= 1
     # Resume to the end, fewer epochs so the test stays short.
-    result = subprocess.run(cmd + ["--resume", "--set", f"train.epochs={done + 2}"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        cmd + ["--resume", "--set", f"train.epochs={done + 2}"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     entry = zoo.entry_path("test-ae", zoo_dir)
     zoo.check_entry(entry)
@@ -238,8 +239,10 @@ def test_two_trainings_of_one_name_cannot_run_at_once(tmp_path, mnist_like):
 def test_a_killed_trainer_frees_its_lock_at_once(tmp_path):
     """The lock is the kernel's (flock): kill -9 of its holder releases it, with no pid file to go stale."""
     zoo_dir = str(tmp_path / "zoo")
-    code = ("import sys, time; from kerasae import zoo\n"
-            "with zoo.claim_run('test-ae', sys.argv[1]):\n    print('holding', flush=True); time.sleep(120)")
+    code = (
+        "import sys, time; from kerasae import zoo\n"
+        "with zoo.claim_run('test-ae', sys.argv[1]):\n    print('holding', flush=True); time.sleep(120)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, zoo_dir], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"

@@ -36,8 +36,11 @@ def _clone(tmp_path):
 
 
 def _tree(folder):
-    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
-            for d, _, files in os.walk(folder) for f in files}
+    return {
+        os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+        for d, _, files in os.walk(folder)
+        for f in files
+    }
 
 
 def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(tmp_path):
@@ -45,8 +48,9 @@ def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(t
     shipped = _tree(clone / "zoo" / "dae-mnist")
     env = {**os.environ, "PYTHONPATH": str(clone)}
     env.pop("KERASAE_ZOO", None)
-    result = subprocess.run([sys.executable, "tasks.py", "train", *SHORTER], cwd=clone, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "tasks.py", "train", *SHORTER], cwd=clone, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert "zoo/dae-mnist exists: training into a new version, 'dae-mnist-v2'" in result.stdout
@@ -59,10 +63,13 @@ def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(t
     assert "[dae-mnist-v2](dae-mnist-v2/README.md)" in (clone / "zoo" / "README.md").read_text()
 
     # The new entry loads by its name from the clone and gives the outputs it stored.
-    code = ("import kerasae, numpy as np; m = kerasae.load('dae-mnist-v2'); c = np.load('zoo/dae-mnist-v2/check.npz');"
-            "print(float(np.abs(m.reconstruct(c['x']) - c['reconstructions']).max()), type(m).__name__)")
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True,
-                            timeout=300)
+    code = (
+        "import kerasae, numpy as np; m = kerasae.load('dae-mnist-v2'); c = np.load('zoo/dae-mnist-v2/check.npz');"
+        "print(float(np.abs(m.reconstruct(c['x']) - c['reconstructions']).max()), type(m).__name__)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+    )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     error, kind = loaded.stdout.split()
     assert kind == "DenoisingAutoencoder" and float(error) < 1e-4

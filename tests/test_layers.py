@@ -10,8 +10,12 @@ from kerasae.layers import Corruption, DynamicBinarization, Sampling
 
 @pytest.mark.parametrize(
     "layer",
-    [Sampling(seed=3), Corruption("salt_and_pepper", p=0.3, seed=1), Corruption("gaussian", sigma=0.5),
-     DynamicBinarization(seed=2)],
+    [
+        Sampling(seed=3),
+        Corruption("salt_and_pepper", p=0.3, seed=1),
+        Corruption("gaussian", sigma=0.5),
+        DynamicBinarization(seed=2),
+    ],
 )
 def test_config_round_trip(layer):
     config = layer.get_config()
@@ -49,9 +53,7 @@ def test_sampling_gradient_reaches_mean_and_log_variance():
     elif backend.NAME == "jax":
         import jax
 
-        g_mean, g_log_var = jax.grad(lambda m, v: ops.sum(model([m, v])), argnums=(0, 1))(
-            mean.value, log_var.value
-        )
+        g_mean, g_log_var = jax.grad(lambda m, v: ops.sum(model([m, v])), argnums=(0, 1))(mean.value, log_var.value)
     else:
         import torch
 

@@ -13,8 +13,16 @@ pytestmark = pytest.mark.mnist
 
 
 def _train(zoo_dir, name, *overrides):
-    args = ["train", os.path.join(RECIPES, name), "--zoo", zoo_dir, "--quiet",
-            "--set", "outputs.export_saved_model=false", *[a for o in overrides for a in ("--set", o)]]
+    args = [
+        "train",
+        os.path.join(RECIPES, name),
+        "--zoo",
+        zoo_dir,
+        "--quiet",
+        "--set",
+        "outputs.export_saved_model=false",
+        *[a for o in overrides for a in ("--set", o)],
+    ]
     assert cli.main(args) == 0
     r = recipe.load(os.path.join(RECIPES, name), overrides)
     entry = zoo.entry_path(r.name, zoo_dir)
@@ -24,8 +32,10 @@ def _train(zoo_dir, name, *overrides):
 
 def test_seed_ae_learns_mnist(zoo_dir):
     r, model, metrics = _train(zoo_dir, "ae.yaml", "train.epochs=5")
-    history = [float(line.split(",")[1]) for line in
-               open(os.path.join(zoo.entry_path(r.name, zoo_dir), zoo.HISTORY_FILE)).read().splitlines()[1:]]
+    history = [
+        float(line.split(",")[1])
+        for line in open(os.path.join(zoo.entry_path(r.name, zoo_dir), zoo.HISTORY_FILE)).read().splitlines()[1:]
+    ]
     assert history[-1] < history[0]
     # It must beat the best input-independent guess: every pixel ~ Bernoulli(its training mean).
     d = data.load(r.data)

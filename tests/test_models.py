@@ -21,8 +21,9 @@ def fit_small(mnist_like, family="ae", epochs=3, **sections):
     model = builder.build(r, d.image_shape)
     model.compile(optimizer=builder.optimizer(r.train))
     train, val = ((d.x_train, d.y_train), (d.x_val, d.y_val)) if model.needs_labels else ((d.x_train,), (d.x_val,))
-    history = model.fit(*train, batch_size=r.train.batch_size, epochs=r.train.epochs,
-                        validation_data=val, verbose=0).history
+    history = model.fit(
+        *train, batch_size=r.train.batch_size, epochs=r.train.epochs, validation_data=val, verbose=0
+    ).history
     return model, history, d
 
 
@@ -39,8 +40,11 @@ def test_loss_falls_and_metrics_are_reported(mnist_like, family):
     assert history["loss"][-1] < history["loss"][0]
     assert history["val_loss"][-1] < history["val_loss"][0]
     expected = {"loss", "reconstruction_loss"} | {
-        "vae": {"kl_loss"}, "iwae": {"kl_loss"}, "cvae": {"kl_loss"},
-        "sparse_ae": {"sparsity_loss"}, "contractive_ae": {"contractive_loss"},
+        "vae": {"kl_loss"},
+        "iwae": {"kl_loss"},
+        "cvae": {"kl_loss"},
+        "sparse_ae": {"sparsity_loss"},
+        "contractive_ae": {"contractive_loss"},
     }.get(family, set())
     assert set(history) == expected | {f"val_{k}" for k in expected}
     for term in expected - {"loss", "reconstruction_loss"}:
@@ -76,8 +80,12 @@ def test_denoiser_output_is_closer_to_clean_than_its_noisy_input(mnist_like):
     # Gaussian noise here: on 480 small images, 20% masking barely moves the
     # input; the seed's masking DAE is checked on real MNIST in test_mnist.py.
     model, _, d = fit_small(
-        mnist_like, "dae", epochs=10, model={"encoder": [], "latent_dim": 64, "latent_activation": "sigmoid"},
-        train={"learning_rate": 0.01}, corruption={"type": "gaussian", "sigma": 0.4},
+        mnist_like,
+        "dae",
+        epochs=10,
+        model={"encoder": [], "latent_dim": 64, "latent_activation": "sigmoid"},
+        train={"learning_rate": 0.01},
+        corruption={"type": "gaussian", "sigma": 0.4},
     )
     clean = d.x_test
     noisy = model.corrupt(clean)
@@ -103,22 +111,32 @@ def test_kl_warmup_ramps_the_kl_weight(mnist_like):
     model = builder.build(r, d.image_shape)
     model.compile(optimizer="adam")
     seen = []
-    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(float(model.kl_weight.numpy()
-                                          if hasattr(model.kl_weight, "numpy") else model.kl_weight)))
+    spy = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: seen.append(
+            float(model.kl_weight.numpy() if hasattr(model.kl_weight, "numpy") else model.kl_weight)
+        )
+    )
     model.fit(d.x_train[:64], epochs=3, batch_size=32, callbacks=[KLWarmup(2.0, 4), spy], verbose=0)
     np.testing.assert_allclose(seen, [0.0, 0.5, 1.0])
 
 
 def test_cosine_schedule_decays_from_the_rate_to_the_final_rate(mnist_like):
-    r = recipe.validate(small_recipe("ae", mnist_like, epochs=4, train={
-        "learning_rate": 0.01, "learning_rate_schedule": "cosine", "final_learning_rate": 0.001}))
+    r = recipe.validate(
+        small_recipe(
+            "ae",
+            mnist_like,
+            epochs=4,
+            train={"learning_rate": 0.01, "learning_rate_schedule": "cosine", "final_learning_rate": 0.001},
+        )
+    )
     d = data.load(r.data)
     model = builder.build(r, d.image_shape)
     steps = 2  # 64 images, batch 32
     model.compile(optimizer=builder.optimizer(r.train, total_steps=r.train.epochs * steps))
     rates = []
-    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: rates.append(
-        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))))
+    spy = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    )
     model.fit(d.x_train[:64], epochs=r.train.epochs, batch_size=32, callbacks=[spy], verbose=0)
     # After 2, 4, 6, 8 of 8 steps: final + (start - final) * (1 + cos(pi * t)) / 2.
     t = np.array([2, 4, 6, 8]) / 8
@@ -131,8 +149,10 @@ def test_cosine_schedule_decays_from_the_rate_to_the_final_rate(mnist_like):
 def test_train_jit_compile_sets_the_compiled_step(tmp_path, mnist_like, jit):
     r = recipe.validate(small_recipe("vae", mnist_like, epochs=2, train={"jit_compile": jit}))
     seen, losses = [], []
-    spy = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: seen.append(spy.model.jit_compile),
-                                         on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    spy = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: seen.append(spy.model.jit_compile),
+        on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]),
+    )
     _, metrics = train.run(r, str(tmp_path / "zoo"), verbose=0, callbacks=[spy])
     assert seen == [backend.NAME != "torch" if jit is None else jit] and len(losses) == 2
     assert losses[1] < losses[0] and np.isfinite(metrics["test"]["loss"])
@@ -161,8 +181,11 @@ def test_several_steps_per_call_train_as_single_steps(mnist_like, images):
     for steps in (1, 4):
         keras.utils.set_random_seed(r.train.seed)
         model = builder.build(r, d.image_shape)
-        model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=backend.steps_per_execution(steps),
-                      jit_compile=backend.jit_compile())
+        model.compile(
+            optimizer=builder.optimizer(r.train),
+            steps_per_execution=backend.steps_per_execution(steps),
+            jit_compile=backend.jit_compile(),
+        )
         history = model.fit(d.x_train[:images], batch_size=32, epochs=2, shuffle=False, verbose=0).history
         results.append((model.get_weights(), history))
     (single, h1), (grouped, h4) = results
@@ -187,8 +210,9 @@ def test_save_and_reload_reproduces_outputs(tmp_path, mnist_like, family):
     before = model.compute_losses(xb, yb, training=True)
     after = restored.compute_losses(xb, yb, training=True)
     for name in before:
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(after[name]),
-                                   keras.ops.convert_to_numpy(before[name]), rtol=1e-5)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(after[name]), keras.ops.convert_to_numpy(before[name]), rtol=1e-5
+        )
 
 
 LOAD_AND_PREDICT = """
@@ -238,19 +262,24 @@ def test_fresh_process_loads_with_import_kerasae_only(saved_families):
 def test_every_family_saved_here_loads_on_the_other_backends(saved_families, other):
     folder, models, x, y = _load_elsewhere(saved_families, other)
     for family, model in models.items():
-        np.testing.assert_allclose(np.load(folder / f"{family}-out.npy"), model.reconstruct(x, y), atol=1e-5,
-                                   err_msg=family)
-        np.testing.assert_allclose(np.load(folder / f"{family}-codes.npy"), model.encode(x, y), atol=1e-5,
-                                   err_msg=family)
+        np.testing.assert_allclose(
+            np.load(folder / f"{family}-out.npy"), model.reconstruct(x, y), atol=1e-5, err_msg=family
+        )
+        np.testing.assert_allclose(
+            np.load(folder / f"{family}-codes.npy"), model.encode(x, y), atol=1e-5, err_msg=family
+        )
 
 
 # On PyTorch kerasae swaps Keras's Adam update for torch's fused kernel (backend.py); elsewhere the
 # update is Keras's own. Either way it must be Keras's Adam: same weights, moments and saved config.
-@pytest.mark.parametrize("name,config", [
-    ("adam", {"learning_rate": 0.01}),
-    ("adamw", {"learning_rate": 0.01, "weight_decay": 0.05}),
-    ("adam", {"learning_rate": 0.01, "amsgrad": True}),
-])
+@pytest.mark.parametrize(
+    "name,config",
+    [
+        ("adam", {"learning_rate": 0.01}),
+        ("adamw", {"learning_rate": 0.01, "weight_decay": 0.05}),
+        ("adam", {"learning_rate": 0.01, "amsgrad": True}),
+    ],
+)
 def test_adam_updates_as_keras_adam(mnist_like, name, config):
     r = recipe.validate(small_recipe("vae", mnist_like))
     model = builder.build(r, (28, 28, 1))

@@ -98,29 +98,64 @@ def test_missing_required_keys(write_recipe):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("name: x\nmodel: {family: ae, latent_dim: 1000000000}\n", "model.latent_dim: Input should be less than or equal to 65536"),
-        ("name: x\nmodel: {family: ae, latent_dim: 0}\n", "model.latent_dim: Input should be greater than or equal to 1"),
+        (
+            "name: x\nmodel: {family: ae, latent_dim: 1000000000}\n",
+            "model.latent_dim: Input should be less than or equal to 65536",
+        ),
+        (
+            "name: x\nmodel: {family: ae, latent_dim: 0}\n",
+            "model.latent_dim: Input should be greater than or equal to 1",
+        ),
         ("name: x\nmodel: {family: ae, latent_dim: many}\n", "model.latent_dim: Input should be a valid integer"),
-        ("name: x\nmodel: {family: ae}\ntrain: {learning_rate: -1}\n", "train.learning_rate: Input should be greater than 0"),
-        ("name: x\nmodel: {family: ae}\ntrain: {epochs: 0}\n", "train.epochs: Input should be greater than or equal to 1"),
+        (
+            "name: x\nmodel: {family: ae}\ntrain: {learning_rate: -1}\n",
+            "train.learning_rate: Input should be greater than 0",
+        ),
+        (
+            "name: x\nmodel: {family: ae}\ntrain: {epochs: 0}\n",
+            "train.epochs: Input should be greater than or equal to 1",
+        ),
         ("name: x\nmodel: {family: gan}\n", "model.family: Input should be 'ae', 'dae', 'sparse_ae'"),
-        ("name: x\nmodel: {family: ae}\nloss: {beta: 2, importance_samples: 3}\n", "loss.beta: applies to family vae or cvae, not 'ae'"),
-        ("name: x\nmodel: {family: vae}\nloss: {contractive_weight: 1}\n", "loss.contractive_weight: applies to family contractive_ae"),
-        ("name: x\nmodel: {family: sparse_ae}\n", "model.latent_activation: the kl sparsity penalty needs 'sigmoid' codes"),
-        ("name: x\nmodel: {family: ae}\ncorruption: {type: gaussian, p: 0.1}\n", "corruption.p: does not apply to gaussian corruption"),
-        ("name: x\nmodel: {family: ae}\nloss: {likelihood: gaussian}\n", "loss.likelihood: applies to variational families"),
+        (
+            "name: x\nmodel: {family: ae}\nloss: {beta: 2, importance_samples: 3}\n",
+            "loss.beta: applies to family vae or cvae, not 'ae'",
+        ),
+        (
+            "name: x\nmodel: {family: vae}\nloss: {contractive_weight: 1}\n",
+            "loss.contractive_weight: applies to family contractive_ae",
+        ),
+        (
+            "name: x\nmodel: {family: sparse_ae}\n",
+            "model.latent_activation: the kl sparsity penalty needs 'sigmoid' codes",
+        ),
+        (
+            "name: x\nmodel: {family: ae}\ncorruption: {type: gaussian, p: 0.1}\n",
+            "corruption.p: does not apply to gaussian corruption",
+        ),
+        (
+            "name: x\nmodel: {family: ae}\nloss: {likelihood: gaussian}\n",
+            "loss.likelihood: applies to variational families",
+        ),
         ("name: x\nmodel: {family: vae}\nloss: {type: mse}\n", "loss.type: does not apply to family 'vae'"),
         ("name: x\nmodel: {family: ae}\ndata: {dataset: npz}\n", "data.path: dataset 'npz' needs the path"),
         ("name: ../evil\nmodel: {family: ae}\n", "name: String should match pattern"),
         ("name: x\nmodel: {family: ae, encoder: [{filters: 8}], decoder: [8]}\n", "model.decoder: must be dense sizes"),
-        ("name: x\nmodel: {family: ae}\ntrain: {final_learning_rate: 0.0001}\n",
-         "train.final_learning_rate: applies to learning_rate_schedule 'cosine'"),
-        ("name: x\nmodel: {family: ae}\ntrain: {learning_rate_schedule: cosine, final_learning_rate: 0.1}\n",
-         "train.final_learning_rate: 0.1 exceeds learning_rate 0.001"),
-        ("name: x\nmodel: {family: ae}\ntrain: {learning_rate_schedule: step}\n",
-         "train.learning_rate_schedule: Input should be 'constant' or 'cosine'"),
-        ("name: x\nmodel: {family: ae}\ntrain: {jit_compile: sometimes}\n",
-         "train.jit_compile: Input should be a valid boolean"),
+        (
+            "name: x\nmodel: {family: ae}\ntrain: {final_learning_rate: 0.0001}\n",
+            "train.final_learning_rate: applies to learning_rate_schedule 'cosine'",
+        ),
+        (
+            "name: x\nmodel: {family: ae}\ntrain: {learning_rate_schedule: cosine, final_learning_rate: 0.1}\n",
+            "train.final_learning_rate: 0.1 exceeds learning_rate 0.001",
+        ),
+        (
+            "name: x\nmodel: {family: ae}\ntrain: {learning_rate_schedule: step}\n",
+            "train.learning_rate_schedule: Input should be 'constant' or 'cosine'",
+        ),
+        (
+            "name: x\nmodel: {family: ae}\ntrain: {jit_compile: sometimes}\n",
+            "train.jit_compile: Input should be a valid boolean",
+        ),
     ],
 )
 def test_bad_values_name_the_key(write_recipe, text, expected):
@@ -198,14 +233,25 @@ def test_override_that_names_no_key(write_recipe):
         recipe.load(path, ["name.first=3"])
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("model.encoder=[{filters: 8, strides: 99}]",
-     "model.encoder.0.strides: Input should be less than or equal to 8 (got 99); allowed: 1 <= strides <= 8"),
-    ("model.encoder=[0]", "model.encoder.0: Input should be greater than or equal to 1 (got 0); allowed: 1 <= value <= 65536"),
-    ("distribute.devices=0",
-     "distribute.devices: Input should be 'auto', or greater than or equal to 1 (got 0); allowed: 1 <= devices <= 65536"),
-    ("model.encoder=[{filterz: 3, filters: 2}]", "model.encoder.0.filterz: unknown key; did you mean 'filters'?"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "model.encoder=[{filters: 8, strides: 99}]",
+            "model.encoder.0.strides: Input should be less than or equal to 8 (got 99); allowed: 1 <= strides <= 8",
+        ),
+        (
+            "model.encoder=[0]",
+            "model.encoder.0: Input should be greater than or equal to 1 (got 0); allowed: 1 <= value <= 65536",
+        ),
+        (
+            "distribute.devices=0",
+            "distribute.devices: Input should be 'auto', or greater than or equal to 1 (got 0); "
+            "allowed: 1 <= devices <= 65536",
+        ),
+        ("model.encoder=[{filterz: 3, filters: 2}]", "model.encoder.0.filterz: unknown key; did you mean 'filters'?"),
+    ],
+)
 def test_errors_agree_with_themselves_inside_lists_and_unions(override, expected):
     """The allowed range is that of the key the message names (a conv layer's strides, not a dense size), and a
     union's branches make one problem, without pydantic's branch tags in the key path."""

@@ -22,7 +22,7 @@ BROKEN = os.path.join(os.path.dirname(__file__), "broken")
 def _expected(path):
     first = open(path, encoding="utf-8").readline()
     assert first.startswith("# expect: "), f"{path} must start with '# expect: <message>'"
-    return first[len("# expect: "):].strip()
+    return first[len("# expect: ") :].strip()
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(BROKEN, "*.yaml"))), ids=os.path.basename)
@@ -34,8 +34,9 @@ def test_broken_recipe_corpus(path):
 
 def test_broken_recipe_through_the_cli_is_one_clean_line():
     path = os.path.join(BROKEN, "misspelled-key.yaml")
-    result = subprocess.run([sys.executable, "-m", "kerasae.cli", "train", path], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "kerasae.cli", "train", path], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"error: {path}:3: model.famly: unknown key; did you mean 'family'?"
 
@@ -62,16 +63,65 @@ def test_broken_data_corpus(tmp_path, name):
 
 # -- property-based: thousands of recipes, valid and broken ------------------------------------
 
-KEYS = ["name", "model", "family", "encoder", "latent_dim", "activation", "loss", "type", "beta",
-        "likelihood", "corruption", "p", "sigma", "data", "limit", "binarize", "train", "epochs",
-        "batch_size", "learning_rate", "seed", "outputs", "figures", "epochs", "base", "lattent_dim", "x"]
+KEYS = [
+    "name",
+    "model",
+    "family",
+    "encoder",
+    "latent_dim",
+    "activation",
+    "loss",
+    "type",
+    "beta",
+    "likelihood",
+    "corruption",
+    "p",
+    "sigma",
+    "data",
+    "limit",
+    "binarize",
+    "train",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "outputs",
+    "figures",
+    "epochs",
+    "base",
+    "lattent_dim",
+    "x",
+]
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**13, 10**13), st.floats(allow_nan=True),
-    st.text(max_size=12), st.sampled_from(["ae", "dae", "vae", "iwae", "cvae", "sparse_ae", "masking", "bce",
-                                           "bernoulli", "gaussian", "relu", "sigmoid", "mnist", "npz"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**13), 10**13),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "ae",
+            "dae",
+            "vae",
+            "iwae",
+            "cvae",
+            "sparse_ae",
+            "masking",
+            "bce",
+            "bernoulli",
+            "gaussian",
+            "relu",
+            "sigmoid",
+            "mnist",
+            "npz",
+        ]
+    ),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)), max_leaves=12)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+    max_leaves=12,
+)
 VALID = small_recipe("vae", "/nonexistent.npz")
 
 
@@ -120,9 +170,10 @@ def test_any_override_is_applied_or_refused_cleanly(overrides):
 
 HOSTILE = {
     "self-reference": "name: x\nmodel: &m {family: ae, encoder: *m}\n",
-    "alias bomb": "name: x\nmodel: {family: ae}\na: &a [" + ",".join(["x"] * 10) + "]\n"
-                  + "".join(f"b{i}: &b{i} [" + ",".join([f"*{'a' if i == 0 else f'b{i - 1}'}"] * 10) + "]\n"
-                            for i in range(12)),
+    "alias bomb": "name: x\nmodel: {family: ae}\na: &a ["
+    + ",".join(["x"] * 10)
+    + "]\n"
+    + "".join(f"b{i}: &b{i} [" + ",".join([f"*{'a' if i == 0 else f'b{i - 1}'}"] * 10) + "]\n" for i in range(12)),
     "deep nesting": "name: x\nmodel: {family: ae, encoder: " + "[" * 50_000 + "]" * 50_000 + "}\n",
     "huge file": "name: x\nmodel: {family: ae}\n" + "# padding\n" * 20_000,
 }
@@ -134,8 +185,13 @@ def test_hostile_yaml_is_refused_at_load_by_the_cli(tmp_path, kind):
     the event stream (the 60 s subprocess limit is a hang detector, not a speed target)."""
     path = tmp_path / "hostile.yaml"
     path.write_text(HOSTILE[kind])
-    result = subprocess.run([sys.executable, "-m", "kerasae.cli", "validate", str(path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "kerasae.cli", "validate", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and "internal error" not in lines[0]

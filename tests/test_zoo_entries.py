@@ -35,8 +35,16 @@ def _metrics(name):
 
 
 def test_the_zoo_holds_the_seed_entries():
-    assert {"ae-mnist", "ae-linear-mnist", "dae-mnist", "vae-mnist", "conv-vae-mnist", "cvae-mnist", "iwae-mnist",
-            "vae-mnist-best"} <= set(ENTRIES)
+    assert {
+        "ae-mnist",
+        "ae-linear-mnist",
+        "dae-mnist",
+        "vae-mnist",
+        "conv-vae-mnist",
+        "cvae-mnist",
+        "iwae-mnist",
+        "vae-mnist-best",
+    } <= set(ENTRIES)
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(ZOO) for f in files)
     assert total < 50 * 2**20, f"the zoo holds {total / 2**20:.1f} MiB"
 
@@ -75,8 +83,9 @@ def test_entry_reproduces_its_stored_test_metrics(name):
         # One Monte Carlo sample per digit: other backends draw other noise. Over 10,000
         # digits the mean moves by ~0.05 nats; 0.5 is ten times that.
         model.compile(optimizer="adam")
-        terms = model.evaluate(dataset.x_test, *([labels] if model.needs_labels else []),
-                               batch_size=500, verbose=0, return_dict=True)
+        terms = model.evaluate(
+            dataset.x_test, *([labels] if model.needs_labels else []), batch_size=500, verbose=0, return_dict=True
+        )
         assert -(terms["reconstruction_loss"] + terms["kl_loss"]) == pytest.approx(stored["elbo"], abs=0.5)
 
 
@@ -143,8 +152,13 @@ def _contents(path):
 def test_the_committed_zoo_names_no_machine_path():
     files = _committed_zoo_files()
     assert len(files) > 8 * 5
-    found = [f"{where}: {match.group().decode(errors='replace')!r}" for path in files for where, blob in _contents(path)
-             for match in [_machine_path(blob)] if match]
+    found = [
+        f"{where}: {match.group().decode(errors='replace')!r}"
+        for path in files
+        for where, blob in _contents(path)
+        for match in [_machine_path(blob)]
+        if match
+    ]
     assert not found, "\n".join(found)
     for name in ENTRIES:
         assert not os.path.isabs(_metrics(name)["data"]["source"]), name

@@ -18,6 +18,12 @@ FAMILIES = {
 }
 
 __all__ = [
-    "Autoencoder", "DenoisingAutoencoder", "SparseAutoencoder", "ContractiveAutoencoder",
-    "VAE", "IWAE", "CVAE", "FAMILIES",
+    "Autoencoder",
+    "DenoisingAutoencoder",
+    "SparseAutoencoder",
+    "ContractiveAutoencoder",
+    "VAE",
+    "IWAE",
+    "CVAE",
+    "FAMILIES",
 ]

@@ -221,7 +221,6 @@ class DenoisingAutoencoder(Autoencoder):
         super().__init__(corruption=corruption or {"kind": "masking", "p": 0.2}, **kwargs)
 
 
-
 def _offset(seed, k):
     return None if seed is None else seed + k
 

@@ -41,8 +41,10 @@ class VAE(Autoencoder):
         self.kl_warmup_epochs = kl_warmup_epochs
         self.sampling = Sampling(seed=_offset(self.seed, 3), name="sampling")
         self.kl_weight = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(0.0 if kl_warmup_epochs else beta),
-            trainable=False, name="kl_weight",
+            shape=(),
+            initializer=keras.initializers.Constant(0.0 if kl_warmup_epochs else beta),
+            trainable=False,
+            name="kl_weight",
         )
 
     def latent_heads(self):
