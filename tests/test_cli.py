@@ -21,7 +21,16 @@ def _recipe_file(tmp_path, recipe, name="r.yaml"):
 
 
 def _no_staging_left(zoo_dir):
-    return not os.path.isdir(zoo_dir) or not [n for n in os.listdir(zoo_dir) if n.startswith(".")]
+    """No staging folder, and no run's checkpoints: `.runs/` keeps only its (unlocked) lock files."""
+    if not os.path.isdir(zoo_dir):
+        return True
+    runs = os.path.join(zoo_dir, zoo.RUNS_DIR)
+    leftovers = [n for n in os.listdir(zoo_dir) if n.startswith(".") and n != zoo.RUNS_DIR]
+    return not leftovers and all(n.endswith(".lock") for n in (os.listdir(runs) if os.path.isdir(runs) else []))
+
+
+def _entries(zoo_dir):
+    return sorted(n for n in os.listdir(zoo_dir) if not n.startswith("."))
 
 
 def test_train_writes_a_complete_entry(tmp_path, mnist_like, zoo_dir, capsys):
@@ -84,7 +93,7 @@ def test_a_name_the_zoo_holds_trains_into_a_new_version(tmp_path, mnist_like, zo
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--overwrite", "--set", "train.seed=5"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {entry}"
     assert yaml.safe_load(open(os.path.join(entry, zoo.RECIPE_FILE)))["train"]["seed"] == 5
-    assert sorted(os.listdir(zoo_dir)) == ["README.md", "test-ae", "test-ae-v2", "test-ae-v3"]
+    assert _entries(zoo_dir) == ["README.md", "test-ae", "test-ae-v2", "test-ae-v3"] and _no_staging_left(zoo_dir)
     assert zoo.version_name("test-ae", zoo_dir) == "test-ae-v4" and zoo.version_name("other", zoo_dir) == "other"
 
 
@@ -137,7 +146,7 @@ def test_a_failure_while_writing_the_entry_keeps_the_checkpoint(tmp_path, mnist_
     monkeypatch.undo()
     # Once the disk is fixed, --resume writes the entry without training again.
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--resume"]) == 0
-    assert sorted(os.listdir(zoo_dir)) == ["README.md", "test-ae"]
+    assert _entries(zoo_dir) == ["README.md", "test-ae"] and _no_staging_left(zoo_dir)
 
 
 def test_validate_command(tmp_path, capsys):

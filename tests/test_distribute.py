@@ -11,7 +11,7 @@ import os
 import pytest
 from conftest import run_python
 
-from kerasae import backend, recipe
+from kerasae import backend, recipe, zoo
 from kerasae.errors import KerasaeError, RecipeError
 
 # Trains the AE and the VAE on one device and data-parallel on two, with the same global
@@ -215,7 +215,9 @@ def _two_processes_against_one(mnist_like, tmp_path, backend_name, distribute, p
         command + [str(tmp_path / "one"), str(single)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert baseline.returncode == 0, baseline.stderr[-2000:]
-    assert sorted(os.listdir(tmp_path / "zoo")) == ["README.md", "test-ae"]  # one entry, no leftovers
+    leftovers = [n for n in os.listdir(tmp_path / "zoo") if n != zoo.RUNS_DIR]  # .runs/ keeps its lock files
+    assert sorted(leftovers) == ["README.md", "test-ae"]  # one entry, no leftovers
+    assert os.listdir(tmp_path / "zoo" / zoo.RUNS_DIR) == ["test-ae.lock"]
     both = [json.load(open(tmp_path / z / "test-ae" / "metrics.json")) for z in ("zoo", "one")]
     return [out for out, _ in outputs], both[0], both[1]
 
