@@ -380,6 +380,10 @@ def test_import_kerasae_registers_its_classes_once_keras_is_imported(tmp_path, m
         timeout=300,
     )
     assert lazy.stdout.split() == ["False", "CVAE"], lazy.stderr[-1500:]
+    # The lazy table names every model class without importing them; it must not fall behind the models' list.
+    import kerasae.models
+
+    assert set(kerasae.models.__all__) <= set(kerasae.__all__)
 
 
 def test_zoo_show_prints_the_entry(capsys):
