@@ -1,29 +1,34 @@
 #!/usr/bin/env python3
-"""kerasae's training speed and memory, next to reference loops measured in the same run.
+"""kerasae's speed as users meet it: `kerasae train` on the shipped recipes, end to end, in one run
+next to reference loops that do the same work.
 
-    .venv/bin/python benchmarks/run.py                      # full MNIST, every installed backend
-    .venv/bin/python benchmarks/run.py --smoke              # seconds: tiny data, 2 epochs (the test suite runs this)
-    .venv/bin/python benchmarks/run.py --parts eval,quality   # only some parts
+    .venv/bin/python benchmarks/run.py                 # full MNIST, vae/ae/dae/conv-dae, every backend (~40 min here)
+    .venv/bin/python benchmarks/run.py --recipes vae --backends jax --epochs 3
+    .venv/bin/python benchmarks/run.py --smoke         # a minute: 2 epochs of 1,200 images (the tests run this)
 
-For the seed's VAE (784-400-20, ReLU, Bernoulli decoder) and AE (784-64-784, sigmoid), batch 128:
-  * kerasae: `kerasae.train.run` on recipes/vae.yaml and recipes/ae.yaml (the real code path), one
-    subprocess per backend;
-  * a plain PyTorch eager loop of the same model (the loop a user would write by hand);
-  * a plain JAX loop, `jax.jit`-compiled, with a hand-written Adam;
-  * the GEMM-only bound: the same matrix products (forward and backward) timed alone in torch.
-Seconds per epoch are the median of the epochs after the first (warm-up). Only ratios measured in one
-run mean anything on shared machines. On the fastest backend it also measures: peak memory over 1x and 2x
-the epochs; the importance-sampled NLL against the same number of decoder passes alone (and its memory as
-k grows); s/epoch as the data grows (10k, 30k, 60k) and as the hidden layer widens (400, 1024, 2048); the
-test ELBO that kerasae and the PyTorch loop reach in the same training time (--budget). Results go to
-benchmarks/results.json and a Markdown table.
+kerasae: `kerasae train recipes/<name>.yaml --set train.epochs=E` as a subprocess per backend, the recipe
+otherwise as shipped (its binarization or corruption drawn per step, its validation split, a checkpoint
+every epoch, figure snapshots, evaluation, figures, export). Its output is read line by line as it
+comes: an epoch ends when Keras prints that epoch's line. Reported per run:
+  * s / epoch: the median time between the ends of consecutive epochs (so everything the loop does
+    per epoch counts: steps, validation, checkpoint, snapshots, data order), epoch 1 (compilation) left out;
+  * start-up: process start to the first epoch's first step (imports, data, model, compilation starts);
+  * end: the last epoch's end to the process's exit (test evaluation, NLL, figures, export, card);
+  * outside steps: the share of an epoch spent outside the training steps, from the timings kerasae
+    writes to the entry's metrics.json (each epoch's wall-clock and in-step seconds).
+The reference loops are the ones a user writes by hand, doing per epoch what the recipe does: a fresh
+order, the recipe's random binarization or corruption drawn per step, Adam, and a validation pass over
+the same held-out images; "PyTorch eager" as in the PyTorch examples, "JAX jit" with the whole step
+under `jax.jit`. Speed-ups are reference s / epoch over kerasae's, measured in this one run; TARGETS are
+the project's goals (issue 16). On a GPU machine it runs unchanged and says which device trained.
+Results: benchmarks/results.json and a Markdown table (the README's).
 """
 
 import argparse
 import json
 import os
 import platform
-import resource
+import re
 import statistics
 import subprocess
 import sys
@@ -33,349 +38,13 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BATCH = 128
-MODELS = {
-    # name: (recipe, encoder sizes, latent, variational)
-    "vae": ("vae.yaml", [400], 20, True),
-    "ae": ("ae.yaml", [], 64, False),
-}
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def load_images(limit):
-    """Binarized MNIST training and test images as float32 (N, 784), through kerasae's own data resolution."""
-    sys.path.insert(0, ROOT)
-    from kerasae import data
-    from kerasae.recipe import DataSection
-
-    d = data.load(DataSection(binarize="threshold", validation_split=0.0, limit=limit))
-    return d.x_train.reshape(len(d.x_train), -1), d.x_test.reshape(len(d.x_test), -1)
-
-
-# -- kerasae ------------------------------------------------------------------
-
-
-PEAK_MB = r"""
-def peak_mb():
-    # VmHWM: this process's own peak. (On Linux, ru_maxrss of a child carries the parent's peak
-    # over fork and exec, so a benchmark process that grew would show through.)
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-"""
-
-KERASAE_CHILD = (
-    PEAK_MB
-    + r"""
-import json, sys, time, resource
-sys.path.insert(0, sys.argv[1])
-import keras
-from kerasae import recipe, train
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-    def on_epoch_end(self, epoch, logs=None):
-        times.append(time.perf_counter() - self.start)
-
-times = []
-r = recipe.load(sys.argv[2], json.loads(sys.argv[3]))
-train.run(r, zoo_dir=sys.argv[4], verbose=0, callbacks=[EpochTimer()])
-print(json.dumps({"epoch_seconds": times, "peak_rss_mb": peak_mb()}))
-"""
-)
-
-
-def kerasae_run(backend, model, epochs, limit, extra=(), child=KERASAE_CHILD, args=()):
-    """One `kerasae.train.run` of the model's recipe in a fresh process on `backend`; the child's JSON."""
-    recipe_file = os.path.join(ROOT, "recipes", MODELS[model][0])
-    overrides = [
-        f"train.epochs={epochs}",
-        "outputs.figures=[]",
-        "outputs.nll_samples=0",
-        "outputs.export_saved_model=false",
-        "data.validation_split=0",
-        f"data.limit={limit}",
-        "data.binarize=threshold",
-        f"train.batch_size={BATCH}",
-        *extra,
-    ]
-    with tempfile.TemporaryDirectory() as zoo_dir:
-        env = {**os.environ, "KERAS_BACKEND": backend}
-        result = subprocess.run(
-            [sys.executable, "-c", child, ROOT, recipe_file, json.dumps(overrides), zoo_dir, *map(str, args)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-    if result.returncode != 0:
-        raise RuntimeError(f"kerasae on {backend} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-EVAL_CHILD = (
-    PEAK_MB
-    + r"""
-import json, sys, time, resource
-sys.path.insert(0, sys.argv[1])
-import keras
-import numpy as np
-from kerasae import data, evaluate, recipe, train, zoo
-
-class DecoderPasses(keras.Model):
-    # The decoder alone on a batch of codes, each output row summed (so outputs stay small).
-    def __init__(self, decoder):
-        super().__init__()
-        self.decoder = decoder
-    def call(self, z):
-        return keras.ops.sum(self.decoder(z), axis=-1)
-
-r = recipe.load(sys.argv[2], json.loads(sys.argv[3]))
-entry, _ = train.run(r, zoo_dir=sys.argv[4], verbose=0)
-model = zoo.load(entry)
-x = data.load(r.data, seed=r.train.seed).x_test
-k_small, k = int(sys.argv[5]), int(sys.argv[6])
-evaluate.importance_sampled_nll(model, x[:100], k=k_small)  # compiles
-before = peak_mb()
-evaluate.importance_sampled_nll(model, x, k=k_small)
-after_small = peak_mb()
-start = time.perf_counter()
-nll = evaluate.importance_sampled_nll(model, x, k=k)
-nll_seconds = time.perf_counter() - start
-after_large = peak_mb()
-# The same number of decoder passes: len(x) * k codes, in the chunks the NLL uses.
-chunk = min(100, k)
-passes = DecoderPasses(model.decoder)
-z = np.random.default_rng(0).standard_normal((len(x) * chunk, r.model.latent_dim)).astype("float32")
-passes.predict(z[:1000], batch_size=500 * chunk, verbose=0)  # compiles
-start = time.perf_counter()
-for _ in range(k // chunk):
-    passes.predict(z, batch_size=500 * chunk, verbose=0)
-decoder_seconds = (time.perf_counter() - start) * k / (k // chunk * chunk)
-print(json.dumps({"nll": nll, "k": k, "images": len(x), "nll_seconds": nll_seconds,
-                  "decoder_seconds": decoder_seconds, "rss_before_mb": before,
-                  "rss_after_small_k_mb": after_small, "rss_after_large_k_mb": after_large, "k_small": k_small}))
-"""
-)
-
-
-def evaluation_cost(backend, k, limit):
-    """The importance-sampled NLL with k samples on the test set, against the same number of decoder
-    passes timed alone, and the peak memory with a small k then the full k (flat in k: the same)."""
-    run = kerasae_run(
-        backend, "vae", 1, limit, extra=["data.binarize=bernoulli"], child=EVAL_CHILD, args=(max(2, k // 10), k)
-    )
-    run["nll_over_decoder"] = run["nll_seconds"] / run["decoder_seconds"]
-    run["rss_growth_small_to_large_k_mb"] = run["rss_after_large_k_mb"] - run["rss_after_small_k_mb"]
-    return run
-
-
-# -- reference loops ------------------------------------------------------------
-
-
-def layer_sizes(model):
-    """(inputs, outputs) of each dense layer; a VAE's encoder head emits mean and log-variance."""
-    _, hidden, latent, variational = MODELS[model]
-    if variational:
-        return [(784, hidden[0]), (hidden[0], 2 * latent), (latent, hidden[0]), (hidden[0], 784)]
-    return [(784, latent), (latent, 784)]
-
-
-def torch_loop(x, model, epochs, budget_s=None, x_test=None):
-    """The loop a user writes by hand: nn.Module, Adam, eager PyTorch. Returns the epoch times; with
-    `budget_s`, trains until that many seconds have passed and returns (seconds, epochs, test ELBO)."""
-    import torch
-    from torch import nn
-
-    _, hidden, latent, variational = MODELS[model]
-    torch.manual_seed(0)
-    if variational:
-        encoder = nn.Sequential(nn.Linear(784, hidden[0]), nn.ReLU(), nn.Linear(hidden[0], 2 * latent))
-        decoder = nn.Sequential(nn.Linear(latent, hidden[0]), nn.ReLU(), nn.Linear(hidden[0], 784))
-    else:
-        encoder = nn.Sequential(nn.Linear(784, latent), nn.Sigmoid())
-        decoder = nn.Sequential(nn.Linear(latent, 784))
-    params = list(encoder.parameters()) + list(decoder.parameters())
-    optimizer = torch.optim.Adam(params, lr=1e-3)
-    data = torch.from_numpy(x)
-
-    def per_image_loss(xb):
-        h = encoder(xb)
-        if variational:
-            mu, log_var = h.chunk(2, dim=-1)
-            z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
-            kl = -0.5 * torch.sum(1 + log_var - mu**2 - log_var.exp(), dim=-1)
-        else:
-            z, kl = h, 0.0
-        logits = decoder(z)
-        return nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="none").sum(-1) + kl
-
-    times, begin, done = [], time.perf_counter(), 0
-    while len(times) < epochs if budget_s is None else not done:
-        start = time.perf_counter()
-        for batch in torch.randperm(len(data)).split(BATCH):
-            loss = per_image_loss(data[batch]).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if budget_s is not None and time.perf_counter() - begin >= budget_s:
-                done = True
-                break
-        times.append(time.perf_counter() - start)
-    if budget_s is None:
-        return times
-    seconds = time.perf_counter() - begin
-    with torch.no_grad():  # one-sample ELBO, the estimator kerasae's evaluation uses
-        loss = torch.cat([per_image_loss(xb) for xb in torch.from_numpy(x_test).split(1000)])
-    return seconds, len(times), -float(loss.mean())
-
-
-def jax_loop(x, model, epochs):
-    """A plain JAX loop: pure functions, `jax.jit` on the whole step, hand-written Adam."""
-    import jax
-    import jax.numpy as jnp
-
-    variational = MODELS[model][3]
-    sizes = layer_sizes(model)
-    keys = jax.random.split(jax.random.key(0), len(sizes))
-    params = [(jax.random.normal(k, s) * jnp.sqrt(2.0 / sum(s)), jnp.zeros(s[1])) for k, s in zip(keys, sizes)]
-
-    def loss_fn(params, xb, key):
-        if variational:
-            (w1, b1), (w2, b2), (w3, b3), (w4, b4) = params
-            h = jax.nn.relu(xb @ w1 + b1) @ w2 + b2
-            mu, log_var = jnp.split(h, 2, axis=-1)
-            z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
-            logits = jax.nn.relu(z @ w3 + b3) @ w4 + b4
-            kl = -0.5 * jnp.sum(1 + log_var - mu**2 - jnp.exp(log_var), axis=-1)
-        else:
-            (w1, b1), (w2, b2) = params
-            logits = jax.nn.sigmoid(xb @ w1 + b1) @ w2 + b2
-            kl = 0.0
-        rec = jnp.sum(jnp.maximum(logits, 0) - logits * xb + jnp.log1p(jnp.exp(-jnp.abs(logits))), axis=-1)
-        return jnp.mean(rec + kl)
-
-    @jax.jit
-    def step(params, m, v, t, xb, key):
-        grads = jax.grad(loss_fn)(params, xb, key)
-        t = t + 1
-        m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
-        v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
-        scale = 1e-3 * jnp.sqrt(1 - 0.999**t) / (1 - 0.9**t)
-        params = jax.tree.map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + 1e-7), params, m, v)
-        return params, m, v, t
-
-    m = jax.tree.map(jnp.zeros_like, params)
-    v = jax.tree.map(jnp.zeros_like, params)
-    t = jnp.zeros(())
-    data = jnp.asarray(x)
-    key = jax.random.key(1)
-    times = []
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        order = np.random.default_rng(epoch).permutation(len(x))
-        for i in range(0, len(x), BATCH):
-            key, sub = jax.random.split(key)
-            params, m, v, t = step(params, m, v, t, data[order[i : i + BATCH]], sub)
-        jax.block_until_ready(params)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def gemm_bound(n_images, model, repeats):
-    """The same matrix products alone: per batch, each layer's forward GEMM and its two backward GEMMs."""
-    import torch
-
-    mats = [(torch.randn(BATCH, i), torch.randn(i, o), torch.randn(BATCH, o)) for i, o in layer_sizes(model)]
-    steps = -(-n_images // BATCH)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            for a, w, g in mats:
-                a @ w  # forward
-                g @ w.T  # gradient wrt the input
-                a.T @ g  # gradient wrt the weights
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def quality_per_second(backend, s_per_epoch, budget_s, x, x_test, limit):
-    """The VAE's test ELBO after `budget_s` seconds of training: kerasae (whole epochs, ending at the
-    last epoch that fits in the budget) and the PyTorch loop (until the budget runs out), same
-    hyperparameters."""
-    epochs = 2 * max(1, int(budget_s / s_per_epoch)) + 10  # a bound: the budget ends the run first
-    run = kerasae_run(backend, "vae", epochs, limit, child=METRICS_CHILD, args=(budget_s,))
-    seconds, torch_epochs, torch_elbo = torch_loop(x, "vae", None, budget_s=budget_s, x_test=x_test)
-    return {
-        f"kerasae_{backend}": {
-            "train_seconds": run["train_seconds"],
-            "epochs": run["epochs"],
-            "test_elbo": run["elbo"],
-        },
-        "torch_loop": {"train_seconds": seconds, "epochs": torch_epochs, "test_elbo": torch_elbo},
-        "budget_s": budget_s,
-    }
-
-
-METRICS_CHILD = r"""
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-import keras
-from kerasae import recipe, train
-
-class TimeBudget(keras.callbacks.Callback):
-    # Ends the run after the last epoch that fits in the budget (the next one would overrun it).
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        if now - self.start + (now - self.epoch_start) > self.seconds:
-            self.model.stop_training = True
-
-r = recipe.load(sys.argv[2], json.loads(sys.argv[3]))
-_, metrics = train.run(r, zoo_dir=sys.argv[4], verbose=0, callbacks=[TimeBudget(float(sys.argv[5]))])
-print(json.dumps({"train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"],
-                  "elbo": metrics["evaluation"]["elbo"]}))
-"""
-
-
-def scaling(backend, epochs, sizes, widths):
-    """kerasae's VAE s/epoch as the data grows (at hidden 400) and as the hidden layer widens (at the
-    largest size); per-image seconds stay flat when time grows linearly with the data."""
-    out = {"images": {}, "hidden": {}}
-    for n in sizes:
-        run = kerasae_run(backend, "vae", epochs, n)
-        out["images"][str(n)] = {"s_per_epoch": median_after_warmup(run["epoch_seconds"])}
-        out["images"][str(n)]["us_per_image"] = 1e6 * out["images"][str(n)]["s_per_epoch"] / n
-    for width in widths:
-        run = kerasae_run(backend, "vae", epochs, max(sizes), extra=[f"model.encoder=[{width}]"])
-        flops = 6 * (784 * width + width * 40 + 20 * width + width * 784)  # forward + backward MACs x 2
-        out["hidden"][str(width)] = {
-            "s_per_epoch": median_after_warmup(run["epoch_seconds"]),
-            "gflop_per_s": flops * max(sizes) / median_after_warmup(run["epoch_seconds"]) / 1e9,
-        }
-    return out
-
-
-def memory_over_epochs(backend, epochs, limit):
-    """Peak RSS of a VAE training run of `epochs` and of twice as many: flat when equal."""
-    short = kerasae_run(backend, "vae", epochs, limit)["peak_rss_mb"]
-    long = kerasae_run(backend, "vae", 2 * epochs, limit)["peak_rss_mb"]
-    return {"epochs": [epochs, 2 * epochs], "peak_rss_mb": [short, long], "growth_mb": long - short}
-
-
-# -- the run ---------------------------------------------------------------------
+RECIPES = ("vae", "ae", "dae", "conv-dae")
+BACKENDS = ("tensorflow", "jax", "torch")
+# The least speed-up over the PyTorch loop each recipe should reach on each backend.
+TARGETS = {recipe: {"jax": 2.0, "tensorflow": 1.5, "torch": 1.0} for recipe in ("vae", "ae", "dae")}
+OUTSIDE_STEPS_TARGET = 0.10  # at most this share of an epoch outside the training steps
+EPOCH_BEGIN = re.compile(r"^Epoch (\d+)/(\d+)\s*$")
+EPOCH_END = re.compile(r"^\s*\d+/\d+ - \d")
 
 
 def installed(module):
@@ -384,158 +53,322 @@ def installed(module):
     return importlib.util.find_spec(module) is not None
 
 
-def median_after_warmup(times):
-    return statistics.median(times[1:] if len(times) > 1 else times)
+def per_epoch(ends):
+    """Median seconds between consecutive epoch ends, the first epoch (compilation) left out."""
+    gaps = np.diff(ends)
+    return float(statistics.median(gaps)) if len(gaps) else float("nan")
+
+
+# -- kerasae, the real command ----------------------------------------------------------------
+
+
+def kerasae_train(recipe, backend, epochs, limit, zoo):
+    """Runs `kerasae train recipes/<recipe>.yaml` on `backend`; its timings from outside and inside."""
+    command = [os.path.join(os.path.dirname(sys.executable), "kerasae"), "train"]
+    command += [os.path.join(ROOT, "recipes", f"{recipe}.yaml"), "--zoo", zoo, "--set", f"train.epochs={epochs}"]
+    if limit:
+        command += ["--set", f"data.limit={limit}"]
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    begins, ends, lines = [], [], []
+    for line in process.stdout:
+        now = time.perf_counter() - start
+        lines.append(line)
+        if EPOCH_BEGIN.match(line):
+            begins.append(now)
+        elif EPOCH_END.match(line):
+            ends.append(now)
+    process.wait()
+    total = time.perf_counter() - start
+    if process.returncode != 0 or len(ends) != epochs:
+        raise RuntimeError(f"kerasae train {recipe} on {backend} failed:\n{''.join(lines[-30:])}")
+    entry = lines[-1].strip().removeprefix("wrote ")
+    with open(os.path.join(entry, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    timings = metrics["timings"]
+    outside = [1 - steps / wall for wall, steps in zip(timings["epoch_seconds"], timings["epoch_step_seconds"])]
+    return {
+        "s_per_epoch": per_epoch(ends),
+        "startup_s": begins[0],
+        "end_s": total - ends[-1],
+        "total_s": total,
+        "outside_steps_share": float(statistics.median(outside[1:] or outside)),
+        "hardware": metrics["versions"]["hardware"],
+    }
+
+
+# -- what the recipes do, for the reference loops ------------------------------------------------
+
+
+def recipe_work(recipe, limit):
+    """The shipped recipe's model, data and per-step randomness, as plain values and arrays."""
+    sys.path.insert(0, ROOT)
+    from kerasae import data
+    from kerasae import recipe as recipe_module
+
+    r = recipe_module.load(os.path.join(ROOT, "recipes", f"{recipe}.yaml"), [f"data.limit={limit}"] if limit else [])
+    d = data.load(r.data, seed=r.train.seed)
+    return {
+        "family": r.model.family,
+        "encoder": [layer if isinstance(layer, int) else layer.model_dump() for layer in r.model.encoder],
+        "latent": r.model.latent_dim,
+        "latent_activation": r.model.latent_activation,
+        "bernoulli": r.data.binarize == "bernoulli",
+        "corruption": (r.corruption.type, r.corruption.p) if r.corruption.type != "none" else None,
+        "batch": r.train.batch_size,
+        "lr": r.train.learning_rate,
+        "x": np.asarray(d.x_train, dtype="float32"),
+        "x_val": np.asarray(d.x_val, dtype="float32"),
+    }
+
+
+def _masks(kind, p, u):
+    """(keep, salt) of a corruption from uniforms u: masking zeroes a fraction p, salt-and-pepper sets
+    a fraction p to 0 or 1 evenly."""
+    hit = u < p
+    return ~hit, (u < 0.5 * p) if kind == "salt_and_pepper" else None
+
+
+def torch_loop(work, epochs):
+    """The loop a user writes by hand in eager PyTorch; returns the times of its epoch ends."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    variational = work["family"] == "vae"
+    latent = work["latent"]
+    heads = 2 * latent if variational else latent
+    act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "linear": nn.Identity}
+    if work["encoder"] and isinstance(work["encoder"][0], dict):  # conv: 28 -> 14 -> 7, and back
+        f = [layer["filters"] for layer in work["encoder"]]
+        encoder = nn.Sequential(
+            nn.Conv2d(1, f[0], 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(f[0], f[1], 3, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(7 * 7 * f[1], heads),
+            act[work["latent_activation"]]() if not variational else nn.Identity(),
+        )
+        decoder = nn.Sequential(
+            nn.Linear(latent, 7 * 7 * f[1]),
+            nn.ReLU(),
+            nn.Unflatten(1, (f[1], 7, 7)),
+            nn.ConvTranspose2d(f[1], f[1], 3, 2, 1, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(f[1], f[0], 3, 2, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(f[0], 1, 3, 1, 1),
+            nn.Flatten(),
+        )
+        shape = (-1, 1, 28, 28)
+    else:
+        sizes = [784, *work["encoder"]]
+        layers = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+        encoder = nn.Sequential(*layers, nn.Linear(sizes[-1], heads))
+        if not variational:
+            encoder.append(act[work["latent_activation"]]())
+        back = [latent, *reversed(work["encoder"])]
+        layers = [m for a, b in zip(back, back[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+        decoder = nn.Sequential(*layers, nn.Linear(back[-1], 784))
+        shape = (-1, 784)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=work["lr"])
+
+    def losses(xb, training):
+        target = (torch.rand_like(xb) < xb).float() if training and work["bernoulli"] else xb
+        noisy = target
+        if training and work["corruption"]:
+            keep, salt = _masks(*work["corruption"], torch.rand_like(target))
+            noisy = target * keep + (salt.float() if salt is not None else 0)
+        h = encoder(noisy.view(shape))
+        kl = 0.0
+        if variational:
+            mu, log_var = h.chunk(2, dim=-1)
+            h = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+            kl = -0.5 * torch.sum(1 + log_var - mu**2 - log_var.exp(), dim=-1)
+        logits = decoder(h)
+        return (nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1) + kl).mean()
+
+    x = torch.from_numpy(work["x"].reshape(len(work["x"]), -1))
+    x_val = torch.from_numpy(work["x_val"].reshape(len(work["x_val"]), -1))
+    if work["bernoulli"]:  # held-out images binarized once, as kerasae does
+        x_val = (torch.rand_like(x_val) < x_val).float()
+    start, ends = time.perf_counter(), []
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x)).split(work["batch"]):
+            loss = losses(x[batch], training=True)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            sum(float(losses(xb, training=False)) for xb in x_val.split(work["batch"]))
+        ends.append(time.perf_counter() - start)
+    return ends
+
+
+def jax_loop(work, epochs):
+    """A plain JAX loop of a dense recipe: pure functions, the whole step under `jax.jit`, optax-free
+    Adam; returns the times of its epoch ends."""
+    import jax
+    import jax.numpy as jnp
+
+    variational = work["family"] == "vae"
+    latent = work["latent"]
+    encoder_sizes = [784, *work["encoder"], 2 * latent if variational else latent]
+    decoder_sizes = [latent, *reversed(work["encoder"]), 784]
+    sizes = list(zip(encoder_sizes, encoder_sizes[1:])) + list(zip(decoder_sizes, decoder_sizes[1:]))
+    keys = jax.random.split(jax.random.key(0), len(sizes))
+    params = [(jax.random.normal(k, s) * jnp.sqrt(2.0 / sum(s)), jnp.zeros(s[1])) for k, s in zip(keys, sizes)]
+    n_encoder = len(encoder_sizes) - 1
+    latent_act = {"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "linear": lambda h: h}[work["latent_activation"]]
+
+    def mlp(layers, h):
+        for i, (w, b) in enumerate(layers):
+            h = h @ w + b
+            if i < len(layers) - 1:
+                h = jax.nn.relu(h)
+        return h
+
+    def loss_fn(params, xb, key, training):
+        k1, k2, k3 = jax.random.split(key, 3)
+        target = (jax.random.uniform(k1, xb.shape) < xb).astype(xb.dtype) if training and work["bernoulli"] else xb
+        noisy = target
+        if training and work["corruption"]:
+            keep, salt = _masks(*work["corruption"], jax.random.uniform(k2, xb.shape))
+            noisy = target * keep + (salt if salt is not None else 0)
+        h = mlp(params[:n_encoder], noisy)
+        kl = 0.0
+        if variational:
+            mu, log_var = jnp.split(h, 2, axis=-1)
+            h = mu + jnp.exp(0.5 * log_var) * jax.random.normal(k3, mu.shape)
+            kl = -0.5 * jnp.sum(1 + log_var - mu**2 - jnp.exp(log_var), axis=-1)
+        else:
+            h = latent_act(h)
+        logits = mlp(params[n_encoder:], h)
+        rec = jnp.sum(jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits))), axis=-1)
+        return jnp.mean(rec + kl)
+
+    @jax.jit
+    def step(params, m, v, t, xb, key):
+        grads = jax.grad(loss_fn)(params, xb, key, True)
+        t = t + 1
+        m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+        v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+        scale = work["lr"] * jnp.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        params = jax.tree.map(lambda p, m, v: p - scale * m / (jnp.sqrt(v) + 1e-7), params, m, v)
+        return params, m, v, t
+
+    validate = jax.jit(lambda params, xb: loss_fn(params, xb, jax.random.key(0), False))
+    m = jax.tree.map(jnp.zeros_like, params)
+    v = jax.tree.map(jnp.zeros_like, params)
+    t = jnp.zeros(())
+    x = work["x"].reshape(len(work["x"]), -1)
+    x_val = work["x_val"].reshape(len(work["x_val"]), -1)
+    if work["bernoulli"]:
+        x_val = (np.random.default_rng(0).random(x_val.shape, dtype=np.float32) < x_val).astype(np.float32)
+    key, batch = jax.random.key(1), work["batch"]
+    start, ends = time.perf_counter(), []
+    for epoch in range(epochs):
+        order = np.random.default_rng(epoch).permutation(len(x))
+        for i in range(0, len(x), batch):
+            key, sub = jax.random.split(key)
+            params, m, v, t = step(params, m, v, t, x[order[i : i + batch]], sub)
+        sum(float(validate(params, x_val[i : i + batch])) for i in range(0, len(x_val), batch))
+        ends.append(time.perf_counter() - start)
+    return ends
+
+
+# -- the run ---------------------------------------------------------------------------------------
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--limit", type=int, default=60000, help="training images")
-    parser.add_argument("--models", default="vae,ae")
-    parser.add_argument("--backends", default="tensorflow,jax,torch")
-    parser.add_argument(
-        "--parts",
-        default="speed,memory,eval,scaling,quality",
-        help="speed: s/epoch against the loops; memory: peak RSS over 1x and 2x the epochs; "
-        "eval: NLL cost against decoder passes; scaling: data size and width; quality: test "
-        "ELBO after a fixed training time",
-    )
-    parser.add_argument("--nll-samples", type=int, default=1000, help="k for the eval part")
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds of training for the quality part")
-    parser.add_argument("--sizes", default="10000,30000,60000", help="training images for the scaling part")
-    parser.add_argument("--widths", default="400,1024,2048", help="VAE hidden widths for the scaling part")
-    parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the benchmark runs")
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per run (s / epoch: the median of the last E-1)")
+    parser.add_argument("--limit", type=int, default=None, help="training images (default: the recipe's, all)")
+    parser.add_argument("--smoke", action="store_true", help="2 epochs of 1,200 images, to check it runs")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results.json"))
     args = parser.parse_args()
     if args.smoke:
-        args.epochs, args.limit, args.nll_samples, args.budget = 2, 512, 20, 3.0
-        args.sizes, args.widths = "256,512", "64"
-    parts = set(args.parts.split(","))
-    backends = [b for b in args.backends.split(",") if installed(b if b != "tensorflow" else "tensorflow")]
-    x, x_test = load_images(args.limit)
+        args.epochs, args.limit = 2, 1200
+    backends = [b for b in args.backends.split(",") if installed(b)]
     results = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "settings": {"epochs": args.epochs, "images": len(x), "batch": BATCH},
-        "models": {},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "hardware": {}},
+        "settings": {"epochs": args.epochs, "limit": args.limit, "smoke": args.smoke},
+        "recipes": {},
     }
-    for model in args.models.split(",") if "speed" in parts else []:
-        row = {}
-        for backend in backends:
-            run = kerasae_run(backend, model, args.epochs, args.limit)
-            row[f"kerasae_{backend}"] = {
-                "s_per_epoch": median_after_warmup(run["epoch_seconds"]),
-                "peak_rss_mb": run["peak_rss_mb"],
-            }
-        if installed("torch"):
-            row["torch_loop"] = {"s_per_epoch": median_after_warmup(torch_loop(x, model, args.epochs))}
-            row["gemm_bound"] = {"s_per_epoch": median_after_warmup(gemm_bound(len(x), model, args.epochs))}
-        if installed("jax"):
-            row["jax_loop"] = {"s_per_epoch": median_after_warmup(jax_loop(x, model, args.epochs))}
-        for entry in row.values():
-            entry["samples_per_s"] = len(x) / entry["s_per_epoch"]
-        kerasae_runs = {k: v for k, v in row.items() if k.startswith("kerasae_")}
-        best = min(kerasae_runs, key=lambda k: kerasae_runs[k]["s_per_epoch"])
-        ratios = {}
-        for name, run in kerasae_runs.items():
-            for ref in ("torch_loop", "jax_loop"):
-                if ref in row:  # > 1: kerasae is faster
-                    ratios[f"{name}_speedup_vs_{ref}"] = row[ref]["s_per_epoch"] / run["s_per_epoch"]
-            if "gemm_bound" in row:  # >= 1: how far above the matrix products alone
-                ratios[f"{name}_over_gemm_bound"] = run["s_per_epoch"] / row["gemm_bound"]["s_per_epoch"]
-        results["models"][model] = {"runs": row, "ratios": ratios, "fastest_kerasae": best}
-    # The other parts run on the fastest backend for the VAE (jax when the speed part did not run).
-    fastest = results["models"].get("vae", {}).get("fastest_kerasae", "kerasae_jax")[len("kerasae_") :]
-    fastest = fastest if fastest in backends else backends[0]
-    if "memory" in parts:
-        results["memory_over_epochs"] = {"backend": fastest, **memory_over_epochs(fastest, args.epochs, args.limit)}
-    if "eval" in parts:
-        results["evaluation"] = {"backend": fastest, **evaluation_cost(fastest, args.nll_samples, args.limit)}
-    if "scaling" in parts:
-        sizes = [int(n) for n in args.sizes.split(",")]
-        widths = [int(w) for w in args.widths.split(",")]
-        results["scaling"] = {"backend": fastest, **scaling(fastest, args.epochs, sizes, widths)}
-    if "quality" in parts and installed("torch"):
-        vae = results["models"].get("vae", {}).get("runs", {}).get(f"kerasae_{fastest}")
-        s_per_epoch = (
-            vae["s_per_epoch"]
-            if vae
-            else median_after_warmup(kerasae_run(fastest, "vae", args.epochs, args.limit)["epoch_seconds"])
-        )
-        results["quality_per_second"] = quality_per_second(fastest, s_per_epoch, args.budget, x, x_test, args.limit)
-    results["benchmark_peak_rss_mb"] = peak_rss_mb()
-    with open(args.output, "w") as f:
+    with tempfile.TemporaryDirectory(prefix="kerasae-bench-") as zoo:
+        for recipe in args.recipes.split(","):
+            runs = {}
+            for backend in backends:
+                run = kerasae_train(recipe, backend, args.epochs, args.limit, zoo)
+                results["machine"]["hardware"][backend] = run.pop("hardware")
+                runs[f"kerasae {backend}"] = run
+                print(f"{recipe} on {backend}: {run['s_per_epoch']:.2f} s/epoch", file=sys.stderr, flush=True)
+            work = recipe_work(recipe, args.limit)
+            if installed("torch"):
+                runs["PyTorch eager"] = {"s_per_epoch": per_epoch(torch_loop(work, args.epochs))}
+            dense = not (work["encoder"] and isinstance(work["encoder"][0], dict))
+            if installed("jax") and dense:
+                runs["JAX jit"] = {"s_per_epoch": per_epoch(jax_loop(work, args.epochs))}
+            results["recipes"][recipe] = {"runs": runs, "checks": checks(recipe, runs)}
+    with open(args.output, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     print(table(results))
     return 0
 
 
+def checks(recipe, runs):
+    """Each target of this recipe: the measured value, the goal, and whether it is met."""
+    out = {}
+    reference = runs.get("PyTorch eager", {}).get("s_per_epoch")
+    for name, run in runs.items():
+        if not name.startswith("kerasae "):
+            continue
+        backend = name.removeprefix("kerasae ")
+        if reference and backend in TARGETS.get(recipe, {}):
+            speedup, goal = reference / run["s_per_epoch"], TARGETS[recipe][backend]
+            out[f"{backend} speed-up over PyTorch eager"] = {"value": speedup, "goal": goal, "met": speedup >= goal}
+        share = run["outside_steps_share"]
+        goal = OUTSIDE_STEPS_TARGET
+        out[f"{backend} outside steps"] = {"value": share, "goal": goal, "met": share <= goal}
+    return out
+
+
 def table(results):
+    s = results["settings"]
+    hardware = ", ".join(f"{b}: {h}" for b, h in results["machine"]["hardware"].items())
     lines = [
-        f"images per epoch: {results['settings']['images']}, batch {BATCH}, "
-        f"{results['settings']['epochs']} epochs (median after the first)",
+        f"`kerasae train recipes/<recipe>.yaml --set train.epochs={s['epochs']}`"
+        + (f" `--set data.limit={s['limit']}`" if s["limit"] else "")
+        + f", end to end; {results['machine']['cpus']} CPU cores ({hardware}). s / epoch: median time between "
+        "consecutive epoch ends after the first.",
         "",
+        "| recipe | run | s / epoch | speed-up vs PyTorch eager | start-up s | end s | outside steps |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for model, r in results["models"].items():
-        lines += [
-            f"## {model}",
-            "",
-            "| run | s / epoch | samples / s | peak RSS (MB) |",
-            "| --- | ---: | ---: | ---: |",
-        ]
+    for recipe, r in results["recipes"].items():
+        reference = r["runs"].get("PyTorch eager", {}).get("s_per_epoch")
         for name, run in r["runs"].items():
-            rss = f"{run['peak_rss_mb']:.0f}" if "peak_rss_mb" in run else ""
-            lines.append(f"| {name} | {run['s_per_epoch']:.3f} | {run['samples_per_s']:.0f} | {rss} |")
-        lines += ["", "| ratio | value |", "| --- | ---: |"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in r["ratios"].items()]
-        lines.append("")
-    if "memory_over_epochs" in results:
-        m = results["memory_over_epochs"]
-        lines += [
-            f"## Memory over epochs ({m['backend']})",
-            "",
-            f"VAE peak RSS after {m['epochs'][0]} epochs {m['peak_rss_mb'][0]:.0f} MB, after "
-            f"{m['epochs'][1]} epochs {m['peak_rss_mb'][1]:.0f} MB (growth {m['growth_mb']:+.0f} MB).",
-            "",
-        ]
-    if "evaluation" in results:
-        e = results["evaluation"]
-        lines += [
-            f"## Evaluation ({e['backend']})",
-            "",
-            f"NLL with k = {e['k']} on {e['images']} test images: {e['nll_seconds']:.1f} s; the same "
-            f"decoder passes alone {e['decoder_seconds']:.1f} s; ratio {e['nll_over_decoder']:.2f}. Peak RSS "
-            f"{e['rss_after_small_k_mb']:.0f} MB after k = {e['k_small']}, {e['rss_after_large_k_mb']:.0f} MB "
-            f"after k = {e['k']} (growth {e['rss_growth_small_to_large_k_mb']:+.0f} MB).",
-            "",
-        ]
-    if "scaling" in results:
-        sc = results["scaling"]
-        lines += [
-            f"## Scaling ({sc['backend']}, VAE)",
-            "",
-            "| training images | s / epoch | us / image |",
-            "| ---: | ---: | ---: |",
-        ]
-        lines += [f"| {n} | {r['s_per_epoch']:.3f} | {r['us_per_image']:.1f} |" for n, r in sc["images"].items()]
-        lines += ["", "| hidden units | s / epoch | GFLOP/s |", "| ---: | ---: | ---: |"]
-        lines += [f"| {w} | {r['s_per_epoch']:.3f} | {r['gflop_per_s']:.1f} |" for w, r in sc["hidden"].items()]
-        lines.append("")
-    if "quality_per_second" in results:
-        q = results["quality_per_second"]
-        lines += [
-            f"## Test ELBO after {q['budget_s']:.0f} s of training (VAE)",
-            "",
-            "| run | train s | epochs | test ELBO (nats) |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        lines += [
-            f"| {name} | {r['train_seconds']:.0f} | {r['epochs']} | {r['test_elbo']:.2f} |"
-            for name, r in q.items()
-            if name != "budget_s"
-        ]
-        lines.append("")
-    return "\n".join(lines)
+            speedup = f"{reference / run['s_per_epoch']:.2f}x" if reference else ""
+            extra = (
+                f"{run['startup_s']:.1f} | {run['end_s']:.1f} | {100 * run['outside_steps_share']:.0f}%"
+                if "startup_s" in run
+                else " | | "
+            )
+            lines.append(f"| {recipe} | {name} | {run['s_per_epoch']:.2f} | {speedup} | {extra} |")
+    lines += ["", "| recipe | target | measured | goal | met |", "| --- | --- | ---: | ---: | :---: |"]
+    for recipe, r in results["recipes"].items():
+        for name, c in r["checks"].items():
+            measured, goal = (
+                (f"{100 * c['value']:.0f}%", f"<= {100 * c['goal']:.0f}%")
+                if "outside" in name
+                else (f"{c['value']:.2f}x", f">= {c['goal']:.1f}x")
+            )
+            lines.append(f"| {recipe} | {name} | {measured} | {goal} | {'yes' if c['met'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

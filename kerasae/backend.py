@@ -8,6 +8,7 @@ on PyTorch. Everything else in kerasae is backend-neutral.
 """
 
 import contextlib
+import contextvars
 import dataclasses
 import itertools
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 
 NAME = keras.backend.backend()
 DEFAULT_STEPS_PER_EXECUTION = 32
@@ -64,8 +66,26 @@ if NAME == "tensorflow":
             return {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
+    @contextlib.contextmanager
+    def _tracing_for(model):
+        """Marks the step being traced as XLA's when the model compiles with XLA."""
+        token = _IN_XLA.set(bool(model.jit_compile) and not tf.distribute.has_strategy())
+        try:
+            yield
+        finally:
+            _IN_XLA.reset(token)
+
     class Trainer(_LossTracking):
         def train_step(self, data):
+            with _tracing_for(self):
+                return self._train_step(data)
+
+        def test_step(self, data):
+            with _tracing_for(self):
+                x, y = self._data(data)
+                return _reducible(self.update_loss_metrics(self.compute_losses(x, y, training=False)))
+
+        def _train_step(self, data):
             x, y = self._data(data)
             with tf.GradientTape() as tape:
                 losses = self.compute_losses(x, y, training=True)
@@ -73,13 +93,10 @@ if NAME == "tensorflow":
                 # counts 1/replicas, so the update is that of the global batch's mean.
                 replicas = tf.distribute.get_strategy().num_replicas_in_sync
                 objective = losses["loss"] / replicas if replicas > 1 else losses["loss"]
+                objective = self.optimizer.scale_loss(objective)  # mixed_float16's loss scale; else as is
             grads = tape.gradient(objective, self.trainable_weights)
             self.optimizer.apply(grads, self.trainable_weights)
             return _reducible(self.update_loss_metrics(losses))
-
-        def test_step(self, data):
-            x, y = self._data(data)
-            return _reducible(self.update_loss_metrics(self.compute_losses(x, y, training=False)))
 
         def make_train_function(self, force=False):
             """`steps_per_execution` steps in one XLA program: Keras's TensorFlow trainer runs a
@@ -116,7 +133,6 @@ if NAME == "tensorflow":
 
 elif NAME == "jax":
     import jax
-    import numpy as np
 
     def _stateless(variables, values, fn):
         """Runs fn() with `variables` read from `values`; returns (result, new values)."""
@@ -129,15 +145,20 @@ elif NAME == "jax":
         return result, new_values
 
     class Trainer(_LossTracking):
-        def _losses_and_state(self, trainable, non_trainable, x, y, training):
+        def _losses_and_state(self, trainable, non_trainable, x, y, training, optimizer_values=None):
             variables = self.trainable_variables + self.non_trainable_variables
             losses, values = _stateless(
                 variables,
                 list(trainable) + list(non_trainable),
                 lambda: self.compute_losses(x, y, training=training),
             )
+            objective = losses["loss"]
+            if optimizer_values is not None:  # mixed_float16's loss scale (a variable of the optimizer); else as is
+                objective, _ = _stateless(
+                    self.optimizer.variables, optimizer_values, lambda: self.optimizer.scale_loss(objective)
+                )
             # Seed generator states and other non-trainable updates come back as state.
-            return losses["loss"], (losses, values[len(trainable) :])
+            return objective, (losses, values[len(trainable) :])
 
         def _update_metrics(self, metrics_values, losses):
             return _stateless(self.metrics_variables, metrics_values, lambda: self.update_loss_metrics(losses))
@@ -146,7 +167,7 @@ elif NAME == "jax":
             trainable, non_trainable, optimizer_values, metrics_values = state
             x, y = self._data(data)
             grad_fn = jax.value_and_grad(self._losses_and_state, has_aux=True)
-            (_, (losses, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y, True)
+            (_, (losses, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y, True, optimizer_values)
             trainable, optimizer_values = self.optimizer.stateless_apply(optimizer_values, grads, trainable)
             logs, metrics_values = self._update_metrics(metrics_values, losses)
             return logs, (trainable, non_trainable, optimizer_values, metrics_values)
@@ -250,7 +271,7 @@ elif NAME == "torch":
             x, y = self._data(data)
             self.zero_grad()
             losses = self.compute_losses(x, y, training=True)
-            losses["loss"].backward()
+            self.optimizer.scale_loss(losses["loss"]).backward()  # mixed_float16's loss scale; else as is
             grads = [v.value.grad for v in self.trainable_weights]
             with torch.no_grad():
                 self.optimizer.apply(grads, self.trainable_weights)
@@ -500,24 +521,121 @@ def _tf_strategy(spec):
         yield Replicas(strategy.num_replicas_in_sync)
 
 
-def random(kind, shape, dtype, seed_generator):
-    """`keras.random.normal` or `.uniform` (kind) drawn from a layer's generator.
+# Set while a TensorFlow training or test step is traced for XLA: the draws there use threefry.
+_IN_XLA = contextvars.ContextVar("kerasae_in_xla", default=False)
 
-    Under a `tf.distribute` strategy every replica would read the same generator
-    state and draw the same noise for its part of the batch; there the draw's seed
-    is offset by the replica's index.
-    """
+
+def _tf_seed(seed_generator):
+    """The next seed of a layer's generator, as TensorFlow's stateless ops take it. Under a
+    `tf.distribute` strategy every replica would read the same generator state and draw the same
+    noise for its part of the batch; there the seed is offset by the replica's index."""
+    import tensorflow as tf
+
+    seed = tf.cast(tf.math.floormod(seed_generator.next(), tf.int32.max - 1), "int32")  # as Keras casts it
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        offset = tf.cast(context.replica_id_in_sync_group, seed.dtype)
+        seed = seed + tf.stack([tf.zeros_like(offset), offset])
+    return seed
+
+
+def _tf_algorithm():
+    """Keras leaves TensorFlow's "auto_select", which XLA on a CPU lowers to a generator ~40x
+    slower than Philox (27 ms for a batch of MNIST pixels, against 0.6 ms: more than the whole
+    training step); under XLA threefry costs least (0.2 ms). TensorFlow's own kernels, outside
+    XLA, have Philox only."""
+    return "threefry" if _IN_XLA.get() else "philox"
+
+
+def random(kind, shape, dtype, seed_generator):
+    """`keras.random.normal` or `.uniform` (kind) drawn from a layer's generator; on TensorFlow
+    with the algorithm `_tf_algorithm` picks and a seed per replica (`_tf_seed`)."""
     if NAME == "tensorflow":
         import tensorflow as tf
 
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            seed = seed_generator.next()
-            offset = tf.cast(context.replica_id_in_sync_group, seed.dtype)
-            seed = tf.cast(seed + tf.stack([tf.zeros_like(offset), offset]), "int32")
-            draw = tf.random.stateless_normal if kind == "normal" else tf.random.stateless_uniform
-            return draw(shape, seed=seed, dtype=dtype)
+        draw = tf.random.stateless_normal if kind == "normal" else tf.random.stateless_uniform
+        return draw(shape, seed=_tf_seed(seed_generator), dtype=dtype, alg=_tf_algorithm())
     return getattr(keras.random, kind)(shape, dtype=dtype, seed=seed_generator)
+
+
+def array_feed(x, y, batch_size):
+    """The batches of in-memory arrays in a given row order, for `fit`, on TensorFlow without a
+    `tf.distribute` strategy: `feed(rows)` returns (a `tf.data.Dataset`, its number of batches).
+
+    Given numpy arrays, Keras's TensorFlow trainer converts a fresh copy of them into a new
+    dataset at every `fit` call, and kerasae calls `fit` once per epoch: the copy, and deleting
+    the last epoch's dataset (TensorFlow unregisters its functions), took ~0.7 s of a 2.5 s
+    epoch of the seed's VAE. Here the arrays become tensors once, and one dataset, made once,
+    gathers each batch by the rows of the epoch (held in a variable). None on JAX and PyTorch,
+    whose trainers slice numpy arrays batch by batch: there the caller passes `x[rows]`.
+    """
+    if NAME != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        return None
+    tensors = tuple(tf.constant(a) for a in (x, y) if a is not None)
+    order = tf.Variable(tf.zeros([0], "int64"), shape=tf.TensorShape([None]), trainable=False)
+    count = tf.Variable(0, dtype="int64", trainable=False)
+
+    def batch(i):
+        rows = order[i * batch_size : (i + 1) * batch_size]
+        return tuple(tf.gather(t, rows) for t in tensors)
+
+    dataset = tf.data.Dataset.range(2**62).take_while(lambda i: i < count).map(batch)
+
+    def feed(rows):
+        order.assign(np.asarray(rows, dtype="int64"))
+        count.assign(-(-len(rows) // batch_size))
+        return dataset, int(count.numpy())
+
+    return feed
+
+
+def array_batches(x, y, batch_size):
+    """Arrays as a `tf.data.Dataset` of batches on TensorFlow without a strategy (made once: see
+    `array_feed`); None elsewhere."""
+    if NAME != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        return None
+    return tf.data.Dataset.from_tensor_slices(tuple(a for a in (x, y) if a is not None)).batch(batch_size)
+
+
+def coarse_uniform(shape, dtype, seed_generator):
+    """Uniform on [0, 1) in steps of 2^-16, for comparisons `u < p`: a Bernoulli pixel or a
+    corruption mask. 16 bits hold any probability within 2^-16 (an 8-bit grey level needs 8),
+    and each 32 random bits give two draws: on JAX and under XLA, where the generators cost in
+    proportion to the bits, the draw of a batch of MNIST pixels takes ~40% less (benchmarks/rng.py).
+    PyTorch's generator does not gain from it: there this is `uniform`."""
+    if NAME == "torch":
+        return random("uniform", shape, dtype, seed_generator)
+    if NAME == "jax":
+        import math
+
+        import jax
+
+        n = math.prod(shape)
+        words = jax.random.bits(seed_generator.next(), ((n + 1) // 2,), "uint32")
+        halves = jax.numpy.concatenate([words & 0xFFFF, words >> 16])[:n]
+        return (halves.astype(dtype) * (1.0 / 65536)).reshape(shape)
+    import tensorflow as tf
+
+    shape = tf.stack([tf.cast(d, "int32") for d in shape])  # some sizes are tensors in a traced step
+    n = tf.reduce_prod(shape)
+    words = tf.random.stateless_uniform(
+        tf.reshape((n + 1) // 2, [1]),
+        seed=_tf_seed(seed_generator),
+        dtype="uint32",
+        minval=None,
+        maxval=None,
+        alg=_tf_algorithm(),
+    )
+    halves = tf.concat([tf.bitwise.bitwise_and(words, 0xFFFF), tf.bitwise.right_shift(words, 16)], 0)[:n]
+    return tf.reshape(tf.cast(halves, dtype) * (1.0 / 65536), shape)
 
 
 def hardware():

@@ -49,8 +49,11 @@ def model_arguments(recipe, image_shape, num_classes=10):
 
 
 def build(recipe, image_shape, num_classes=10):
-    """A fresh model of the recipe's family for images of `image_shape` (H, W, C)."""
+    """A fresh model of the recipe's family for images of `image_shape` (H, W, C), under the recipe's
+    dtype policy (`train.mixed_precision`), which the model's config keeps."""
     args = model_arguments(recipe, image_shape, num_classes)
+    if recipe.train.mixed_precision != "none":
+        args["dtype"] = recipe.train.mixed_precision
     return FAMILIES[recipe.model.family](**args, name=recipe.model.family)
 
 

@@ -27,6 +27,10 @@ class SeededLayer(keras.layers.Layer):
     def uniform(self, shape, dtype):
         return backend.random("uniform", shape, dtype, self.seed_generator)
 
+    def coarse_uniform(self, shape, dtype):
+        """Uniform in steps of 2^-16: for Bernoulli draws `u < p`, cheaper on some backends."""
+        return backend.coarse_uniform(shape, dtype, self.seed_generator)
+
     def save_own_variables(self, store):
         store[SEED_STATE_KEY] = ops.convert_to_numpy(self.seed_generator.state.value)
 
@@ -102,7 +106,7 @@ class Corruption(SeededLayer):
         shape, dtype = ops.shape(inputs), inputs.dtype
         if self.kind == "gaussian":
             return inputs + self.sigma * self.normal(shape, dtype)
-        u = self.uniform(shape, dtype)
+        u = self.coarse_uniform(shape, dtype)
         hit = ops.cast(u < self.p, dtype)
         if self.kind == "masking":
             return inputs * (1.0 - hit)
@@ -138,7 +142,7 @@ class DynamicBinarization(SeededLayer):
     def call(self, inputs, training=False):
         if not training:
             return inputs
-        u = self.uniform(ops.shape(inputs), inputs.dtype)
+        u = self.coarse_uniform(ops.shape(inputs), inputs.dtype)
         return ops.cast(u < inputs, inputs.dtype)
 
     def compute_output_shape(self, input_shape):

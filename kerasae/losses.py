@@ -14,7 +14,8 @@ def _flat(*tensors, batch_dims=1):
     batch_dims 2 for (k, batch, ...) with k importance samples per image, where targets of shape
     (1, batch, ...) broadcast. Losses are computed and summed on these flat rows: under XLA on CPU
     a sum over (H, W, C) with C = 1 runs several times slower than over H * W * C."""
-    return [ops.reshape(t, (*ops.shape(t)[:batch_dims], -1)) for t in tensors]
+    # float32 whatever the layers compute in: under a mixed-precision policy the logits are float16.
+    return [ops.reshape(ops.cast(t, "float32"), (*ops.shape(t)[:batch_dims], -1)) for t in tensors]
 
 
 def bernoulli_nll(target, logits, batch_dims=1):
@@ -48,4 +49,5 @@ def kl_standard_normal(z_mean, z_log_var):
     The seed writes the negative of this sum (the term that enters the bound);
     here it is the divergence itself, so it is >= 0.
     """
+    z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)

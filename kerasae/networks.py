@@ -46,7 +46,9 @@ def build_encoder(image_shape, layers, activation, heads, condition_dim=0, name=
     if not is_conv(layers):
         for i, units in enumerate(layers):
             h = keras.layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
-    outputs = [keras.layers.Dense(size, activation=act, name=head)(h) for head, size, act in heads]
+    # The code heads compute in float32 under a mixed-precision policy, as Keras advises for a
+    # model's outputs: the code, and the KL term computed from it, keep their precision.
+    outputs = [keras.layers.Dense(size, activation=act, dtype="float32", name=head)(h) for head, size, act in heads]
     return keras.Model(inputs, outputs[0] if len(outputs) == 1 else outputs, name=name)
 
 
@@ -92,5 +94,5 @@ def build_decoder(latent_dim, layers, activation, image_shape, output_activation
             model.add(keras.layers.Dense(units, activation=activation, name=f"dense_{i}"))
         model.add(keras.layers.Dense(height * width * channels, name="logits"))
         model.add(keras.layers.Reshape(tuple(image_shape), name="unflatten"))
-    model.add(keras.layers.Activation(output_activation, name="output"))
+    model.add(keras.layers.Activation(output_activation, dtype="float32", name="output"))
     return model

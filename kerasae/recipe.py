@@ -194,6 +194,12 @@ class TrainSection(Section):
         description="Training steps per compiled call; the backend's default when omitted "
         "(32 on TensorFlow and JAX); on PyTorch and under tf.distribute the steps run one call each (same weights).",
     )
+    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = Field(
+        default="none",
+        description="Keras's mixed-precision policy: layers compute in float16 or bfloat16 and keep "
+        "float32 weights; the code heads, the output layer, the losses and the KL term stay float32 "
+        "(mixed_float16 also scales the loss). For GPUs and TPUs; on a CPU it is slower.",
+    )
     jit_compile: Optional[bool] = Field(
         default=None,
         description="Compile the training step (XLA on TensorFlow and JAX, torch.compile on "

@@ -304,3 +304,29 @@ def test_adam_updates_as_keras_adam(mnist_like, name, config):
     saved, expected = (keras.saving.serialize_keras_object(o) for o in (model.optimizer, plain))
     assert saved["class_name"] == expected["class_name"]
     assert {**saved["config"], "name": None} == {**expected["config"], "name": None}
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_float32_weights_codes_and_losses(tmp_path, mnist_like, policy):
+    """`train.mixed_precision`: hidden layers compute in the half type, weights stay float32, the code
+    heads, output and losses are float32; mixed_float16 scales the loss. The loss falls, the entry
+    reloads with the policy and reproduces its outputs."""
+    r = recipe.validate(small_recipe("vae", mnist_like, epochs=3, train={"mixed_precision": policy}))
+    losses = []
+    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    entry, metrics = train.run(r, str(tmp_path / "zoo"), verbose=0, callbacks=[spy])
+    assert losses[-1] < losses[0] and np.isfinite(metrics["test"]["loss"]) and np.isfinite(metrics["evaluation"]["nll"])
+    model = keras.saving.load_model(f"{entry}/model.keras")
+    half = policy.removeprefix("mixed_")
+    hidden = model.encoder.get_layer("dense_0")
+    assert hidden.compute_dtype == half and hidden.kernel.dtype == "float32"
+    assert model.encoder.get_layer("z_mean").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+    x = data.load(r.data, seed=r.train.seed).x_test[:16]
+    codes, images = model.encode(x), model.reconstruct(x)
+    assert codes.dtype == np.float32 and images.dtype == np.float32 and np.isfinite(images).all()
+    terms = model.compute_losses(keras.ops.convert_to_tensor(x), training=False)
+    assert all(keras.backend.standardize_dtype(v.dtype) == "float32" for v in terms.values())
+    fresh = builder.build(r, model.image_shape)
+    fresh.compile(optimizer=builder.optimizer(r.train))
+    assert type(fresh.optimizer).__name__ == ("LossScaleOptimizer" if policy == "mixed_float16" else "Adam")

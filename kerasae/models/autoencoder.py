@@ -1,5 +1,7 @@
 """The deterministic autoencoder (the seed's AE, linear AE) and the denoising AE."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -71,15 +73,24 @@ class Autoencoder(backend.Trainer, keras.Model):
         self.seed = seed
 
         condition = self.condition_dim()
-        self.encoder = networks.build_encoder(
-            self.image_shape, self.encoder_layers, activation, self.latent_heads(), condition_dim=condition
-        )
         hidden = networks.mirror(self.encoder_layers) if decoder_layers is None else self.decoder_layers
-        self.decoder = networks.build_decoder(
-            latent_dim + condition, hidden, activation, self.image_shape, output_activation
+        # The networks' layers take the model's dtype policy (`dtype`, e.g. "mixed_bfloat16"), which
+        # its config keeps: a reloaded model computes as the trained one did.
+        with _dtype_policy(self.dtype_policy):
+            self.encoder = networks.build_encoder(
+                self.image_shape, self.encoder_layers, activation, self.latent_heads(), condition_dim=condition
+            )
+            self.decoder = networks.build_decoder(
+                latent_dim + condition, hidden, activation, self.image_shape, output_activation
+            )
+        # Random layers draw in float32 under a mixed-precision policy too: a float16 uniform
+        # would round the probabilities of Bernoulli pixels and masks.
+        self.corruption = (
+            None if corruption is None else Corruption(**corruption, seed=_offset(seed, 1), dtype="float32")
         )
-        self.corruption = None if corruption is None else Corruption(**corruption, seed=_offset(seed, 1))
-        self.binarization = DynamicBinarization(seed=_offset(seed, 2)) if dynamic_binarization else None
+        self.binarization = (
+            DynamicBinarization(seed=_offset(seed, 2), dtype="float32") if dynamic_binarization else None
+        )
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.built = True
 
@@ -219,6 +230,17 @@ class DenoisingAutoencoder(Autoencoder):
 
     def __init__(self, corruption=None, **kwargs):
         super().__init__(corruption=corruption or {"kind": "masking", "p": 0.2}, **kwargs)
+
+
+@contextlib.contextmanager
+def _dtype_policy(policy):
+    """Layers made in the block take `policy` (Keras gives new layers the global one)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _offset(seed, k):

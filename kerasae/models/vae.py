@@ -39,7 +39,7 @@ class VAE(Autoencoder):
         self.likelihood = likelihood
         self.beta = beta
         self.kl_warmup_epochs = kl_warmup_epochs
-        self.sampling = Sampling(seed=_offset(self.seed, 3), name="sampling")
+        self.sampling = Sampling(seed=_offset(self.seed, 3), dtype="float32", name="sampling")
         self.kl_weight = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(0.0 if kl_warmup_epochs else beta),
