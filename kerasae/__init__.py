@@ -31,12 +31,12 @@ _PUBLIC = {
             "VAE",
             "IWAE",
             "CVAE",
-            "FAMILIES",
         ),
         "kerasae.models",
     ),
     **dict.fromkeys(("Sampling", "Corruption", "DynamicBinarization"), "kerasae.layers"),
     **dict.fromkeys(("KerasaeError", "RecipeError", "DataError", "ZooError"), "kerasae.errors"),
+    "FAMILIES": "kerasae.families",
     "load": "kerasae.zoo",
 }
 

@@ -2,8 +2,7 @@
 
 import keras
 
-from kerasae.models import FAMILIES
-from kerasae.recipe import VARIATIONAL_FAMILIES
+from kerasae import families
 
 
 def model_arguments(recipe, image_shape, num_classes=10):
@@ -26,25 +25,12 @@ def model_arguments(recipe, image_shape, num_classes=10):
     c = recipe.corruption
     if c.type != "none":
         args["corruption"] = {"kind": c.type, "p": c.p, "sigma": c.sigma}
-    loss = recipe.loss
-    if m.family in VARIATIONAL_FAMILIES:
-        args["likelihood"] = loss.likelihood
-    else:
-        args.update(latent_activation=m.latent_activation, reconstruction=loss.type)
-    if m.family in ("vae", "cvae"):
-        args.update(beta=loss.beta, kl_warmup_epochs=loss.kl_warmup_epochs)
-    if m.family == "iwae":
-        args["k"] = loss.importance_samples
-    if m.family == "cvae":
+    family = families.get(m.family)
+    args.update(family.loss_arguments(recipe.loss))
+    if not family.variational:  # a variational code is a Gaussian's mean and log-variance
+        args["latent_activation"] = m.latent_activation
+    if family.conditional:
         args["num_classes"] = num_classes
-    if m.family == "sparse_ae":
-        args.update(
-            sparsity_penalty=loss.sparsity_penalty,
-            sparsity_weight=loss.sparsity_weight,
-            sparsity_target=loss.sparsity_target,
-        )
-    if m.family == "contractive_ae":
-        args["contractive_weight"] = loss.contractive_weight
     return args
 
 
@@ -54,7 +40,7 @@ def build(recipe, image_shape, num_classes=10):
     args = model_arguments(recipe, image_shape, num_classes)
     if recipe.train.mixed_precision != "none":
         args["dtype"] = recipe.train.mixed_precision
-    return FAMILIES[recipe.model.family](**args, name=recipe.model.family)
+    return families.get(recipe.model.family).model_class(**args, name=recipe.model.family)
 
 
 def optimizer(train, scale=1, total_steps=1):

@@ -2,7 +2,7 @@
 
 import os
 
-from kerasae import zoo
+from kerasae import families, zoo
 
 FIGURE_CAPTIONS = {
     "reconstructions": "Test digits (top row) and their reconstructions after the epochs shown (the seed's Fig. 2).",
@@ -29,11 +29,16 @@ def comparable_to_published(metrics):
     """Whether the entry's NLL is the quantity the published table reports: p(x), not p(x | y),
     on MNIST binarized by sampling."""
     return (
-        metrics.get("family") != "cvae"
+        not _family(metrics).conditional
         and "nll" in metrics.get("evaluation", {})
         and metrics["data"]["name"] == "mnist"
         and metrics["data"]["binarize"] == "bernoulli"
     )
+
+
+def _family(metrics):
+    """The family table's entry of an entry's family."""
+    return families.get(metrics["family"])
 
 
 def fmt(value, digits=2):
@@ -66,7 +71,7 @@ def metric_rows(metrics):
         ("elbo_kl", "ELBO KL term", "nats / image"),
         (
             "nll",
-            f"NLL{' of the image given its digit' if metrics.get('family') == 'cvae' else ''}, "
+            f"NLL{' of the image given its digit' if _family(metrics).conditional else ''}, "
             f"importance-sampled (k = {ev.get('nll_samples')})",
             "nats / image",
         ),
@@ -116,7 +121,7 @@ def entry_card(path, recipe, metrics):
         "| key | value |",
         "| --- | --- |",
         f"| encoder | {m['encoder'] or 'none (the code is the hidden layer)'}, {m['activation']} |",
-        f"| code | {m['latent_dim']} units{', ' + m['latent_activation'] if 'vae' not in m['family'] else ''} |",
+        f"| code | {m['latent_dim']} units{'' if _family(metrics).variational else ', ' + m['latent_activation']} |",
         f"| decoder | {m['decoder'] if m['decoder'] is not None else 'mirrors the encoder'}, "
         f"output {m['output_activation']} |",
         f"| loss | {', '.join(f'{k} {v}' for k, v in recipe['loss'].items())} |",
@@ -179,8 +184,8 @@ def zoo_table(zoo_dir=None):
         "# kerasae zoo",
         "",
         "Load any entry with `import kerasae, keras; keras.saving.load_model('zoo/<entry>/model.keras')`.",
-        "Test-set numbers, per image; each entry's README has its figures and the full table. A cvae's ELBO and "
-        "NLL are of the image given its digit, -log p(x | y): not comparable with the others'.",
+        "Test-set numbers, per image; each entry's README has its figures and the full table. A conditional family's "
+        "ELBO and NLL are of the image given its digit, -log p(x | y): not comparable with the others'.",
         "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join("---" for _ in header) + " |",
@@ -188,7 +193,7 @@ def zoo_table(zoo_dir=None):
     for name, m in zoo.entries(zoo_dir):
         ev = m.get("evaluation", {})
         bound = " / ".join(fmt(ev[k]) for k in ("elbo", "nll") if k in ev) or "–"
-        bound += " (given the digit)" if m["family"] == "cvae" and "nll" in ev else ""
+        bound += " (given the digit)" if _family(m).conditional and "nll" in ev else ""
         row = (
             f"[{name}]({name}/{zoo.CARD_FILE})",
             m["family"],

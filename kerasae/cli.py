@@ -69,7 +69,9 @@ def _parser():
     sample.add_argument("entry")
     sample.add_argument("--n", type=int, default=16)
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--digits", help="cvae: comma-separated classes to draw, e.g. 0,1,2 (default: cycle)")
+    sample.add_argument(
+        "--digits", help="conditional families: comma-separated classes to draw, e.g. 0,1,2 (default: cycle)"
+    )
     sample.add_argument("--output", required=True)
     sample.add_argument("--zoo")
 
@@ -265,8 +267,10 @@ def _variational(args):
     from kerasae import zoo
 
     model = zoo.load(args.entry, args.zoo)
-    if not hasattr(model, "generate"):
-        raise KerasaeError(f"{args.entry}: a {type(model).__name__} is not variational; use a vae entry")
+    if not model.variational:
+        raise KerasaeError(
+            f"{args.entry}: a {type(model).__name__} is not variational; use an entry of a variational family"
+        )
     return model
 
 
@@ -278,7 +282,7 @@ def _sample(args):
         digits = _digits(args.digits, model.num_classes) if args.digits else None
         images = model.generate(args.n, seed=args.seed, digits=digits)
     elif args.digits:
-        raise KerasaeError(f"--digits: {args.entry} is not label-conditioned; use a cvae entry")
+        raise KerasaeError(f"--digits: {args.entry} is not label-conditioned; use an entry of a conditional family")
     else:
         images = model.generate(args.n, seed=args.seed)
     per_row = 8
@@ -320,7 +324,7 @@ def _export(args):
     import importlib.util
     import shutil
 
-    from kerasae import backend, zoo
+    from kerasae import export, zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     zoo.check_entry(entry)
@@ -335,7 +339,7 @@ def _export(args):
     # Written next to its place and swapped in, so a failed export leaves the old one whole.
     staged = f"{out}.exporting-{os.getpid()}"
     try:
-        backend.export(args.format, os.path.join(entry, zoo.MODEL_FILE), staged)
+        export.export(args.format, os.path.join(entry, zoo.MODEL_FILE), staged)
         retired = f"{out}.old-{os.getpid()}"
         if os.path.exists(out):
             os.rename(out, retired)

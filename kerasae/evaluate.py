@@ -69,8 +69,9 @@ def principal_angles(model, pca):
 
 def is_linear_autoencoder(model):
     return (
-        not model.encoder_layers
-        and getattr(model, "latent_activation", None) == "linear"
+        not model.variational
+        and not model.encoder_layers
+        and model.latent_activation == "linear"
         and model.output_activation == "linear"
     )
 
@@ -170,7 +171,7 @@ def evaluate(model, dataset, nll_samples=1000, probe=True):
         )
     if is_linear_autoencoder(model):
         out["principal_angles_deg"] = principal_angles(model, pca)
-    if getattr(model, "corruption", None) is not None:
+    if model.corruption is not None:
         noisy = model.corrupt(x_test)
         noisy_error = float(_per_image((noisy - x_test) ** 2).mean())
         output_error = float(_per_image((model.reconstruct(noisy, labels) - x_test) ** 2).mean())
@@ -179,7 +180,7 @@ def evaluate(model, dataset, nll_samples=1000, probe=True):
             "output_sse": output_error,
             "gain_db": float(10.0 * np.log10(noisy_error / max(output_error, 1e-12))),
         }
-    if hasattr(model, "log_weights"):
+    if model.variational:
         out.update(_variational(model, x_test, labels, nll_samples))
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
@@ -189,9 +190,7 @@ def _variational(model, x, y, nll_samples):
     z_mean, _ = model.encode_distribution(x, y)
     inputs = (x, y) if model.needs_labels else (x,)
     # An IWAE's test step decodes k samples per image.
-    terms = model.evaluate(
-        *inputs, batch_size=images_per_batch(model, getattr(model, "k", 1)), verbose=0, return_dict=True
-    )
+    terms = model.evaluate(*inputs, batch_size=images_per_batch(model, model.k), verbose=0, return_dict=True)
     out = {
         "elbo": -(terms["reconstruction_loss"] + terms["kl_loss"]),
         "elbo_reconstruction": terms["reconstruction_loss"],

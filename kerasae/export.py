@@ -1,11 +1,13 @@
 """Serving exports of a saved `.keras` model: a TensorFlow SavedModel and ONNX files.
 
-Both run on the TensorFlow backend (see `backend.export`): every endpoint takes
-images as float32 (batch, H, W, C) in [0, 1]; conditional families also take
-integer labels (batch,).
+Both run on the TensorFlow backend: on JAX and PyTorch `export` runs them in a TensorFlow
+subprocess (`python -m kerasae.export`). Every endpoint takes images as float32
+(batch, H, W, C) in [0, 1]; conditional families also take integer labels (batch,).
 """
 
 import os
+import subprocess
+import sys
 
 import keras
 
@@ -55,8 +57,11 @@ def export_saved_model(model_path, out_dir):
     # Keras 3.15 saves every weight twice: as the tracked Keras variables and as the
     # TensorFlow variables the endpoints capture. The endpoints need only the latter;
     # dropping the former halves the SavedModel (5.0 -> 2.6 MB for the seed's VAE).
-    for attribute in ("variables", "trainable_variables", "non_trainable_variables"):
-        setattr(archive._tf_trackable, attribute, [])  # noqa: SLF001
+    from kerasae.backend import private
+
+    if private.available("keras.export.ExportArchive._tf_trackable"):
+        for attribute in ("variables", "trainable_variables", "non_trainable_variables"):
+            setattr(archive._tf_trackable, attribute, [])
     archive.write_out(str(out_dir), verbose=False)
 
 
@@ -96,4 +101,24 @@ EXPORTERS = {"tf_saved_model": export_saved_model, "onnx": export_onnx}
 
 
 def export(format, model_path, out_dir):
-    EXPORTERS[format](model_path, out_dir)
+    """Writes a serving export ("tf_saved_model" or "onnx") of a saved `.keras` model.
+
+    Keras exports SavedModels and ONNX (through tf2onnx) from the TensorFlow backend (JAX and
+    torch would need jax2tf or torch_xla), and the `.keras` file is backend-independent, so on
+    other backends the export runs in a TensorFlow subprocess.
+
+    Raises:
+        RuntimeError: the export failed (its last line of output says why).
+    """
+    if keras.backend.backend() == "tensorflow":
+        return EXPORTERS[format](model_path, out_dir)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    command = [sys.executable, "-m", "kerasae.export", format, str(model_path), str(out_dir)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{format} export failed: {tail[0]}")
+
+
+if __name__ == "__main__":
+    export(*sys.argv[1:])

@@ -7,7 +7,8 @@ traced JAX code, and a seeded generator makes runs repeatable on every backend.
 import keras
 from keras import ops
 
-from kerasae import backend
+from kerasae import backend, defaults
+from kerasae.backend import private
 
 CORRUPTIONS = ("masking", "gaussian", "salt_and_pepper")
 SEED_STATE_KEY = "seed_generator_state"
@@ -57,7 +58,7 @@ class Sampling(SeededLayer):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._build_at_init()  # weightless: built now, as Keras's own GaussianNoise is
+        _build_now(self)
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
@@ -84,7 +85,7 @@ class Corruption(SeededLayer):
         seed: seed of the layer's `SeedGenerator`.
     """
 
-    def __init__(self, kind="masking", p=0.2, sigma=None, seed=None, **kwargs):
+    def __init__(self, kind="masking", p=defaults.MASKING_P, sigma=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         if kind not in CORRUPTIONS:
             raise ValueError(f"`kind` must be one of {CORRUPTIONS}. Received: kind={kind}")
@@ -94,7 +95,7 @@ class Corruption(SeededLayer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
-        self._build_at_init()  # weightless: built now, as Keras's own GaussianNoise is
+        _build_now(self)
 
     def call(self, inputs, training=False):
         if not training:
@@ -137,7 +138,7 @@ class DynamicBinarization(SeededLayer):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._build_at_init()  # weightless: built now, as Keras's own GaussianNoise is
+        _build_now(self)
 
     def call(self, inputs, training=False):
         if not training:
@@ -150,3 +151,11 @@ class DynamicBinarization(SeededLayer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+def _build_now(layer):
+    """A weightless layer is built at once, as Keras's own GaussianNoise is."""
+    if private.available("keras.Layer._build_at_init"):
+        layer._build_at_init()
+    else:
+        layer.built = True

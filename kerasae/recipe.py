@@ -20,21 +20,10 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from kerasae import defaults, families
 from kerasae.errors import RecipeError
 
-FAMILIES = ("ae", "dae", "sparse_ae", "contractive_ae", "vae", "iwae", "cvae")
-VARIATIONAL_FAMILIES = ("vae", "iwae", "cvae")
-LABELLED_FAMILIES = ("cvae",)
-# Loss keys that only one family uses.
-FAMILY_LOSS_KEYS = {
-    "beta": ("vae", "cvae"),
-    "kl_warmup_epochs": ("vae", "cvae"),
-    "importance_samples": ("iwae",),
-    "sparsity_penalty": ("sparse_ae",),
-    "sparsity_weight": ("sparse_ae",),
-    "sparsity_target": ("sparse_ae",),
-    "contractive_weight": ("contractive_ae",),
-}
+FAMILIES = tuple(families.FAMILIES)
 
 # Upper bounds that catch typos (a latent of 10**9) before they allocate memory.
 MAX_UNITS = 65_536
@@ -92,17 +81,19 @@ class ModelSection(Section):
 
 
 class LossSection(Section):
-    """What is minimised. `type` for the deterministic AEs, `likelihood` for variational ones."""
+    """What is minimised. Which keys a family takes, and their defaults, are its entry in the
+    family table (`kerasae.families`): `type` for the deterministic AEs, `likelihood` for
+    variational ones, and each family's own weights. A key left out takes the family's default."""
 
     type: Optional[Literal["bce", "mse"]] = None
     likelihood: Optional[Literal["bernoulli", "gaussian"]] = None
-    beta: Annotated[float, Field(ge=0.0, le=1e4)] = 1.0
-    kl_warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 0
-    importance_samples: Annotated[int, Field(ge=1, le=5000)] = 5
-    sparsity_penalty: Literal["kl", "l1"] = "kl"
-    sparsity_weight: Annotated[float, Field(ge=0.0, le=1e4)] = 0.1
-    sparsity_target: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
-    contractive_weight: Annotated[float, Field(ge=0.0, le=1e4)] = 0.1
+    beta: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    kl_warmup_epochs: Optional[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]] = None
+    importance_samples: Optional[Annotated[int, Field(ge=1, le=5000)]] = None
+    sparsity_penalty: Optional[Literal["kl", "l1"]] = None
+    sparsity_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    sparsity_target: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None
+    contractive_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
 
 
 class CorruptionSection(Section):
@@ -118,12 +109,12 @@ class CorruptionSection(Section):
             if self.sigma is not None:
                 raise ValueError(f"sigma: does not apply to {self.type} corruption; use 'p'")
             if self.p is None:
-                self.p = 0.2
+                self.p = defaults.MASKING_P
         elif self.type == "gaussian":
             if self.p is not None:
                 raise ValueError("p: does not apply to gaussian corruption; use 'sigma'")
             if self.sigma is None:
-                self.sigma = 0.2
+                self.sigma = defaults.GAUSSIAN_SIGMA
         elif self.p is not None or self.sigma is not None:
             raise ValueError("type: 'p' and 'sigma' need a corruption type (masking, gaussian, salt_and_pepper)")
         return self
@@ -246,18 +237,8 @@ class DistributeSection(Section):
         return self
 
 
-# Figure name -> families it applies to (None: every family).
-FIGURES = {
-    "reconstructions": None,  # the seed's Fig. 2: after chosen epochs
-    "loss": None,
-    "filters": None,  # the seed's Fig. 4: first-layer weights
-    "latent": None,  # test codes in 2-D, coloured by digit
-    "denoising": None,  # the seed's Fig. 3: input / noisy / output; needs a corruption
-    "samples": VARIATIONAL_FAMILIES,
-    "interpolation": VARIATIONAL_FAMILIES,  # the seed's Fig. 7: after chosen epochs
-    "manifold": VARIATIONAL_FAMILIES,  # decoded 2-D latent grid; needs latent_dim 2
-}
-# Figure name -> (what else it needs, in words; the test of a recipe).
+# Figure name -> (what else it needs, in words; the test of a recipe). Which figures apply to
+# which family is the family table's.
 FIGURE_NEEDS = {
     "denoising": ("a corruption (corruption.type other than 'none')", lambda r: r.corruption.type != "none"),
     "manifold": ("model.latent_dim 2", lambda r: r.model.latent_dim == 2),
@@ -266,18 +247,17 @@ FIGURE_NEEDS = {
 
 def figures_for(recipe):
     """Every figure that applies to a recipe: the default of `outputs.figures`."""
-    family = recipe.model.family
     return [
         name
-        for name, families in FIGURES.items()
-        if (families is None or family in families) and (name not in FIGURE_NEEDS or FIGURE_NEEDS[name][1](recipe))
+        for name in families.get(recipe.model.family).figures
+        if name not in FIGURE_NEEDS or FIGURE_NEEDS[name][1](recipe)
     ]
 
 
 class OutputsSection(Section):
     """What the zoo entry gets besides the model."""
 
-    figures: Optional[list[Literal[tuple(FIGURES)]]] = Field(
+    figures: Optional[list[Literal[families.ALL_FIGURES]]] = Field(
         default=None, description="Figures to draw; every figure that applies to the family when omitted."
     )
     epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
@@ -306,50 +286,61 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _family_rules(self):
-        family = self.model.family
-        variational = family in VARIATIONAL_FAMILIES
-        problems = []
-        if variational and self.loss.type is not None:
-            problems.append(f"loss.type: does not apply to family '{family}'; use loss.likelihood")
-        if not variational and self.loss.likelihood is not None:
-            problems.append(f"loss.likelihood: applies to variational families; family '{family}' uses loss.type")
-        for key in sorted(self.loss.model_fields_set & set(FAMILY_LOSS_KEYS)):
-            if family not in FAMILY_LOSS_KEYS[key]:
-                problems.append(f"loss.{key}: applies to family {' or '.join(FAMILY_LOSS_KEYS[key])}, not '{family}'")
-        if family == "sparse_ae" and self.loss.sparsity_penalty == "kl" and self.model.latent_activation != "sigmoid":
-            problems.append("model.latent_activation: the kl sparsity penalty needs 'sigmoid' codes")
+        family = families.get(self.model.family)
+        problems = [*self._loss_problems(family), *self._figure_problems(family)]
         layer_kinds = {type(layer) for layer in self.model.encoder + (self.model.decoder or [])}
         if len(layer_kinds) > 1:
             problems.append("model.decoder: must be dense sizes when the encoder is dense, conv layers when it is conv")
-        if family == "dae" and self.corruption.type == "none":
-            # The seed's denoising AE: zero a random 20% of the pixels.
-            self.corruption = CorruptionSection(type="masking", p=0.2)
-        for name in self.outputs.figures or []:
-            families = FIGURES[name]
-            if families is not None and family not in families:
-                problems.append(f"outputs.figures: '{name}' applies to family {' or '.join(families)}, not '{family}'")
-            if name in FIGURE_NEEDS and not FIGURE_NEEDS[name][1](self):
-                problems.append(f"outputs.figures: '{name}' needs {FIGURE_NEEDS[name][0]}")
         if problems:
             # One error per line; _describe turns each into its own located problem.
             raise ValueError("\n".join(problems))
-        if variational and self.loss.likelihood is None:
-            self.loss.likelihood = "bernoulli"
-        if not variational and self.loss.type is None:
-            self.loss.type = "bce"
+        for key, (_, default) in family.loss.items():
+            if getattr(self.loss, key) is None:
+                setattr(self.loss, key, default)
+        if family.denoising and self.corruption.type == "none":
+            kind = defaults.DENOISING_CORRUPTION["kind"]
+            self.corruption = CorruptionSection(type=kind, p=defaults.DENOISING_CORRUPTION["p"])
         if self.outputs.figures is None:
             self.outputs.figures = figures_for(self)
         return self
 
+    def _loss_problems(self, family):
+        problems = []
+        for key in [key for key in LossSection.model_fields if key in self.loss.model_fields_set]:
+            if key in family.loss or getattr(self.loss, key) is None:
+                continue
+            if key == "type" and "likelihood" in family.loss:
+                problems.append(f"loss.type: does not apply to family '{family.name}'; use loss.likelihood")
+            elif key == "likelihood" and "type" in family.loss:
+                problems.append(
+                    f"loss.likelihood: applies to variational families; family '{family.name}' uses loss.type"
+                )
+            else:
+                takers = " or ".join(families.LOSS_KEYS[key])
+                problems.append(f"loss.{key}: applies to family {takers}, not '{family.name}'")
+        if not problems:  # the family's own rules, on its loss values with their defaults
+            values = {
+                key: default if getattr(self.loss, key) is None else getattr(self.loss, key)
+                for key, (_, default) in family.loss.items()
+            }
+            problems += [message for message, holds in family.rules if not holds(self.model, values)]
+        return problems
+
+    def _figure_problems(self, family):
+        problems = []
+        for name in self.outputs.figures or []:
+            if name not in family.figures:
+                takers = " or ".join(f.name for f in families.FAMILIES.values() if name in f.figures)
+                problems.append(f"outputs.figures: '{name}' applies to family {takers}, not '{family.name}'")
+            if name in FIGURE_NEEDS and not FIGURE_NEEDS[name][1](self):
+                problems.append(f"outputs.figures: '{name}' needs {FIGURE_NEEDS[name][0]}")
+        return problems
+
     def to_dict(self):
         """The fully defaulted recipe as plain YAML-safe values (loss keys of other families left out)."""
         data = self.model_dump(mode="json")
-        family = self.model.family
-        data["loss"] = {
-            key: value
-            for key, value in data["loss"].items()
-            if value is not None and family in FAMILY_LOSS_KEYS.get(key, (family,))
-        }
+        taken = families.get(self.model.family).loss
+        data["loss"] = {key: value for key, value in data["loss"].items() if key in taken}
         return data
 
 

@@ -16,9 +16,10 @@ import time
 import keras
 import numpy as np
 
-from kerasae import backend, builder, cards, evaluate, figures, zoo
+from kerasae import backend, builder, cards, evaluate, export, families, figures, zoo
 from kerasae import data as data_module
 from kerasae import recipe as recipe_module
+from kerasae.backend import private
 from kerasae.errors import DataError, KerasaeError, TrainingStopped, ZooError
 
 
@@ -41,7 +42,7 @@ class Snapshots(keras.callbacks.Callback):
             return
         with backend.host_local(self.model):
             self.reconstructions[epoch + 1] = self.model.reconstruct(self.images, self.labels)
-            if hasattr(self.model, "interpolate") and len(self.images) >= 2:
+            if self.model.variational and len(self.images) >= 2:
                 extra = {"labels": tuple(self.labels[:2])} if self.model.needs_labels else {}
                 self.interpolations[epoch + 1] = self.model.interpolate(
                     self.images[0], self.images[1], self.steps, **extra
@@ -61,7 +62,7 @@ class KLWarmup(keras.callbacks.Callback):
 
 
 def _check_labels(dataset, recipe):
-    if recipe.model.family not in recipe_module.LABELLED_FAMILIES:
+    if not families.get(recipe.model.family).conditional:
         return 0
     for split in ("y_train", "y_val", "y_test"):
         if getattr(dataset, split) is None:
@@ -129,9 +130,11 @@ class Guard(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_step = batch + 1
-        # A signal after the last step lets the epoch end normally, validation included.
+        # A signal after the last step lets the epoch end normally, validation included; without
+        # the hook that skips validation in a stopped `fit`, so does a signal at any step.
         last = self.params.get("steps") is not None and batch + 1 >= self.params["steps"]
-        if self.bad_step is not None or (self.signal is not None and not last):
+        mid_epoch = not last and private.available("keras.Model._should_eval")
+        if self.bad_step is not None or (self.signal is not None and mid_epoch):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -647,7 +650,7 @@ def _write_entry(
         write_figures(os.path.join(stage, zoo.FIGURES_DIR), recipe, model, dataset, history, snapshots)
         cards.entry_card(stage, recipe.to_dict(), metrics)
         if outputs.export_saved_model and _tensorflow_available():
-            backend.export(
+            export.export(
                 "tf_saved_model", os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR)
             )
         final = zoo.commit(stage, recipe.name, zoo_dir, overwrite)

@@ -215,7 +215,9 @@ def save_model(model, path):
     size for Adam. `keras.saving.load_model` gives an uncompiled model; compile
     it to fine-tune.
     """
-    if not model.compiled:
+    from kerasae.backend import private
+
+    if not model.compiled or not private.available("keras.Model.compiled"):
         model.save(path)
         return
     optimizer = model.optimizer

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-from kerasae import backend, recipe, train, zoo
+from kerasae import backend, families, recipe, train, zoo
 from kerasae.errors import RecipeError
 
 # Examples per family: 2 in CI (14 recipes per backend), more for a longer sweep.
@@ -49,7 +49,7 @@ def recipes(draw, family):
     # One recipe in six may break the schema's cross-field rules (another family's loss keys, figures
     # that do not apply): those must be refused. The others keep to the rules and must train.
     wild = draw(st.integers(0, 5)) == 5
-    variational = family in recipe.VARIATIONAL_FAMILIES
+    variational = families.get(family).variational
     conv = draw(st.booleans())
     if conv:
         layer = st.fixed_dictionaries(
@@ -73,8 +73,10 @@ def recipes(draw, family):
         loss["likelihood"] = draw(st.sampled_from([None, "bernoulli", "gaussian"]))
     else:
         loss["type"] = draw(st.sampled_from([None, "bce", "mse"]))
-    for key, families in recipe.FAMILY_LOSS_KEYS.items():
-        if family in families and draw(st.booleans()) or wild and draw(st.integers(0, 3)) == 0:
+    for key, takers in families.LOSS_KEYS.items():
+        if key in ("type", "likelihood"):
+            continue  # drawn above
+        if family in takers and draw(st.booleans()) or wild and draw(st.integers(0, 3)) == 0:
             loss[key] = draw(
                 {
                     "beta": st.floats(0.0, 4.0),
@@ -115,8 +117,8 @@ def recipes(draw, family):
     if family == "sparse_ae" and loss.get("sparsity_penalty", "kl") == "kl" and not wild:
         model["latent_activation"] = "sigmoid"  # the KL sparsity target is a mean activation in (0, 1)
     if draw(st.booleans()):
-        applies = [name for name, families in recipe.FIGURES.items() if families is None or family in families]
-        figures = list(recipe.FIGURES) if wild else [f for f in applies if f not in recipe.FIGURE_NEEDS]
+        applies = families.get(family).figures
+        figures = list(families.ALL_FIGURES) if wild else [f for f in applies if f not in recipe.FIGURE_NEEDS]
         outputs["figures"] = draw(st.lists(st.sampled_from(figures), unique=True, max_size=4))
     data = {"binarize": draw(st.sampled_from(BINARIZE)), "validation_split": draw(st.sampled_from([0.0, 0.25]))}
     shape = (draw(st.integers(4, 14)), draw(st.integers(4, 14)), draw(st.sampled_from([1, 1, 3])))
@@ -159,9 +161,8 @@ def _tiny_npz(folder, shape, classes, seed):
 
 
 def _applies(name, r):
-    families = recipe.FIGURES[name]
     needs = recipe.FIGURE_NEEDS.get(name)
-    return (families is None or r.model.family in families) and (needs is None or needs[1](r))
+    return name in families.get(r.model.family).figures and (needs is None or needs[1](r))
 
 
 # No shrinking: each example trains a model, and a failure's drawn recipe is printed whole.
@@ -197,7 +198,7 @@ def test_every_valid_recipe_trains_evaluates_writes_and_reloads(tmp_path_factory
     assert metrics["epochs"] == r.train.epochs and np.isfinite(metrics["test"]["loss"])
     assert np.isfinite(ev["reconstruction"]["sse"]) and ev["pca"]["components"] >= 1
     assert ("denoising" in ev) == (r.corruption.type != "none")
-    variational = r.model.family in recipe.VARIATIONAL_FAMILIES
+    variational = families.get(r.model.family).variational
     assert ("elbo" in ev) == variational and ("nll" in ev) == (variational and r.outputs.nll_samples > 0)
     assert 0.0 <= ev.get("probe_accuracy", 0.0) <= 1.0
     for name in r.outputs.figures:  # validation let through only figures that apply

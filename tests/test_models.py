@@ -8,7 +8,8 @@ import pytest
 from conftest import run_python, small_recipe
 
 from kerasae import backend, builder, data, recipe, train
-from kerasae.models import FAMILIES, VAE
+from kerasae.families import FAMILIES
+from kerasae.models import VAE
 from kerasae.train import KLWarmup
 
 OTHER_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if b != backend.NAME]
@@ -52,7 +53,9 @@ def test_loss_falls_and_metrics_are_reported(mnist_like, family):
 
 
 def test_parameter_counts_of_the_seed_models():
-    ae = FAMILIES["ae"](image_shape=(28, 28, 1), encoder_layers=[], latent_dim=64, latent_activation="sigmoid")
+    ae = FAMILIES["ae"].model_class(
+        image_shape=(28, 28, 1), encoder_layers=[], latent_dim=64, latent_activation="sigmoid"
+    )
     assert ae.count_params() == (784 * 64 + 64) + (64 * 784 + 784)
     vae = VAE(image_shape=(28, 28, 1), encoder_layers=[400], latent_dim=20)
     encoder = 784 * 400 + 400 + 2 * (400 * 20 + 20)
@@ -69,7 +72,7 @@ def test_conv_autoencoder_on_odd_image_sizes():
 
 
 def test_bce_loss_is_summed_per_image():
-    model = FAMILIES["ae"](image_shape=(28, 28, 1), latent_dim=4)
+    model = FAMILIES["ae"].model_class(image_shape=(28, 28, 1), latent_dim=4)
     x = np.full((3, 28, 28, 1), 0.5, np.float32)
     logits = np.zeros((3, 28, 28, 1), np.float32)  # p = 0.5 everywhere
     loss = keras.ops.convert_to_numpy(model.reconstruction_loss(x, logits))

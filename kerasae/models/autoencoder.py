@@ -6,10 +6,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasae import backend, losses, networks
+from kerasae import backend, defaults, losses, networks
 from kerasae.layers import Corruption, DynamicBinarization
 
-PREDICT_BATCH = 1024
+PREDICT_BATCH = defaults.PREDICT_BATCH
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
@@ -94,9 +94,15 @@ class Autoencoder(backend.Trainer, keras.Model):
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.built = True
 
+    # What a model can do, for callers to ask (never to probe with hasattr): a variational model
+    # has a posterior and a prior (ELBO, NLL, `generate`, `interpolate`, `encode_distribution`);
+    # a conditional one (`needs_labels`) takes a label per image everywhere.
+    variational = False
     # Labels: unconditional families ignore them; a conditional one joins them
     # to the encoder's and the decoder's inputs through these hooks.
     needs_labels = False
+    # Importance samples per image in the training objective (1: a single-sample loss).
+    k = 1
 
     def condition_dim(self):
         """Size of the condition joined to encoder and decoder inputs (0: none)."""
@@ -229,7 +235,7 @@ class DenoisingAutoencoder(Autoencoder):
     """
 
     def __init__(self, corruption=None, **kwargs):
-        super().__init__(corruption=corruption or {"kind": "masking", "p": 0.2}, **kwargs)
+        super().__init__(corruption=corruption or dict(defaults.DENOISING_CORRUPTION), **kwargs)
 
 
 @contextlib.contextmanager

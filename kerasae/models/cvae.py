@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasae.models.autoencoder import _floats
+from kerasae.models.autoencoder import PREDICT_BATCH, _floats
 from kerasae.models.vae import VAE, _line
 
 
@@ -67,7 +67,7 @@ class CVAE(VAE):
         x = _floats(x)
         return [x, self._one_hot_np(labels, len(x))]
 
-    def decode(self, z, labels=None, batch_size=1024):
+    def decode(self, z, labels=None, batch_size=PREDICT_BATCH):
         z = _floats(z)
         joined = np.concatenate([z, self._one_hot_np(labels, len(z))], axis=-1)
         return self.decoder.predict(joined, batch_size=batch_size, verbose=0)

@@ -8,7 +8,7 @@ from keras import ops
 
 from kerasae import losses
 from kerasae.layers import Sampling
-from kerasae.models.autoencoder import Autoencoder, _floats, _offset
+from kerasae.models.autoencoder import PREDICT_BATCH, Autoencoder, _floats, _offset
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -30,6 +30,7 @@ class VAE(Autoencoder):
     """
 
     loss_names = ("loss", "reconstruction_loss", "kl_loss")
+    variational = True
 
     def __init__(self, likelihood="bernoulli", beta=1.0, kl_warmup_epochs=0, **kwargs):
         if likelihood not in ("bernoulli", "gaussian"):
@@ -77,7 +78,7 @@ class VAE(Autoencoder):
         Returns:
             (log_w of shape (k, batch), log p(x | z_i) flattened to (k * batch,)).
         """
-        k = k or getattr(self, "k", 1)
+        k = k or self.k
         batch = ops.shape(z_mean)[0]
         mean_k = ops.concatenate([z_mean] * k, axis=0)
         log_var_k = ops.concatenate([z_log_var] * k, axis=0)
@@ -108,11 +109,11 @@ class VAE(Autoencoder):
 
     # -- numpy conveniences ------------------------------------------------
 
-    def encode(self, x, labels=None, batch_size=1024):
+    def encode(self, x, labels=None, batch_size=PREDICT_BATCH):
         """Posterior means z_mean(x) (numpy in, numpy out)."""
         return self.encode_distribution(x, labels, batch_size)[0]
 
-    def encode_distribution(self, x, labels=None, batch_size=1024):
+    def encode_distribution(self, x, labels=None, batch_size=PREDICT_BATCH):
         """(z_mean, z_log_var) of q(z|x) (numpy in, numpy out)."""
         z_mean, z_log_var = self.encoder.predict(self.encoder_feed(x, labels), batch_size=batch_size, verbose=0)
         return z_mean, z_log_var

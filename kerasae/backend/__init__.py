@@ -1,0 +1,98 @@
+"""The only package that branches on the Keras backend.
+
+Models write their loss once, with `keras.ops`, in `compute_losses(x, y, training)` returning
+a dict whose "loss" entry is minimised. Each backend's module turns that into `train_step` /
+`test_step`, as Keras's own per-backend trainers do (`keras/src/backend/<name>/trainer.py`):
+
+- `tensorflow.py`: a GradientTape; `steps_per_execution` steps as one XLA loop; random draws
+  with a named algorithm; in-memory arrays as one `tf.data` pipeline per run.
+- `jax.py`: a stateless step returning its new state; the steps as one `lax.scan`.
+- `torch.py`: `backward()`; Adam's update in one fused kernel.
+- `distribute.py`: data-parallel training on several devices or hosts.
+- `private.py`: every private Keras / JAX / PyTorch name used, with its public fallback.
+
+Each backend module defines the same names: `Trainer`, `random`, `coarse_uniform`,
+`array_feed`, `array_batches` (None where the trainer slices numpy itself) and `hardware`.
+Everything else in kerasae is backend-neutral.
+"""
+
+import keras
+
+from kerasae import defaults
+from kerasae.backend import private
+
+NAME = keras.backend.backend()
+
+if NAME != "tensorflow" and private.available("keras.src.utils.module_utils.tensorflow._available"):
+    # Keras asks "is TensorFlow installed?" by importing it (in `keras.utils.set_random_seed` and
+    # when saving a model), which costs a JAX or torch run ~450 MB and seconds. kerasae needs
+    # TensorFlow only in the export subprocess, so on these backends Keras takes its
+    # TensorFlow-less paths, as where TensorFlow is not installed. Explicit uses (the
+    # TensorBoard callback) still import it.
+    from keras.src.utils import module_utils
+
+    if getattr(module_utils.tensorflow, "_available", None) is None:
+        module_utils.tensorflow._available = False
+
+if NAME == "tensorflow":
+    from kerasae.backend.tensorflow import Trainer, array_batches, array_feed, coarse_uniform, hardware, random
+elif NAME == "jax":
+    from kerasae.backend.jax import Trainer, array_batches, array_feed, coarse_uniform, hardware, random
+elif NAME == "torch":
+    from kerasae.backend.torch import Trainer, array_batches, array_feed, coarse_uniform, hardware, random
+else:  # pragma: no cover -- Keras ships these three trainers and numpy/openvino (inference only)
+    raise ImportError(f"kerasae trains on the tensorflow, jax and torch backends. Received: KERAS_BACKEND={NAME}")
+
+from kerasae.backend.distribute import (  # noqa: E402 -- after the backend's own module
+    Replicas,
+    barrier,
+    distributed,
+    host_local,
+    is_main_process,
+    multi_host_settings,
+    tf_cluster,
+    writes_entry,
+)
+
+__all__ = [
+    "NAME",
+    "Trainer",
+    "random",
+    "coarse_uniform",
+    "array_feed",
+    "array_batches",
+    "hardware",
+    "Replicas",
+    "distributed",
+    "host_local",
+    "barrier",
+    "is_main_process",
+    "multi_host_settings",
+    "tf_cluster",
+    "writes_entry",
+    "steps_per_execution",
+    "jit_compile",
+]
+
+
+def steps_per_execution(requested=None, replicas=1):
+    """Training steps per compiled call: many on TensorFlow and JAX, to drown the Python
+    overhead of each step. PyTorch runs eagerly and Keras's torch trainer takes exactly one, and
+    so does TensorFlow under `tf.distribute` (Keras 3.15's multi-step loop fails there): there a
+    recipe's `steps_per_execution` runs its steps one call each, which trains the same weights
+    (test_models checks grouped against single steps)."""
+    if NAME == "torch" or (NAME == "tensorflow" and replicas > 1):
+        return 1
+    return requested or defaults.STEPS_PER_EXECUTION
+
+
+def jit_compile(requested=None, distributed=False):
+    """Whether training and evaluation steps compile: the recipe's choice, else XLA on TensorFlow
+    and JAX (Keras's "auto" is XLA on JAX but never on a CPU-only TensorFlow, where XLA trains
+    the seed's VAE ~25% and its AE ~30% faster here: benchmarks/). Off on PyTorch (torch.compile
+    takes ~30 s to pay back) and under tf.distribute (as Keras has it). A model with a layer XLA
+    cannot compile runs uncompiled, with Keras's warning. (XLA draws other random numbers than
+    TensorFlow's kernels: an entry is re-evaluated with the setting it was trained with.)"""
+    if requested is not None:
+        return requested
+    return not (NAME == "torch" or (NAME == "tensorflow" and distributed))

@@ -1,0 +1,131 @@
+"""The JAX backend: its `Trainer` and random draws.
+
+Laid out as Keras's `keras/src/backend/jax/trainer.py`: the model's `compute_losses` runs
+statelessly (variables in, new values out) so that `jax.value_and_grad` differentiates it, and
+`steps_per_execution` steps run as one `lax.scan`.
+"""
+
+import math
+import os
+
+import jax
+import keras
+import numpy as np
+
+from kerasae.backend import private
+from kerasae.backend.common import LossTracking, no_feed, take_group
+
+TRAIN_FUNCTION = "keras.Model.train_function (replaced by make_train_function)"
+array_feed = array_batches = no_feed
+
+
+def random(kind, shape, dtype, seed_generator):
+    """`keras.random.normal` or `.uniform` (kind) drawn from a layer's generator."""
+    return getattr(keras.random, kind)(shape, dtype=dtype, seed=seed_generator)
+
+
+def coarse_uniform(shape, dtype, seed_generator):
+    """Uniform on [0, 1) in steps of 2^-16 for `u < p` draws (see `kerasae.backend`): two draws
+    from each 32 random bits, where threefry costs in proportion to the bits."""
+    n = math.prod(shape)
+    words = jax.random.bits(seed_generator.next(), ((n + 1) // 2,), "uint32")
+    halves = jax.numpy.concatenate([words & 0xFFFF, words >> 16])[:n]
+    return (halves.astype(dtype) * (1.0 / 65536)).reshape(shape)
+
+
+def hardware():
+    """The accelerators JAX sees, else the CPU's cores, in words."""
+    accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    return f"{len(accelerators)} x {accelerators[0]}" if accelerators else f"CPU, {os.cpu_count()} cores"
+
+
+def _stateless(variables, values, fn):
+    """Runs fn() with `variables` read from `values`; returns (result, new values)."""
+    with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+        result = fn()
+    new_values = []
+    for variable, value in zip(variables, values):
+        current = scope.get_current_value(variable)
+        new_values.append(value if current is None else current)
+    return result, new_values
+
+
+class Trainer(LossTracking):
+    def _losses_and_state(self, trainable, non_trainable, x, y, training, optimizer_values=None):
+        variables = self.trainable_variables + self.non_trainable_variables
+        losses, values = _stateless(
+            variables,
+            list(trainable) + list(non_trainable),
+            lambda: self.compute_losses(x, y, training=training),
+        )
+        objective = losses["loss"]
+        if optimizer_values is not None:  # mixed_float16's loss scale (a variable of the optimizer); else as is
+            objective, _ = _stateless(
+                self.optimizer.variables, optimizer_values, lambda: self.optimizer.scale_loss(objective)
+            )
+        # Seed generator states and other non-trainable updates come back as state.
+        return objective, (losses, values[len(trainable) :])
+
+    def _update_metrics(self, metrics_values, losses):
+        return _stateless(self.metrics_variables, metrics_values, lambda: self.update_loss_metrics(losses))
+
+    def train_step(self, state, data):
+        trainable, non_trainable, optimizer_values, metrics_values = state
+        x, y = self._data(data)
+        grad_fn = jax.value_and_grad(self._losses_and_state, has_aux=True)
+        (_, (losses, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y, True, optimizer_values)
+        trainable, optimizer_values = self.optimizer.stateless_apply(optimizer_values, grads, trainable)
+        logs, metrics_values = self._update_metrics(metrics_values, losses)
+        return logs, (trainable, non_trainable, optimizer_values, metrics_values)
+
+    def test_step(self, state, data):
+        trainable, non_trainable, metrics_values = state
+        x, y = self._data(data)
+        _, (losses, non_trainable) = self._losses_and_state(trainable, non_trainable, x, y, False)
+        logs, metrics_values = self._update_metrics(metrics_values, losses)
+        return logs, (trainable, non_trainable, metrics_values)
+
+    def make_train_function(self, force=False):
+        """`steps_per_execution` steps in one compiled call: Keras's JAX trainer calls its
+        compiled step once per batch from Python, whose dispatch costs a small model as much
+        as the step itself; here full groups of batches run as a `lax.scan` over the stacked
+        batches, and only a short group (the end of an epoch) takes single steps."""
+        if self.train_function is not None and not force:
+            return
+        super().make_train_function(force=True)
+        steps = self.steps_per_execution
+        if steps == 1 or self.run_eagerly or not self.jit_compile or keras.distribution.distribution():
+            return  # sharded batches (keras.distribution) keep Keras's own loop
+        if not private.available(TRAIN_FUNCTION):
+            return
+        single = self.train_function
+
+        def scan_steps(state, batches):
+            state, logs = jax.lax.scan(lambda s, batch: self.train_step(s, batch)[::-1], state, batches)
+            return jax.tree.map(lambda value: value[-1], logs), state
+
+        scanned = jax.jit(scan_steps, donate_argnums=0)
+        ahead = []  # (iterator, its next group): taken while the last call computes
+
+        def train_function(state, iterator):
+            # (A group taken from another iterator is of a `fit` that stopped early: dropped.)
+            if ahead and ahead[0][0] is iterator:
+                group, stacked = ahead.pop()[1]
+            else:
+                group, stacked = take_group(iterator, steps, np.stack)
+            ahead.clear()
+            if stacked:
+                logs, state = scanned(state, group)
+                # JAX returns before the call finishes: stack the next group meanwhile, but
+                # queue no more calls than that (each holds its batches in memory).
+                ahead.append((iterator, take_group(iterator, steps, np.stack)))
+                jax.block_until_ready(logs)
+                return logs, state
+            logs = None
+            for batch in group:
+                logs, state = single(state, iter([batch]))
+            if logs is None:
+                raise StopIteration
+            return logs, state
+
+        self.train_function = train_function

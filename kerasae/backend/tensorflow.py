@@ -1,0 +1,192 @@
+"""The TensorFlow backend: its `Trainer`, random draws and in-memory data feed.
+
+Laid out as Keras's `keras/src/backend/tensorflow/trainer.py`: the model's `compute_losses`
+becomes a `train_step` under a GradientTape, and `steps_per_execution` steps run as one XLA
+loop. Random draws name their algorithm (Keras leaves TensorFlow's "auto_select", which XLA on
+a CPU lowers to a slow generator); arrays become one `tf.data` pipeline per run.
+"""
+
+import contextlib
+import contextvars
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from kerasae.backend import private
+from kerasae.backend.common import LossTracking, take_group
+
+TRAIN_FUNCTION = "keras.Model.train_function (replaced by make_train_function)"
+
+# Set while a TensorFlow training or test step is traced for XLA: the draws there use threefry.
+_IN_XLA = contextvars.ContextVar("kerasae_in_xla", default=False)
+
+
+def _tf_seed(seed_generator):
+    """The next seed of a layer's generator, as TensorFlow's stateless ops take it. Under a
+    `tf.distribute` strategy every replica would read the same generator state and draw the same
+    noise for its part of the batch; there the seed is offset by the replica's index."""
+    seed = tf.cast(tf.math.floormod(seed_generator.next(), tf.int32.max - 1), "int32")  # as Keras casts it
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        offset = tf.cast(context.replica_id_in_sync_group, seed.dtype)
+        seed = seed + tf.stack([tf.zeros_like(offset), offset])
+    return seed
+
+
+def _tf_algorithm():
+    """Keras leaves TensorFlow's "auto_select", which XLA on a CPU lowers to a generator ~40x
+    slower than Philox (27 ms for a batch of MNIST pixels, against 0.6 ms: more than the whole
+    training step); under XLA threefry costs least (0.2 ms). TensorFlow's own kernels, outside
+    XLA, have Philox only."""
+    return "threefry" if _IN_XLA.get() else "philox"
+
+
+def random(kind, shape, dtype, seed_generator):
+    """`keras.random.normal` or `.uniform` (kind) drawn from a layer's generator; on TensorFlow
+    with the algorithm `_tf_algorithm` picks and a seed per replica (`_tf_seed`)."""
+    draw = tf.random.stateless_normal if kind == "normal" else tf.random.stateless_uniform
+    return draw(shape, seed=_tf_seed(seed_generator), dtype=dtype, alg=_tf_algorithm())
+
+
+def array_feed(x, y, batch_size):
+    """The batches of in-memory arrays in a given row order, for `fit`, on TensorFlow without a
+    `tf.distribute` strategy: `feed(rows)` returns (a `tf.data.Dataset`, its number of batches).
+
+    Given numpy arrays, Keras's TensorFlow trainer converts a fresh copy of them into a new
+    dataset at every `fit` call, and kerasae calls `fit` once per epoch: the copy, and deleting
+    the last epoch's dataset (TensorFlow unregisters its functions), took ~0.7 s of a 2.5 s
+    epoch of the seed's VAE. Here the arrays become tensors once, and one dataset, made once,
+    gathers each batch by the rows of the epoch (held in a variable). None on JAX and PyTorch,
+    whose trainers slice numpy arrays batch by batch: there the caller passes `x[rows]`.
+    """
+    if tf.distribute.has_strategy():
+        return None
+    tensors = tuple(tf.constant(a) for a in (x, y) if a is not None)
+    order = tf.Variable(tf.zeros([0], "int64"), shape=tf.TensorShape([None]), trainable=False)
+    count = tf.Variable(0, dtype="int64", trainable=False)
+
+    def batch(i):
+        rows = order[i * batch_size : (i + 1) * batch_size]
+        return tuple(tf.gather(t, rows) for t in tensors)
+
+    dataset = tf.data.Dataset.range(2**62).take_while(lambda i: i < count).map(batch)
+
+    def feed(rows):
+        order.assign(np.asarray(rows, dtype="int64"))
+        count.assign(-(-len(rows) // batch_size))
+        return dataset, int(count.numpy())
+
+    return feed
+
+
+def array_batches(x, y, batch_size):
+    """Arrays as a `tf.data.Dataset` of batches on TensorFlow without a strategy (made once: see
+    `array_feed`); None elsewhere."""
+    if tf.distribute.has_strategy():
+        return None
+    return tf.data.Dataset.from_tensor_slices(tuple(a for a in (x, y) if a is not None)).batch(batch_size)
+
+
+def coarse_uniform(shape, dtype, seed_generator):
+    """Uniform on [0, 1) in steps of 2^-16, for comparisons `u < p`: a Bernoulli pixel or a
+    corruption mask. 16 bits hold any probability within 2^-16 (an 8-bit grey level needs 8),
+    and each 32 random bits give two draws: on JAX and under XLA, where the generators cost in
+    proportion to the bits, the draw of a batch of MNIST pixels takes ~40% less (benchmarks/rng.py).
+    PyTorch's generator does not gain from it: there this is `uniform`."""
+
+    shape = tf.stack([tf.cast(d, "int32") for d in shape])  # some sizes are tensors in a traced step
+    n = tf.reduce_prod(shape)
+    words = tf.random.stateless_uniform(
+        tf.reshape((n + 1) // 2, [1]),
+        seed=_tf_seed(seed_generator),
+        dtype="uint32",
+        minval=None,
+        maxval=None,
+        alg=_tf_algorithm(),
+    )
+    halves = tf.concat([tf.bitwise.bitwise_and(words, 0xFFFF), tf.bitwise.right_shift(words, 16)], 0)[:n]
+    return tf.reshape(tf.cast(halves, dtype) * (1.0 / 65536), shape)
+
+
+def _reducible(logs):
+    """Keras 3 reduces multi-worker logs along axis 0, which a scalar lacks, and fails
+    (tensorflow/tensorflow#72388): there the logs travel as 1-element vectors."""
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
+@contextlib.contextmanager
+def _tracing_for(model):
+    """Marks the step being traced as XLA's when the model compiles with XLA."""
+    token = _IN_XLA.set(bool(model.jit_compile) and not tf.distribute.has_strategy())
+    try:
+        yield
+    finally:
+        _IN_XLA.reset(token)
+
+
+class Trainer(LossTracking):
+    def train_step(self, data):
+        with _tracing_for(self):
+            return self._train_step(data)
+
+    def test_step(self, data):
+        with _tracing_for(self):
+            x, y = self._data(data)
+            return _reducible(self.update_loss_metrics(self.compute_losses(x, y, training=False)))
+
+    def _train_step(self, data):
+        x, y = self._data(data)
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(x, y, training=True)
+            # tf.distribute sums the replicas' gradients: each replica's mean loss
+            # counts 1/replicas, so the update is that of the global batch's mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            objective = losses["loss"] / replicas if replicas > 1 else losses["loss"]
+            objective = self.optimizer.scale_loss(objective)  # mixed_float16's loss scale; else as is
+        grads = tape.gradient(objective, self.trainable_weights)
+        self.optimizer.apply(grads, self.trainable_weights)
+        return _reducible(self.update_loss_metrics(losses))
+
+    def make_train_function(self, force=False):
+        """`steps_per_execution` steps in one XLA program: Keras's TensorFlow trainer runs a
+        graph loop that launches the compiled step once per batch (~1 ms each for the seed's
+        VAE, a third of the step); here full groups of batches, stacked, run as one XLA
+        `while` loop over them, and only a short group (the end of an epoch) takes single
+        steps. Not under tf.distribute, nor without XLA."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        steps = self.steps_per_execution
+        if steps == 1 or self.run_eagerly or not self.jit_compile or tf.distribute.has_strategy():
+            return self.train_function
+        if not private.available(TRAIN_FUNCTION):
+            return self.train_function
+        single = self.train_function
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def scan_steps(batches):
+            def body(i, logs):
+                return i + 1, self.train_step(tf.nest.map_structure(lambda leaf: leaf[i], batches))
+
+            logs = {name: tf.zeros((), tracker.dtype) for name, tracker in self.loss_trackers.items()}
+            return tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), logs))[1]
+
+        def train_function(iterator):
+            group, stacked = take_group(iterator, steps, tf.stack)
+            if stacked:
+                return scan_steps(group)
+            if not group:
+                raise StopIteration
+            return single(iter(group))
+
+        self.train_function = train_function
+        return self.train_function
+
+
+def hardware():
+    """The GPUs TensorFlow sees, else the CPU's cores, in words."""
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return f"{len(gpus)} x {gpus[0]}" if gpus else f"CPU, {os.cpu_count()} cores"

@@ -1,0 +1,20 @@
+"""Defaults that more than one module needs, each held once here.
+
+The recipe schema holds the defaults of its own keys; what lives here is shared by the
+schema and by code that also runs without a recipe (a model built from Python, a reloaded
+zoo entry).
+"""
+
+# The seed's denoising criterion: zero a random 20% of the pixels (Vincent et al. 2008).
+MASKING_P = 0.2
+# Gaussian corruption's standard deviation when a recipe names none.
+GAUSSIAN_SIGMA = 0.2
+# What a denoising family corrupts with when its recipe names no corruption.
+DENOISING_CORRUPTION = {"kind": "masking", "p": MASKING_P}
+
+# Training steps per compiled call on TensorFlow and JAX (recipe `train.steps_per_execution`).
+STEPS_PER_EXECUTION = 32
+
+# Images per call of the numpy conveniences (encode, decode, reconstruct) and, at most, per
+# validation batch: a forward pass's call overhead dominates small batches.
+PREDICT_BATCH = 1024

@@ -1,0 +1,143 @@
+"""The family table: every model family kerasae trains, in one place.
+
+Each `Family` says which class implements it, what it can do (variational, conditional,
+denoising), which recipe `loss` keys it takes and which constructor argument each becomes
+(with its default), and which figures and metrics apply. The recipe schema, the builder,
+evaluation, the model cards and the command line read this table; no other module names a
+family. Adding a family is one model class in `kerasae/models/`, one entry below, one recipe
+and its tests (the README's "How to add a family").
+
+This module imports no Keras: the recipe schema reads it to validate without a backend.
+"""
+
+import dataclasses
+import importlib
+
+# Figures every family draws; "denoising" needs a corruption (the recipe checks that).
+FIGURES = ("reconstructions", "loss", "filters", "latent", "denoising")
+# Figures of models with a prior to sample from; "manifold" needs a 2-D code.
+GENERATIVE_FIGURES = ("samples", "interpolation", "manifold")
+
+# Metrics every family reports (kerasae.evaluate), and those of variational ones.
+METRICS = ("reconstruction", "pca", "beats_pca", "probe_accuracy", "pca_probe_accuracy", "denoising")
+VARIATIONAL_METRICS = ("elbo", "elbo_reconstruction", "elbo_kl", "active_units", "nll")
+
+# The reconstruction term: deterministic families take `loss.type`, variational ones `loss.likelihood`.
+RECONSTRUCTION = {"type": ("reconstruction", "bce")}
+LIKELIHOOD = {"likelihood": ("likelihood", "bernoulli")}
+BETA = {"beta": ("beta", 1.0), "kl_warmup_epochs": ("kl_warmup_epochs", 0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One model family.
+
+    Attributes:
+        name: the recipe's `model.family`.
+        class_name: its model class in `kerasae.models`, imported on first use.
+        summary: one line for cards and `--help`.
+        variational: has a posterior and a prior: ELBO, NLL, sampling, interpolation.
+        conditional: trains and generates given a class label per image.
+        denoising: corrupts its inputs in training even when the recipe names no corruption
+            (with `defaults.DENOISING_CORRUPTION`). Every family accepts a recipe's corruption.
+        loss: recipe `loss` key -> (constructor argument, default). Other loss keys are refused.
+        figures: the figures that apply; the recipe's default `outputs.figures`.
+        metrics: what `kerasae.evaluate` reports for it.
+        rules: ("key.path: message", holds(model section, loss values)) the recipe checks: a
+            family's constraint between keys, reported with the message when it does not hold.
+    """
+
+    name: str
+    class_name: str
+    summary: str
+    variational: bool = False
+    conditional: bool = False
+    denoising: bool = False
+    loss: dict = dataclasses.field(default_factory=lambda: dict(RECONSTRUCTION))
+    figures: tuple = FIGURES
+    metrics: tuple = METRICS
+    rules: tuple = ()
+
+    @property
+    def model_class(self):
+        """The `keras.Model` subclass (imports Keras and the backend)."""
+        return getattr(importlib.import_module("kerasae.models"), self.class_name)
+
+    def loss_arguments(self, loss):
+        """Constructor arguments from a recipe's `loss` section (any object with the keys as
+        attributes); a key left unset (None) takes the family's default."""
+        values = {key: getattr(loss, key, None) for key in self.loss}
+        return {arg: default if values[key] is None else values[key] for key, (arg, default) in self.loss.items()}
+
+
+def _variational(name, class_name, summary, loss, **kwargs):
+    return Family(
+        name,
+        class_name,
+        summary,
+        variational=True,
+        loss={**LIKELIHOOD, **loss},
+        figures=FIGURES + GENERATIVE_FIGURES,
+        metrics=METRICS + VARIATIONAL_METRICS,
+        **kwargs,
+    )
+
+
+_TABLE = (
+    Family("ae", "Autoencoder", "the seed's autoencoder: reconstruct the input through a code"),
+    Family(
+        "dae",
+        "DenoisingAutoencoder",
+        "the seed's denoising autoencoder: restore inputs with 20% of the pixels zeroed",
+        denoising=True,
+    ),
+    Family(
+        "sparse_ae",
+        "SparseAutoencoder",
+        "an autoencoder whose code units are mostly inactive (KL or L1 penalty)",
+        loss={
+            **RECONSTRUCTION,
+            "sparsity_penalty": ("sparsity_penalty", "kl"),
+            "sparsity_weight": ("sparsity_weight", 0.1),
+            "sparsity_target": ("sparsity_target", 0.05),
+        },
+        rules=(
+            (
+                "model.latent_activation: the kl sparsity penalty needs 'sigmoid' codes",
+                lambda model, loss: loss["sparsity_penalty"] != "kl" or model.latent_activation == "sigmoid",
+            ),
+        ),
+    ),
+    Family(
+        "contractive_ae",
+        "ContractiveAutoencoder",
+        "an autoencoder penalised by its encoder's Jacobian norm (Rifai et al. 2011)",
+        loss={**RECONSTRUCTION, "contractive_weight": ("contractive_weight", 0.1)},
+    ),
+    _variational("vae", "VAE", "the seed's variational autoencoder (Kingma & Welling 2014)", BETA),
+    _variational(
+        "iwae",
+        "IWAE",
+        "the importance-weighted autoencoder (Burda et al. 2016)",
+        {"importance_samples": ("k", 5)},
+    ),
+    _variational(
+        "cvae",
+        "CVAE",
+        "the conditional VAE: generation steered by a class label (Sohn et al. 2015)",
+        BETA,
+        conditional=True,
+    ),
+)
+
+# The table: family name -> `Family`, in the order the README lists them.
+FAMILIES = {family.name: family for family in _TABLE}
+# Every figure a recipe may ask for.
+ALL_FIGURES = FIGURES + GENERATIVE_FIGURES
+# Every recipe loss key of any family, with the families that take it.
+LOSS_KEYS = {key: tuple(f.name for f in _TABLE if key in f.loss) for f in _TABLE for key in f.loss}
+
+
+def get(name):
+    """The `Family` of a recipe's `model.family` (validated by the recipe schema)."""
+    return FAMILIES[name]
