@@ -42,6 +42,7 @@ def _family(metrics):
 
 
 def fmt(value, digits=2):
+    """A metric as the cards show it: yes/no for booleans, `digits` decimals for floats."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -116,29 +117,7 @@ def entry_card(path, recipe, metrics):
         "signatures `serve`, `encode`, `decode`) or `--format onnx`. `check.npz` holds the first 32 test "
         "digits with the codes and reconstructions this model gives them.",
         "",
-        "## Recipe",
-        "",
-        "| key | value |",
-        "| --- | --- |",
-        f"| encoder | {m['encoder'] or 'none (the code is the hidden layer)'}, {m['activation']} |",
-        f"| code | {m['latent_dim']} units{'' if _family(metrics).variational else ', ' + m['latent_activation']} |",
-        f"| decoder | {m['decoder'] if m['decoder'] is not None else 'mirrors the encoder'}, "
-        f"output {m['output_activation']} |",
-        f"| loss | {', '.join(f'{k} {v}' for k, v in recipe['loss'].items())} |",
-        f"| corruption | {recipe['corruption']['type']} "
-        f"{'' if recipe['corruption']['type'] == 'none' else recipe['corruption']} |",
-        f"| training | {recipe['train']['optimizer']}, learning rate {_schedule(recipe['train'])}, "
-        f"batch {recipe['train']['batch_size']}, seed {recipe['train']['seed']} |",
-        "",
-        "The full resolved recipe is `recipe.yaml`.",
-        "",
-        "## Data",
-        "",
-        f"{data['name']} from `{data['source']}`, binarize: {data['binarize']}; "
-        f"{data['sizes']['train']} train / {data['sizes']['validation']} validation / {data['sizes']['test']} test "
-        f"images of shape {data['image_shape']}. sha256 of the stored arrays: x_train "
-        f"`{data['sha256']['x_train'][:16]}…`, x_test `{data['sha256']['x_test'][:16]}…`.",
-        "",
+        *_recipe_and_data(m, recipe, data),
         "## Test metrics",
         "",
         "| metric | value | unit |",
@@ -157,7 +136,37 @@ def entry_card(path, recipe, metrics):
     for figure, caption in FIGURE_CAPTIONS.items():
         if os.path.isfile(os.path.join(figure_dir, f"{figure}.png")):
             lines += [f"![{figure}]({zoo.FIGURES_DIR}/{figure}.png)", "", caption, ""]
-    _write(os.path.join(path, zoo.CARD_FILE), "\n".join(lines))
+    zoo.write_text(os.path.join(path, zoo.CARD_FILE), "\n".join(lines) + "\n")
+
+
+def _recipe_and_data(m, recipe, data):
+    """The card's "Recipe" and "Data" sections."""
+    code = "" if families.get(m["family"]).variational else f", {m['latent_activation']}"
+    return [
+        "## Recipe",
+        "",
+        "| key | value |",
+        "| --- | --- |",
+        f"| encoder | {m['encoder'] or 'none (the code is the hidden layer)'}, {m['activation']} |",
+        f"| code | {m['latent_dim']} units{code} |",
+        f"| decoder | {m['decoder'] if m['decoder'] is not None else 'mirrors the encoder'}, "
+        f"output {m['output_activation']} |",
+        f"| loss | {', '.join(f'{k} {v}' for k, v in recipe['loss'].items())} |",
+        f"| corruption | {recipe['corruption']['type']} "
+        f"{'' if recipe['corruption']['type'] == 'none' else recipe['corruption']} |",
+        f"| training | {recipe['train']['optimizer']}, learning rate {_schedule(recipe['train'])}, "
+        f"batch {recipe['train']['batch_size']}, seed {recipe['train']['seed']} |",
+        "",
+        "The full resolved recipe is `recipe.yaml`.",
+        "",
+        "## Data",
+        "",
+        f"{data['name']} from `{data['source']}`, binarize: {data['binarize']}; "
+        f"{data['sizes']['train']} train / {data['sizes']['validation']} validation / {data['sizes']['test']} test "
+        f"images of shape {data['image_shape']}. sha256 of the stored arrays: x_train "
+        f"`{data['sha256']['x_train'][:16]}…`, x_test `{data['sha256']['x_test'][:16]}…`.",
+        "",
+    ]
 
 
 def _schedule(train):
@@ -222,12 +231,4 @@ def zoo_table(zoo_dir=None):
         lines += [f"| [{name}]({name}/{zoo.CARD_FILE}) | {fmt(ev['nll'])} | {ev['nll_samples']} |" for name, ev in nll]
     root = zoo.root(zoo_dir)
     os.makedirs(root, exist_ok=True)
-    _write(os.path.join(root, zoo.CARD_FILE), "\n".join(lines))
-
-
-def _write(path, text):
-    """Atomic: a reader sees the old file or the new one, never half of one."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(temporary, path)
+    zoo.write_text(os.path.join(root, zoo.CARD_FILE), "\n".join(lines) + "\n")

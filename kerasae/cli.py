@@ -18,7 +18,13 @@ def _parser():
     parser = argparse.ArgumentParser(prog="kerasae", description="Train autoencoders from YAML recipes.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    _training_commands(sub)
+    _zoo_commands(sub)
+    _image_commands(sub)
+    return parser
 
+
+def _training_commands(sub):
     train = sub.add_parser("train", help="train a recipe and write its zoo entry")
     train.add_argument("recipe")
     train.add_argument(
@@ -41,6 +47,8 @@ def _parser():
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
     validate.add_argument("--print", action="store_true", dest="show", help="print the resolved recipe")
 
+
+def _zoo_commands(sub):
     zoo_cmd = sub.add_parser("zoo", help="inspect the zoo")
     zoo_sub = zoo_cmd.add_subparsers(dest="zoo_command", required=True)
     listing = zoo_sub.add_parser("list", help="list the entries as a table")
@@ -58,6 +66,14 @@ def _parser():
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--zoo")
 
+    export = sub.add_parser("export", help="write a serving export of a zoo entry (SavedModel or ONNX)")
+    export.add_argument("entry", help="entry name or folder")
+    export.add_argument("--format", choices=("tf_saved_model", "onnx"), default="tf_saved_model")
+    export.add_argument("--output", help="folder to write (default: <entry>/saved_model or <entry>/onnx)")
+    export.add_argument("--zoo")
+
+
+def _image_commands(sub):
     denoise = sub.add_parser("denoise", help="denoise images with a zoo entry; writes a PNG grid")
     denoise.add_argument("entry", help="entry name or folder")
     denoise.add_argument("--input", required=True, help=".npy or .npz (first array) of images")
@@ -75,19 +91,12 @@ def _parser():
     sample.add_argument("--output", required=True)
     sample.add_argument("--zoo")
 
-    export = sub.add_parser("export", help="write a serving export of a zoo entry (SavedModel or ONNX)")
-    export.add_argument("entry", help="entry name or folder")
-    export.add_argument("--format", choices=("tf_saved_model", "onnx"), default="tf_saved_model")
-    export.add_argument("--output", help="folder to write (default: <entry>/saved_model or <entry>/onnx)")
-    export.add_argument("--zoo")
-
     interp = sub.add_parser("interpolate", help="decode a walk between two test digits' latent means")
     interp.add_argument("entry")
     interp.add_argument("--steps", type=int, default=10)
     interp.add_argument("--pairs", type=int, default=4, help="number of test-digit pairs (rows)")
     interp.add_argument("--output", required=True)
     interp.add_argument("--zoo")
-    return parser
 
 
 def _validate(args):
@@ -139,13 +148,13 @@ def _train(args):
 
 
 def _eval(args):
-    from kerasae import train, zoo
+    from kerasae import evaluate, zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     zoo.check_entry(entry)
     if args.nll_samples is not None and args.nll_samples < 0:
         raise KerasaeError(f"--nll-samples must be >= 0, got {args.nll_samples}")
-    metrics = train.evaluate_entry(entry, args.nll_samples)
+    metrics = evaluate.evaluate_entry(entry, args.nll_samples)
     if args.json:
         print(json.dumps(metrics["evaluation"], indent=2))
         return 0
@@ -245,7 +254,7 @@ def _denoise(args):
     if model.corruption is None:
         raise KerasaeError(
             f"{args.entry}: this {type(model).__name__} was trained without corruption, so it does "
-            "not denoise; use an entry whose recipe sets corruption (a dae, a denoising vae)"
+            "not denoise; use an entry whose recipe sets corruption (a denoising family, or any family trained with it)"
         )
     if model.needs_labels:
         raise KerasaeError(
@@ -363,6 +372,7 @@ COMMANDS = {
 
 
 def main(argv=None):
+    """The `kerasae` command: runs one subcommand; returns its exit code (2 for bad input)."""
     args = _parser().parse_args(argv)
     command = (
         {"list": _zoo_list, "show": _zoo_show}[args.zoo_command] if args.command == "zoo" else COMMANDS[args.command]

@@ -9,11 +9,14 @@ number of active latent units.
 """
 
 import math
+import os
 import time
 
 import keras
 import numpy as np
 from keras import ops
+
+from kerasae import backend, builder, cards, data, recipe, zoo
 
 EPS = 1e-7
 PROBE_TRAIN_IMAGES = 10_000
@@ -68,6 +71,8 @@ def principal_angles(model, pca):
 
 
 def is_linear_autoencoder(model):
+    """Whether a model is the seed's linear AE (no hidden layer, linear code and output): its
+    decoder then spans the PCA subspace, which `principal_angles` measures."""
     return (
         not model.variational
         and not model.encoder_layers
@@ -201,3 +206,28 @@ def _variational(model, x, y, nll_samples):
         out["nll"] = importance_sampled_nll(model, x, y, k=nll_samples)
         out["nll_samples"] = nll_samples
     return out
+
+
+def evaluate_entry(entry, nll_samples=None):
+    """Re-evaluates a zoo entry on its recipe's test data; updates metrics.json and the cards.
+
+    Args:
+        entry: the entry's folder.
+        nll_samples: importance samples per image for the NLL (default: the recipe's).
+
+    Returns:
+        The entry's metrics with a fresh "evaluation" section.
+    """
+    model = zoo.load(entry)
+    spec = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
+    metrics = zoo.read_metrics(entry)
+    dataset = data.load(spec.data, seed=spec.train.seed)
+    # Compiled as when it was trained: the random draws of XLA and of TensorFlow's kernels differ.
+    jit = backend.jit_compile(spec.train.jit_compile, distributed=spec.distribute.strategy != "none")
+    model.compile(optimizer=builder.optimizer(spec.train), jit_compile=jit)
+    samples = spec.outputs.nll_samples if nll_samples is None else nll_samples
+    metrics["evaluation"] = evaluate(model, dataset, nll_samples=samples)
+    zoo.write_metrics(entry, metrics)
+    cards.entry_card(entry, spec.to_dict(), metrics)
+    cards.zoo_table(os.path.dirname(os.path.abspath(entry)))
+    return metrics

@@ -19,7 +19,16 @@ FIGURES = ("reconstructions", "loss", "filters", "latent", "denoising")
 GENERATIVE_FIGURES = ("samples", "interpolation", "manifold")
 
 # Metrics every family reports (kerasae.evaluate), and those of variational ones.
-METRICS = ("reconstruction", "pca", "beats_pca", "probe_accuracy", "pca_probe_accuracy", "denoising")
+# ("denoising" needs a corruption, "principal_angles_deg" the linear AE, the probes labels.)
+METRICS = (
+    "reconstruction",
+    "pca",
+    "beats_pca",
+    "probe_accuracy",
+    "pca_probe_accuracy",
+    "denoising",
+    "principal_angles_deg",
+)
 VARIATIONAL_METRICS = ("elbo", "elbo_reconstruction", "elbo_kl", "active_units", "nll")
 
 # The reconstruction term: deterministic families take `loss.type`, variational ones `loss.likelihood`.

@@ -1,5 +1,7 @@
 """Figures as PNG files, drawn with matplotlib's Agg backend (no screen needed)."""
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -126,3 +128,97 @@ def manifold(decode, path, title, n=15):
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+# -- an entry's figures ---------------------------------------------------------------------
+
+
+def draw_entry(folder, name, wanted, model, dataset, n_examples=10, history=None, snapshots=None):
+    """Draws the figures named in `wanted` (a recipe's `outputs.figures`) of a trained model into
+    `folder`, one `<figure>.png` each; a figure without what it shows (no snapshots) is skipped."""
+    os.makedirs(folder, exist_ok=True)
+    x = dataset.x_test[:n_examples]
+    y = dataset.y_test[:n_examples] if dataset.y_test is not None else None
+    shown = _Shown(name, model, dataset, x, y if model.needs_labels else None, history, snapshots)
+    for figure in wanted:
+        _DRAWERS[figure](shown, os.path.join(folder, f"{figure}.png"))
+
+
+class _Shown:
+    """What an entry's figures are drawn from."""
+
+    def __init__(self, name, model, dataset, x, labels, history, snapshots):
+        self.name, self.model, self.dataset = name, model, dataset
+        self.x, self.labels, self.history, self.snapshots = x, labels, history, snapshots
+
+
+def _reconstructions(s, path):
+    if s.snapshots and s.snapshots.reconstructions:
+        taken = s.snapshots.reconstructions
+        rows = [("input", s.x)] + [(f"epoch {e}", taken[e][: len(s.x)]) for e in sorted(taken)]
+        image_rows(rows, path, f"{s.name}: reconstructions after each epoch shown")
+
+
+def _loss(s, path):
+    if s.history:
+        loss_curves(s.history, path, f"{s.name}: loss per epoch")
+
+
+def _filters(s, path):
+    import keras
+
+    first = next(
+        layer for layer in s.model.encoder.layers if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
+    )
+    kernel = keras.ops.convert_to_numpy(first.kernel)
+    if kernel.ndim == 2:  # a conditional encoder's first layer also reads the one-hot label
+        kernel = kernel[: int(np.prod(s.dataset.image_shape))]
+    tile = kernel.shape[:2] if kernel.ndim == 4 else s.dataset.image_shape[:2]
+    filters(kernel, tile, path, f"{s.name}: first-layer filters ({first.name})")
+
+
+def _latent(s, path):
+    d = s.dataset
+    codes = s.model.encode(d.x_test, d.y_test if s.model.needs_labels else None)
+    latent_scatter(codes, d.y_test, path, f"{s.name}: test codes by digit")
+
+
+def _denoising(s, path):
+    noisy = s.model.corrupt(s.x)
+    rows = [("input", s.x), ("noisy", noisy), ("output", s.model.reconstruct(noisy, s.labels))]
+    image_rows(rows, path, f"{s.name}: input, noisy input, output")
+
+
+def _samples(s, path):
+    model = s.model
+    if model.needs_labels:
+        images = model.generate(digits=list(range(model.num_classes)) * 4, seed=0)
+    else:
+        images = model.generate(40, seed=0)
+    rows = [("", images[i : i + 10]) for i in range(0, len(images), 10)]
+    image_rows(rows, path, f"{s.name}: samples from the prior")
+
+
+def _interpolation(s, path):
+    if s.snapshots and s.snapshots.interpolations:
+        walks = s.snapshots.interpolations
+        rows = [(f"epoch {e}", walks[e]) for e in sorted(walks)]
+        image_rows(rows, path, f"{s.name}: latent interpolation after each epoch shown")
+
+
+def _manifold(s, path):
+    model = s.model
+    decode = (lambda z: model.decode(z, [0] * len(z))) if model.needs_labels else model.decode
+    manifold(decode, path, f"{s.name}: decoded latent grid")
+
+
+_DRAWERS = {
+    "reconstructions": _reconstructions,
+    "loss": _loss,
+    "filters": _filters,
+    "latent": _latent,
+    "denoising": _denoising,
+    "samples": _samples,
+    "interpolation": _interpolation,
+    "manifold": _manifold,
+}

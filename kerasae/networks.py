@@ -12,6 +12,7 @@ import keras
 
 
 def is_conv(layers):
+    """Whether layer specs are conv layers (dicts) rather than dense sizes."""
     return bool(layers) and isinstance(layers[0], dict)
 
 

@@ -7,6 +7,7 @@ entry or a complete one.
 """
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -40,12 +41,41 @@ CHECK_FILE = "check.npz"
 CHECK_IMAGES = 32
 
 
+def write_text(path, text):
+    """The one atomic write: a reader sees the old file or the new one, never half of one."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, path)
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path` atomically."""
+    write_text(path, json.dumps(value, indent=2))
+
+
+def write_metrics(folder, metrics):
+    """`<entry>/metrics.json`."""
+    write_json(os.path.join(folder, METRICS_FILE), metrics)
+
+
+def write_history(folder, history):
+    """`<entry>/history.csv`: one row per finished epoch (an interrupted epoch is not one)."""
+    keys = sorted(history)
+    with open(os.path.join(folder, HISTORY_FILE), "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *keys])
+        for epoch in range(len(history.get("loss", []))):
+            writer.writerow([epoch, *(history[k][epoch] for k in keys)])
+
+
 def root(zoo=None):
     """The zoo folder: the argument, else $KERASAE_ZOO, else ./zoo."""
     return zoo or os.environ.get(ZOO_ENV) or DEFAULT_ZOO
 
 
 def entry_path(name, zoo=None):
+    """The folder of entry `name` in the zoo."""
     return os.path.join(root(zoo), name)
 
 
@@ -184,6 +214,7 @@ def resolve(name_or_path, zoo=None):
 
 
 def read_metrics(path):
+    """An entry's metrics.json as a dict."""
     try:
         with open(os.path.join(path, METRICS_FILE), encoding="utf-8") as f:
             return json.load(f)

@@ -2,7 +2,7 @@
 
 On this CPU machine JAX gets two virtual devices (XLA_FLAGS) and TensorFlow two
 logical CPUs; both must be set before the backend starts, so each check runs in
-its own interpreter, whatever backend the suite runs on.
+its own interpreter on the backend it is about: once, in that backend's suite.
 """
 
 import json
@@ -78,6 +78,7 @@ def _close(a, b, rel, keys=None):
             assert b[split][key] == pytest.approx(value, rel=rel), (split, key, value, b[split][key])
 
 
+@pytest.mark.skipif(backend.NAME != "jax", reason="a jax run in its own interpreter: it runs once, in the jax suite")
 def test_jax_data_parallel_on_two_devices_matches_one_device(mnist_like, tmp_path):
     out = _run("jax", mnist_like, tmp_path, families=("ae", "vae", "ae+lr"))
     for family in ("ae", "vae"):
@@ -90,6 +91,10 @@ def test_jax_data_parallel_on_two_devices_matches_one_device(mnist_like, tmp_pat
     assert out["ae+lr/data_parallel"]["learning_rate"] == pytest.approx(2 * out["ae/single"]["learning_rate"])
 
 
+@pytest.mark.skipif(
+    backend.NAME != "tensorflow",
+    reason="a tensorflow run in its own interpreter: it runs once, in the tensorflow suite",
+)
 def test_tensorflow_mirrored_strategy_on_two_cpus_matches_one_device(mnist_like, tmp_path):
     out = _run("tensorflow", mnist_like, tmp_path)
     assert out["vae/data_parallel"]["devices"] == 2
@@ -102,6 +107,9 @@ def test_tensorflow_mirrored_strategy_on_two_cpus_matches_one_device(mnist_like,
     _close(out["vae/single"], out["vae/data_parallel"], rel=0.05, keys=("loss",))
 
 
+@pytest.mark.skipif(
+    backend.NAME != "torch", reason="a torch run in its own interpreter: it runs once, in the torch suite"
+)
 def test_torch_refuses_data_parallel_naming_the_keras_version(mnist_like, tmp_path):
     code = """
     import sys, json
@@ -222,6 +230,7 @@ def _two_processes_against_one(mnist_like, tmp_path, backend_name, distribute, p
     return [out for out, _ in outputs], both[0], both[1]
 
 
+@pytest.mark.skipif(backend.NAME != "jax", reason="a jax run in its own interpreter: it runs once, in the jax suite")
 def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path):
     """Two hosts in miniature: two processes, one CPU device each, joined over 127.0.0.1."""
     distribute = {"strategy": "data_parallel", "coordinator_address": f"127.0.0.1:{_free_port()}", "num_processes": 2}
@@ -233,6 +242,10 @@ def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path)
     _close(single, multi, rel=1e-4)
 
 
+@pytest.mark.skipif(
+    backend.NAME != "tensorflow",
+    reason="a tensorflow run in its own interpreter: it runs once, in the tensorflow suite",
+)
 def test_tensorflow_two_workers_over_loopback_match_one_process(mnist_like, tmp_path):
     """MultiWorkerMirroredStrategy from $TF_CONFIG: two worker processes, one CPU each."""
     ports = [_free_port(), _free_port()]

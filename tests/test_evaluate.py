@@ -141,7 +141,7 @@ def test_figures_are_real_pictures(vae_entry):
 def test_snapshots_follow_the_chosen_epochs(mnist_like):
     from test_models import fit_small
 
-    from kerasae.train import Snapshots
+    from kerasae.callbacks import Snapshots
 
     model, _, d = fit_small(mnist_like, "vae", epochs=1)
     snapshots = Snapshots(d.x_test[:5], None, epochs=[1, 3], steps=7)

@@ -201,6 +201,7 @@ def test_every_valid_recipe_trains_evaluates_writes_and_reloads(tmp_path_factory
     variational = families.get(r.model.family).variational
     assert ("elbo" in ev) == variational and ("nll" in ev) == (variational and r.outputs.nll_samples > 0)
     assert 0.0 <= ev.get("probe_accuracy", 0.0) <= 1.0
+    assert set(ev) - {"units", "seconds", "nll_samples"} <= set(families.get(r.model.family).metrics)
     for name in r.outputs.figures:  # validation let through only figures that apply
         assert _applies(name, r) and os.path.isfile(os.path.join(entry, zoo.FIGURES_DIR, f"{name}.png")), name
     assert os.path.isdir(os.path.join(entry, zoo.SAVED_MODEL_DIR)) == r.outputs.export_saved_model

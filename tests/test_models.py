@@ -8,9 +8,9 @@ import pytest
 from conftest import run_python, small_recipe
 
 from kerasae import backend, builder, data, recipe, train
+from kerasae.callbacks import KLWarmup
 from kerasae.families import FAMILIES
 from kerasae.models import VAE
-from kerasae.train import KLWarmup
 
 OTHER_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if b != backend.NAME]
 

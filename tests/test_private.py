@@ -67,7 +67,7 @@ def test_a_missing_name_warns_once_naming_it_and_its_fallback(missing):
 
 
 def test_without_the_should_eval_hook_a_signal_stops_at_the_epochs_end(missing):
-    from kerasae.train import Guard
+    from kerasae.callbacks import Guard
 
     missing("keras.Model._should_eval")
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])

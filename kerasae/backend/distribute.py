@@ -140,7 +140,7 @@ def host_local(model):
         raise KerasaeError("this Keras's JAX variables moved; kerasae cannot save a multi-host run with it")
     model.jax_state_sync()  # inside `fit` the latest values may still sit in the trainer's state
     variables = list(model.variables) + list(model.metrics_variables)
-    if getattr(model, "optimizer", None) is not None:
+    if model.compiled and model.optimizer is not None:
         variables += list(model.optimizer.variables)
     # Private to Keras's JAX variables: the value, and the layout an `assign` re-shards to.
     saved = [(v._value, v._layout) for v in variables]
@@ -150,7 +150,7 @@ def host_local(model):
     # Functions compiled for the global mesh would wait for the other processes: set them
     # aside, let Keras compile local ones for the block, and put the global ones back after.
     functions = ("train_function", "test_function", "predict_function")
-    compiled = {name: getattr(model, name, None) for name in functions}
+    compiled = {name: getattr(model, name) for name in functions}
     for name in functions:
         setattr(model, name, None)
     try:

@@ -51,6 +51,8 @@ def _stateless(variables, values, fn):
 
 
 class Trainer(LossTracking):
+    """`train_step` / `test_step` of a kerasae model on JAX (mixed into `Autoencoder`)."""
+
     def _losses_and_state(self, trainable, non_trainable, x, y, training, optimizer_values=None):
         variables = self.trainable_variables + self.non_trainable_variables
         losses, values = _stateless(

@@ -128,6 +128,8 @@ def _tracing_for(model):
 
 
 class Trainer(LossTracking):
+    """`train_step` / `test_step` of a kerasae model on TensorFlow (mixed into `Autoencoder`)."""
+
     def train_step(self, data):
         with _tracing_for(self):
             return self._train_step(data)

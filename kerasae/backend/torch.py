@@ -78,6 +78,8 @@ def _fuse(optimizer):
 
 
 class Trainer(LossTracking):
+    """`train_step` / `test_step` of a kerasae model on PyTorch (mixed into `Autoencoder`)."""
+
     # (Fused here, not in `compile`: Keras skips `compile_from_config` for a custom `compile`.)
     def train_step(self, data):
         _fuse(self.optimizer)

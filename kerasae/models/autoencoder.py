@@ -109,9 +109,11 @@ class Autoencoder(backend.Trainer, keras.Model):
         return 0
 
     def encoder_inputs(self, x, labels=None):
+        """What the encoder takes for images x (a conditional family adds the label)."""
         return x
 
     def decoder_inputs(self, z, labels=None):
+        """What the decoder takes for codes z (a conditional family adds the label)."""
         return z
 
     def latent_heads(self):

@@ -34,6 +34,7 @@ class CVAE(VAE):
         return self.num_classes
 
     def one_hot(self, labels):
+        """Integer labels as one-hot rows."""
         return ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes)
 
     def encoder_inputs(self, x, labels=None):

@@ -57,6 +57,7 @@ class SparseAutoencoder(Autoencoder):
         }
 
     def sparsity(self, code):
+        """The sparsity penalty of a batch of codes."""
         if self.sparsity_penalty == "l1":
             return ops.mean(ops.sum(ops.abs(code), axis=-1))
         rho = self.sparsity_target

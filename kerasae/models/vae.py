@@ -127,6 +127,7 @@ class VAE(Autoencoder):
         return self.decode(self.prior_sample(n, seed))
 
     def prior_sample(self, n, seed=None):
+        """n codes drawn from the prior N(0, I) (numpy)."""
         return np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
 
     def interpolate(self, x_a, x_b, steps=10):
