@@ -31,6 +31,8 @@ _PUBLIC = {
             "VAE",
             "IWAE",
             "CVAE",
+            "WAE",
+            "RAE",
         ),
         "kerasae.models",
     ),

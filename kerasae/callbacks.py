@@ -17,7 +17,7 @@ from kerasae.backend import private
 
 class Snapshots(keras.callbacks.Callback):
     """After chosen epochs (1-based), keeps what the figures show of the model then:
-    reconstructions of fixed test images (the seed's Fig. 2) and, for variational
+    reconstructions of fixed test images (the seed's Fig. 2) and, for generative
     models, a latent walk between the first two of them (the seed's Fig. 7)."""
 
     def __init__(self, images, labels, epochs, steps=10):
@@ -45,7 +45,7 @@ class Snapshots(keras.callbacks.Callback):
             return
         with backend.host_local(self.model):
             self.reconstructions[epoch + 1] = self.model.reconstruct(self.images, self.labels)
-            if self.model.variational and len(self.images) >= 2:
+            if self.model.generative and len(self.images) >= 2:
                 extra = {"labels": tuple(self.labels[:2])} if self.model.needs_labels else {}
                 self.interpolations[epoch + 1] = self.model.interpolate(
                     self.images[0], self.images[1], self.steps, **extra

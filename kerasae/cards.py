@@ -14,6 +14,8 @@ FIGURE_CAPTIONS = {
     "manifold": "Decodes of a grid over the 2-D latent space, spaced by Gaussian quantiles.",
     "latent": "Test codes in 2-D (first two principal components when the code is wider), coloured by digit.",
     "loss": "Training and validation loss terms per epoch.",
+    "traversals": "The first test digit's code with one unit (a row; the most active units) moved by -3..3 "
+    "standard deviations of that unit over the test codes.",
 }
 
 
@@ -115,7 +117,10 @@ def entry_card(path, recipe, metrics):
         "The file loads on TensorFlow, JAX and PyTorch, without optimizer state (compile it to fine-tune). "
         f"Serve it with `kerasae export {metrics['name']} --format tf_saved_model` (shipped in `saved_model/`: "
         "signatures `serve`, `encode`, `decode`) or `--format onnx`. `check.npz` holds the first 32 test "
-        "digits with the codes and reconstructions this model gives them.",
+        "digits with the codes and reconstructions this model gives them. "
+        f"Generate with `kerasae sample {metrics['name']}`: "
+        f"{'from the prior N(0, I), or with `--sampler gmm` ' if _family(metrics).generative else ''}"
+        f"from a Gaussian mixture fitted to its training codes (`{zoo.SAMPLER_FILE}`).",
         "",
         *_recipe_and_data(m, recipe, data),
         "## Test metrics",

@@ -81,8 +81,14 @@ def _image_commands(sub):
     denoise.add_argument("--corrupt", action="store_true", help="corrupt the inputs with the model's noise first")
     denoise.add_argument("--zoo")
 
-    sample = sub.add_parser("sample", help="draw images from a VAE's prior; writes a PNG grid")
+    sample = sub.add_parser("sample", help="draw images from a zoo entry; writes a PNG grid")
     sample.add_argument("entry")
+    sample.add_argument(
+        "--sampler",
+        choices=("prior", "gmm"),
+        help="prior: N(0, I), for families trained towards it (the default there); gmm: a Gaussian mixture "
+        "fitted to the training codes, for every family (the default elsewhere)",
+    )
     sample.add_argument("--n", type=int, default=16)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument(
@@ -91,7 +97,7 @@ def _image_commands(sub):
     sample.add_argument("--output", required=True)
     sample.add_argument("--zoo")
 
-    interp = sub.add_parser("interpolate", help="decode a walk between two test digits' latent means")
+    interp = sub.add_parser("interpolate", help="decode a walk between two test digits' codes")
     interp.add_argument("entry")
     interp.add_argument("--steps", type=int, default=10)
     interp.add_argument("--pairs", type=int, default=4, help="number of test-digit pairs (rows)")
@@ -272,31 +278,30 @@ def _denoise(args):
     return 0
 
 
-def _variational(args):
-    from kerasae import zoo
-
-    model = zoo.load(args.entry, args.zoo)
-    if not model.variational:
-        raise KerasaeError(
-            f"{args.entry}: a {type(model).__name__} is not variational; use an entry of a variational family"
-        )
-    return model
-
-
 def _sample(args):
-    from kerasae import figures
+    from kerasae import figures, samplers, zoo
 
-    model = _variational(args)
-    if model.needs_labels:
-        digits = _digits(args.digits, model.num_classes) if args.digits else None
-        images = model.generate(args.n, seed=args.seed, digits=digits)
-    elif args.digits:
+    entry = zoo.resolve(args.entry, args.zoo)
+    model = zoo.load(entry)
+    sampler = args.sampler or ("prior" if model.generative else "gmm")
+    if sampler == "prior" and not model.generative:
+        raise KerasaeError(
+            f"--sampler prior: a {type(model).__name__} was not trained towards a prior; use --sampler gmm "
+            "(a Gaussian mixture fitted to its training codes)"
+        )
+    if args.digits and not model.needs_labels:
         raise KerasaeError(f"--digits: {args.entry} is not label-conditioned; use an entry of a conditional family")
-    else:
-        images = model.generate(args.n, seed=args.seed)
+    digits = None
+    if model.needs_labels:
+        digits = _digits(args.digits, model.num_classes) if args.digits else list(range(args.n))
+        digits = [d % model.num_classes for d in digits]
+    n = len(digits) if digits else args.n
+    params = samplers.for_entry(entry, model) if sampler == "gmm" else None
+    images = model.decode(samplers.draw(model, sampler, n, args.seed, params), digits)
     per_row = 8
     rows = [("", images[i : i + per_row]) for i in range(0, len(images), per_row)]
-    figures.image_rows(rows, args.output, f"{args.entry}: samples from the prior")
+    source = "the prior" if sampler == "prior" else "a Gaussian mixture fitted to its training codes"
+    figures.image_rows(rows, args.output, f"{args.entry}: samples from {source}")
     print(f"wrote {args.output}")
     return 0
 
@@ -314,8 +319,8 @@ def _digits(text, num_classes):
 def _interpolate(args):
     from kerasae import data, figures, recipe, zoo
 
-    model = _variational(args)
     entry = zoo.resolve(args.entry, args.zoo)
+    model = zoo.load(entry)
     r = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
     d = data.load(r.data, seed=r.train.seed)
     x, y = d.x_test, d.y_test

@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 
 # Figures every family draws; "denoising" needs a corruption (the recipe checks that).
-FIGURES = ("reconstructions", "loss", "filters", "latent", "denoising")
+FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denoising")
 # Figures of models with a prior to sample from; "manifold" needs a 2-D code.
 GENERATIVE_FIGURES = ("samples", "interpolation", "manifold")
 
@@ -45,7 +45,8 @@ class Family:
         name: the recipe's `model.family`.
         class_name: its model class in `kerasae.models`, imported on first use.
         summary: one line for cards and `--help`.
-        variational: has a posterior and a prior: ELBO, NLL, sampling, interpolation.
+        generative: trained towards a prior over codes, N(0, I), which it samples.
+        variational: also has a posterior: ELBO, NLL.
         conditional: trains and generates given a class label per image.
         denoising: corrupts its inputs in training even when the recipe names no corruption
             (with `defaults.DENOISING_CORRUPTION`). Every family accepts a recipe's corruption.
@@ -60,6 +61,7 @@ class Family:
     class_name: str
     summary: str
     variational: bool = False
+    generative: bool = False
     conditional: bool = False
     denoising: bool = False
     loss: dict = dataclasses.field(default_factory=lambda: dict(RECONSTRUCTION))
@@ -84,6 +86,7 @@ def _variational(name, class_name, summary, loss, **kwargs):
         name,
         class_name,
         summary,
+        generative=True,
         variational=True,
         loss={**LIKELIHOOD, **loss},
         figures=FIGURES + GENERATIVE_FIGURES,
@@ -122,6 +125,20 @@ _TABLE = (
         "ContractiveAutoencoder",
         "an autoencoder penalised by its encoder's Jacobian norm (Rifai et al. 2011)",
         loss={**RECONSTRUCTION, "contractive_weight": ("contractive_weight", 0.1)},
+    ),
+    Family(
+        "wae",
+        "WAE",
+        "the Wasserstein autoencoder: an MMD term pulls the codes to the prior N(0, I) (Tolstikhin et al. 2018)",
+        generative=True,
+        loss={**RECONSTRUCTION, "mmd_weight": ("mmd_weight", 10.0)},
+        figures=FIGURES + GENERATIVE_FIGURES,
+    ),
+    Family(
+        "rae",
+        "RAE",
+        "the regularized autoencoder: L2 penalties on the codes and the decoder (Ghosh et al. 2020)",
+        loss={**RECONSTRUCTION, "code_weight": ("code_weight", 0.1), "decoder_weight": ("decoder_weight", 1e-4)},
     ),
     _variational("vae", "VAE", "the seed's variational autoencoder (Kingma & Welling 2014)", BETA),
     _variational(

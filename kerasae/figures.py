@@ -183,6 +183,27 @@ def _latent(s, path):
     latent_scatter(codes, d.y_test, path, f"{s.name}: test codes by digit")
 
 
+TRAVERSAL_UNITS = 10
+TRAVERSAL_STEPS = 9
+
+
+def _traversals(s, path):
+    """Each of the most active code units varied over -3..3 of its standard deviation (over the
+    test codes) around the first test digit's code, the others held."""
+    d, model = s.dataset, s.model
+    codes = model.encode(d.x_test, d.y_test if model.needs_labels else None)
+    spread = codes.std(axis=0)
+    units = np.argsort(-spread)[:TRAVERSAL_UNITS]
+    offsets = np.linspace(-3.0, 3.0, TRAVERSAL_STEPS, dtype="float32")
+    labels = None if s.labels is None else [s.labels[0]] * TRAVERSAL_STEPS
+    rows = []
+    for unit in units:
+        walk = np.repeat(codes[:1], TRAVERSAL_STEPS, axis=0)
+        walk[:, unit] += offsets * spread[unit]
+        rows.append((f"unit {unit}", model.decode(walk, labels)))
+    image_rows(rows, path, f"{s.name}: code units varied by -3..3 standard deviations")
+
+
 def _denoising(s, path):
     noisy = s.model.corrupt(s.x)
     rows = [("input", s.x), ("noisy", noisy), ("output", s.model.reconstruct(noisy, s.labels))]
@@ -217,6 +238,7 @@ _DRAWERS = {
     "loss": _loss,
     "filters": _filters,
     "latent": _latent,
+    "traversals": _traversals,
     "denoising": _denoising,
     "samples": _samples,
     "interpolation": _interpolation,

@@ -51,3 +51,29 @@ def kl_standard_normal(z_mean, z_log_var):
     """
     z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
+
+
+def mmd_imq(codes, prior, scales=(0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)):
+    """The unbiased estimate of MMD^2 between a batch of codes and a batch drawn from the prior
+    N(0, I), with the inverse multiquadratic kernel k(a, b) = C / (C + ||a - b||^2), summed over
+    C = 2 * d * scale (Tolstikhin et al. 2018, WAE-MMD; d: the code's size)."""
+    codes, prior = ops.cast(codes, "float32"), ops.cast(prior, "float32")
+    n = ops.cast(ops.shape(codes)[0], "float32")
+    d = ops.shape(codes)[-1]
+    pairs = ops.maximum(n * (n - 1.0), 1.0)  # a batch of one has no pair: its terms are 0
+
+    def distances(a, b):
+        return (
+            ops.sum(ops.square(a), 1)[:, None]
+            + ops.sum(ops.square(b), 1)[None, :]
+            - 2.0 * ops.matmul(a, ops.transpose(b))
+        )
+
+    within_codes, within_prior, across = distances(codes, codes), distances(prior, prior), distances(codes, prior)
+    total = 0.0
+    for scale in scales:
+        c = 2.0 * d * scale
+        # k(a, a) = 1: the diagonal's n ones are left out of the within-sample means.
+        same = (ops.sum(c / (c + within_codes)) - n + ops.sum(c / (c + within_prior)) - n) / pairs
+        total = total + same - 2.0 * ops.mean(c / (c + across))
+    return total

@@ -94,6 +94,9 @@ class LossSection(Section):
     sparsity_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
     sparsity_target: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None
     contractive_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    mmd_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    code_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    decoder_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
 
 
 class CorruptionSection(Section):
@@ -183,7 +186,8 @@ class TrainSection(Section):
     steps_per_execution: Optional[Annotated[int, Field(ge=1, le=10_000)]] = Field(
         default=None,
         description="Training steps per compiled call; the backend's default when omitted "
-        "(32 on TensorFlow and JAX); on PyTorch and under tf.distribute the steps run one call each (same weights).",
+        f"({defaults.STEPS_PER_EXECUTION} on TensorFlow and JAX); on PyTorch and under tf.distribute the "
+        "steps run one call each (same weights).",
     )
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = Field(
         default="none",

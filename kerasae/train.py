@@ -19,7 +19,7 @@ import time
 import keras
 import numpy as np
 
-from kerasae import backend, builder, cards, checkpoint, defaults, evaluate, export, families, figures, zoo
+from kerasae import backend, builder, cards, checkpoint, defaults, evaluate, export, families, figures, samplers, zoo
 from kerasae import data as data_module
 from kerasae import recipe as recipe_module
 from kerasae.callbacks import Guard, KLWarmup, OneEpoch, RunScope, Snapshots, StepClock
@@ -286,6 +286,9 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
         zoo.save_model(model, os.path.join(stage, zoo.MODEL_FILE))
         zoo.write_check(stage, model, dataset.x_test, dataset.y_test)
         metrics["evaluation"] = evaluate.evaluate(model, dataset, nll_samples=outputs.nll_samples)
+        sampler = samplers.fit_to_model(model, dataset)
+        samplers.save(os.path.join(stage, zoo.SAMPLER_FILE), sampler)
+        metrics["sampler"] = {"gmm": {"components": len(sampler["weights"]), "images": int(sampler["images"])}}
         recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
         zoo.write_metrics(stage, metrics)
         zoo.write_history(stage, history)

@@ -39,6 +39,8 @@ SNAPSHOTS_FILE = "snapshots.npz"
 # was written: any machine, any backend, with or without the data set, can check a load.
 CHECK_FILE = "check.npz"
 CHECK_IMAGES = 32
+# The Gaussian mixture fitted to the training codes (kerasae.samplers), as plain arrays.
+SAMPLER_FILE = "sampler.npz"
 
 
 def write_text(path, text):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT
 
 from kerasae import backend
@@ -43,28 +44,50 @@ def test_the_benchmark_runs_the_real_command_end_to_end(tmp_path):
     assert f"| vae | kerasae {backend.NAME} |" in out and "| dae | PyTorch eager |" in out
 
 
-def test_the_diagnostics_run(tmp_path):
-    """benchmarks/diagnostics.py (in-epoch timing, memory, evaluation, scaling, quality) and
-    benchmarks/rng.py (the cost of the random draws), in their smallest settings."""
+def test_the_in_epoch_and_draw_cost_diagnostics_run(tmp_path):
+    """benchmarks/diagnostics.py's speed part (in-epoch timing against the loops) and
+    benchmarks/rng.py (the cost of the random draws), in their smallest settings, on this backend."""
     output = tmp_path / "diagnostics.json"
-    out = _run("diagnostics.py", "--smoke", "--models", "vae", "--backends", backend.NAME, "--output", str(output))
-    results = json.loads(output.read_text())
-    runs = results["models"]["vae"]["runs"]
+    out = _run(
+        "diagnostics.py",
+        "--smoke",
+        "--parts",
+        "speed",
+        "--models",
+        "vae",
+        "--backends",
+        backend.NAME,
+        "--output",
+        str(output),
+    )
+    runs = json.loads(output.read_text())["models"]["vae"]["runs"]
     assert {f"kerasae_{backend.NAME}", "torch_loop", "jax_loop", "gemm_bound"} <= set(runs)
     assert all(run["s_per_epoch"] > 0 and run["samples_per_s"] > 0 for run in runs.values())
     assert out.startswith("DIAGNOSTIC")
-    memory = results["memory_over_epochs"]
-    assert memory["epochs"] == [2, 4] and min(memory["peak_rss_mb"]) > 0
-    ev = results["evaluation"]
-    assert ev["k"] == 20 and 0 < ev["nll"] < 784 * np.log(2) + 100  # nats, of a barely trained model
-    assert set(results["scaling"]["images"]) == {"256", "512"} and set(results["scaling"]["hidden"]) == {"64"}
-    quality = results["quality_per_second"]
-    for run in (quality[f"kerasae_{backend.NAME}"], quality["torch_loop"]):
-        assert run["epochs"] >= 1 and -800 < run["test_elbo"] < 0
     rng_output = tmp_path / "rng.json"
     out = _run("rng.py", "--smoke", "--recipes", "dae", "--backends", backend.NAME, "--output", str(rng_output))
     run = json.loads(rng_output.read_text())["runs"][f"dae {backend.NAME}"]
     assert run["with draws"] > 0 and run["without draws"] > 0 and "| dae |" in out
+
+
+@pytest.mark.skipif(
+    backend.NAME != "jax", reason="the script runs these parts on its fastest backend, JAX: once, in the jax suite"
+)
+def test_the_memory_evaluation_scaling_and_quality_diagnostics_run(tmp_path):
+    """benchmarks/diagnostics.py's other parts (memory over epochs, evaluation cost, scaling, quality
+    per second), in their smallest settings, on the backend the script picks for them."""
+    output = tmp_path / "diagnostics.json"
+    parts = "memory,eval,scaling,quality"
+    _run("diagnostics.py", "--smoke", "--parts", parts, "--backends", "jax", "--output", str(output))
+    results = json.loads(output.read_text())
+    memory = results["memory_over_epochs"]
+    assert memory["backend"] == "jax" and memory["epochs"] == [2, 4] and min(memory["peak_rss_mb"]) > 0
+    ev = results["evaluation"]
+    assert ev["k"] == 20 and 0 < ev["nll"] < 784 * np.log(2) + 100  # nats, of a barely trained model
+    assert set(results["scaling"]["images"]) == {"256", "512"} and set(results["scaling"]["hidden"]) == {"64"}
+    quality = results["quality_per_second"]
+    for run in (quality["kerasae_jax"], quality["torch_loop"]):
+        assert run["epochs"] >= 1 and -800 < run["test_elbo"] < 0
 
 
 def test_cli_and_evaluation_memory_benchmarks_run(tmp_path):

@@ -201,8 +201,12 @@ def test_denoise_sample_and_interpolate_write_pngs(tmp_path, mnist_like, zoo_dir
         image = matplotlib.image.imread(png)
         assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 100
         assert image.std() > 0.05  # a real picture, not a blank canvas
-    assert cli.main(["sample", "test-dae", "--zoo", zoo_dir, "--output", str(tmp_path / "x.png")]) == 2
-    assert "is not variational" in capsys.readouterr().err
+    sample = ["sample", "test-dae", "--zoo", zoo_dir, "--output", str(tmp_path / "x.png")]
+    assert cli.main([*sample, "--sampler", "prior"]) == 2
+    assert "a DenoisingAutoencoder was not trained towards a prior; use --sampler gmm" in capsys.readouterr().err
+    # Every family generates from the Gaussian mixture fitted to its training codes, kept with the entry.
+    assert os.path.isfile(os.path.join(zoo_dir, "test-dae", zoo.SAMPLER_FILE))
+    assert cli.main(sample) == 0 and matplotlib.image.imread(str(tmp_path / "x.png")).std() > 0.05
 
 
 def test_saved_model_export_serves_the_same_reconstruction(tmp_path, mnist_like, zoo_dir):

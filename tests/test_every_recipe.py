@@ -86,6 +86,9 @@ def recipes(draw, family):
                     "sparsity_weight": st.floats(0.0, 1.0),
                     "sparsity_target": st.floats(0.01, 0.5),
                     "contractive_weight": st.floats(0.0, 1.0),
+                    "mmd_weight": st.floats(0.0, 30.0),
+                    "code_weight": st.floats(0.0, 1.0),
+                    "decoder_weight": st.floats(0.0, 1e-2),
                 }[key]
             )
     corruption = {"type": draw(st.sampled_from(CORRUPTIONS))}

@@ -180,3 +180,79 @@ def test_labelled_data_is_required_by_name(mnist_like):
 
     with pytest.raises(DataError, match="needs labels, but the data has no y_test"):
         _check_labels(d, r)
+
+
+def _mmd_by_hand(a, b, scales=(0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)):
+    """The unbiased MMD^2 of Tolstikhin et al. with the IMQ kernel, written out with loops."""
+    n, d = a.shape
+    total = 0.0
+    for scale in scales:
+        c = 2.0 * d * scale
+
+        def k(u, v, c=c):
+            return c / (c + np.sum((u - v) ** 2))
+
+        same = sum(k(a[i], a[j]) + k(b[i], b[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+        across = sum(k(a[i], b[j]) for i in range(n) for j in range(n)) / (n * n)
+        total += same - 2.0 * across
+    return total
+
+
+def test_the_wae_mmd_is_the_papers_estimator_and_tells_the_prior_from_a_shifted_one():
+    from kerasae import losses
+
+    rng = np.random.default_rng(0)
+    prior = rng.standard_normal((40, 3)).astype("float32")
+    same, shifted = rng.standard_normal((40, 3)).astype("float32"), prior + 2.0
+    for codes in (same, shifted):
+        value = float(ops.convert_to_numpy(losses.mmd_imq(codes, prior)))
+        assert value == pytest.approx(_mmd_by_hand(codes.astype("float64"), prior.astype("float64")), rel=1e-4)
+    big_prior, big_same = (rng.standard_normal((400, 3)).astype("float32") for _ in range(2))
+    near = float(ops.convert_to_numpy(losses.mmd_imq(big_same, big_prior)))
+    far = float(ops.convert_to_numpy(losses.mmd_imq(big_same + 1.0, big_prior)))
+    assert far > 10 * abs(near)
+
+
+def test_wae_training_pulls_the_codes_to_the_prior(mnist_like):
+    from kerasae import losses
+
+    def mmd_to_prior(model, d):
+        codes = model.encode(d.x_test)
+        prior = np.random.default_rng(1).standard_normal(codes.shape).astype("float32")
+        return float(ops.convert_to_numpy(losses.mmd_imq(codes, prior)))
+
+    ae, _, d = fit_small(mnist_like, "ae", epochs=4)
+    wae, history, _ = fit_small(mnist_like, "wae", epochs=4, loss={"mmd_weight": 100.0})
+    assert history["mmd_loss"][-1] < history["mmd_loss"][0]
+    assert mmd_to_prior(wae, d) < 0.5 * mmd_to_prior(ae, d)
+    assert wae.generate(4, seed=0).shape == (4, 28, 28, 1)
+
+
+def test_rae_penalties_are_the_codes_and_decoder_kernels_squared_norms(mnist_like):
+    model, _, d = fit_small(mnist_like, "rae", epochs=1, loss={"code_weight": 0.5, "decoder_weight": 0.01})
+    x = ops.convert_to_tensor(d.x_test[:16])
+    code = model.encoder(x)
+    terms = model.penalties(x, code)
+    codes = ops.convert_to_numpy(code)
+    kernels = [ops.convert_to_numpy(w) for w in model.decoder.trainable_weights if len(w.shape) > 1]
+    assert float(terms["code_penalty"][1]) == pytest.approx(0.5 * np.mean(np.sum(codes**2, axis=1)), rel=1e-5)
+    assert float(terms["decoder_penalty"][1]) == pytest.approx(sum(np.sum(k**2) for k in kernels), rel=1e-5)
+    assert (terms["code_penalty"][0], terms["decoder_penalty"][0]) == (0.5, 0.01)
+    with pytest.raises(ValueError, match="was not trained towards a prior"):
+        model.generate(2)
+
+
+def test_the_gmm_sampler_draws_codes_like_the_training_codes(mnist_like):
+    from kerasae import samplers
+
+    model, _, d = fit_small(mnist_like, "ae", epochs=2)
+    params = samplers.fit_to_model(model, d)
+    codes = model.encode(d.x_train)
+    drawn = samplers.draw(model, "gmm", 4000, seed=0, params=params)
+    assert drawn.shape == (4000, codes.shape[1]) and drawn.dtype == np.float32
+    np.testing.assert_allclose(drawn.mean(axis=0), codes.mean(axis=0), atol=0.15 * codes.std(axis=0).max())
+    np.testing.assert_allclose(np.cov(drawn.T), np.cov(codes.T), atol=0.2 * np.cov(codes.T).max())
+    again = samplers.draw(model, "gmm", 5, seed=3, params=params)
+    np.testing.assert_array_equal(again, samplers.draw(model, "gmm", 5, seed=3, params=params))  # seeded
+    with pytest.raises(ValueError, match="has no prior"):
+        samplers.draw(model, "prior", 2)

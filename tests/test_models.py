@@ -46,10 +46,13 @@ def test_loss_falls_and_metrics_are_reported(mnist_like, family):
         "cvae": {"kl_loss"},
         "sparse_ae": {"sparsity_loss"},
         "contractive_ae": {"contractive_loss"},
+        "wae": {"mmd_loss"},
+        "rae": {"code_penalty", "decoder_penalty"},
     }.get(family, set())
     assert set(history) == expected | {f"val_{k}" for k in expected}
     for term in expected - {"loss", "reconstruction_loss"}:
-        assert min(history[term] + history[f"val_{term}"]) >= 0.0
+        # The MMD estimate is unbiased: a batch's value may dip just below 0 when codes match the prior.
+        assert min(history[term] + history[f"val_{term}"]) >= (-0.05 if term == "mmd_loss" else 0.0)
 
 
 def test_parameter_counts_of_the_seed_models():

@@ -26,6 +26,7 @@ def test_the_family_table_and_the_schema_agree():
             family.model_class, kerasae.models.Autoencoder
         )
         assert family.model_class.variational == family.variational, name
+        assert family.model_class.generative == family.generative, name
         assert family.model_class.needs_labels == family.conditional, name
 
 

@@ -3,8 +3,10 @@
 from kerasae.models.autoencoder import Autoencoder, DenoisingAutoencoder
 from kerasae.models.cvae import CVAE
 from kerasae.models.iwae import IWAE
+from kerasae.models.rae import RAE
 from kerasae.models.regularized import ContractiveAutoencoder, SparseAutoencoder
 from kerasae.models.vae import VAE
+from kerasae.models.wae import WAE
 
 __all__ = [
     "Autoencoder",
@@ -14,4 +16,6 @@ __all__ = [
     "VAE",
     "IWAE",
     "CVAE",
+    "WAE",
+    "RAE",
 ]

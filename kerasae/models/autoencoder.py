@@ -94,9 +94,12 @@ class Autoencoder(backend.Trainer, keras.Model):
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.built = True
 
-    # What a model can do, for callers to ask (never to probe with hasattr): a variational model
-    # has a posterior and a prior (ELBO, NLL, `generate`, `interpolate`, `encode_distribution`);
-    # a conditional one (`needs_labels`) takes a label per image everywhere.
+    # What a model can do, for callers to ask (never to probe with hasattr): a generative model
+    # was trained towards a prior over codes, N(0, I), and `generate` samples it; a variational
+    # one also has a posterior (ELBO, NLL, `encode_distribution`); a conditional one
+    # (`needs_labels`) takes a label per image everywhere. Every model interpolates, and every
+    # model generates through a density fitted to its codes (`kerasae.samplers`).
+    generative = False
     variational = False
     # Labels: unconditional families ignore them; a conditional one joins them
     # to the encoder's and the decoder's inputs through these hooks.
@@ -214,6 +217,25 @@ class Autoencoder(backend.Trainer, keras.Model):
         """Reconstructions of images x (numpy in, numpy out)."""
         return self.predict(self.model_inputs(x, labels), batch_size=batch_size, verbose=0)
 
+    def prior_sample(self, n, seed=None):
+        """n codes drawn from N(0, I) (numpy)."""
+        return np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
+
+    def generate(self, n, seed=None):
+        """Decodes n codes drawn from the prior N(0, I): images of shape (n, H, W, C). Only a
+        generative model has a prior; any model generates from a fitted sampler (`kerasae.samplers`)."""
+        if not self.generative:
+            raise ValueError(
+                f"A {type(self).__name__} was not trained towards a prior: sample it with a density fitted "
+                "to its codes (kerasae.samplers, `kerasae sample ENTRY --sampler gmm`)."
+            )
+        return self.decode(self.prior_sample(n, seed))
+
+    def interpolate(self, x_a, x_b, steps=10):
+        """Decodes `steps` codes on the line between the codes of images x_a and x_b."""
+        z_a, z_b = self.encode(np.stack([x_a, x_b]))
+        return self.decode(line(z_a, z_b, steps))
+
     def corrupt(self, x):
         """Applies the model's training corruption to x (numpy in, numpy out). Every family
         trained with `corruption` has one: a denoising AE, a denoising VAE (Im et al. 2017), ..."""
@@ -257,3 +279,9 @@ def _offset(seed, k):
 
 def _floats(x):
     return np.asarray(x, dtype="float32")
+
+
+def line(a, b, steps):
+    """`steps` points from a to b, ends included."""
+    alphas = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
+    return (1.0 - alphas) * a + alphas * b

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasae.models.autoencoder import PREDICT_BATCH, _floats
-from kerasae.models.vae import VAE, _line
+from kerasae.models.autoencoder import PREDICT_BATCH, _floats, line
+from kerasae.models.vae import VAE
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
@@ -82,4 +82,4 @@ class CVAE(VAE):
         """Walks between two images' latent means; each is encoded with its own label and
         the walk is decoded with the label of x_a."""
         z = self.encode(np.stack([x_a, x_b]), labels)
-        return self.decode(_line(z[0], z[1], steps), [labels[0]] * steps)
+        return self.decode(line(z[0], z[1], steps), [labels[0]] * steps)

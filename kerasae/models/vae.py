@@ -3,7 +3,6 @@
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from kerasae import losses
@@ -30,6 +29,7 @@ class VAE(Autoencoder):
     """
 
     loss_names = ("loss", "reconstruction_loss", "kl_loss")
+    generative = True
     variational = True
 
     def __init__(self, likelihood="bernoulli", beta=1.0, kl_warmup_epochs=0, **kwargs):
@@ -121,21 +121,3 @@ class VAE(Autoencoder):
     def encoder_feed(self, x, labels=None):
         """The encoder's numpy inputs."""
         return _floats(x)
-
-    def generate(self, n, seed=None):
-        """Decodes n codes drawn from the prior N(0, I): images of shape (n, H, W, C)."""
-        return self.decode(self.prior_sample(n, seed))
-
-    def prior_sample(self, n, seed=None):
-        """n codes drawn from the prior N(0, I) (numpy)."""
-        return np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
-
-    def interpolate(self, x_a, x_b, steps=10):
-        """Decodes `steps` codes on the line between the latent means of images x_a and x_b."""
-        z_a, z_b = self.encode(np.stack([x_a, x_b]))
-        return self.decode(_line(z_a, z_b, steps))
-
-
-def _line(a, b, steps):
-    alphas = np.linspace(0.0, 1.0, steps, dtype="float32")[:, None]
-    return (1.0 - alphas) * a + alphas * b

@@ -1,0 +1,86 @@
+"""Samplers of codes to decode: how every family generates, not only those with a prior.
+
+`prior`: N(0, I), for the generative families (trained towards it: VAE, IWAE, CVAE, WAE).
+`gmm`: a Gaussian mixture fitted to the codes of the training images after training
+(scikit-learn), as Ghosh et al. (2020) do for the RAE and pythae for every model: a plain AE
+generates too, and a VAE's samples often improve on its prior's. An entry keeps its fitted
+mixture as plain arrays (`zoo.SAMPLER_FILE`, no pickle); an entry written before samplers
+existed gets one fitted, and saved, on first use.
+"""
+
+import os
+
+import numpy as np
+
+from kerasae import data, recipe, zoo
+
+SAMPLERS = ("prior", "gmm")
+GMM_COMPONENTS = 10
+GMM_IMAGES = 10_000  # training images whose codes the mixture is fitted to
+
+
+def fit_gmm(codes, components=GMM_COMPONENTS, seed=0):
+    """A Gaussian mixture (full covariances) fitted to codes, as a dict of arrays."""
+    from sklearn.mixture import GaussianMixture
+
+    codes = np.asarray(codes, dtype="float64").reshape(len(codes), -1)
+    gmm = GaussianMixture(
+        n_components=max(1, min(components, len(codes) // 2)), covariance_type="full", reg_covar=1e-5, random_state=seed
+    ).fit(codes)
+    return {
+        "weights": gmm.weights_,
+        "means": gmm.means_,
+        "covariances": gmm.covariances_,
+        "images": np.asarray(len(codes)),
+    }
+
+
+def sample_gmm(params, n, seed=None):
+    """n codes drawn from a fitted mixture (`fit_gmm`), float32."""
+    rng = np.random.default_rng(seed)
+    weights = np.asarray(params["weights"], dtype="float64")
+    component = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    factors = np.linalg.cholesky(params["covariances"])
+    noise = rng.standard_normal((n, params["means"].shape[1]))
+    return (params["means"][component] + np.einsum("nij,nj->ni", factors[component], noise)).astype("float32")
+
+
+def fit_to_model(model, dataset, images=GMM_IMAGES):
+    """The mixture of a model's codes of (up to `images`) training images."""
+    n = min(images, len(dataset.x_train))
+    labels = dataset.y_train[:n] if model.needs_labels else None
+    return fit_gmm(model.encode(np.asarray(dataset.x_train[:n]), labels))
+
+
+def save(path, params):
+    """Writes a fitted sampler atomically."""
+    temporary = f"{path}.tmp-{os.getpid()}.npz"
+    np.savez(temporary, **params)
+    os.replace(temporary, path)
+
+
+def load(path):
+    """A fitted sampler written by `save`."""
+    with np.load(path, allow_pickle=False) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+def for_entry(entry, model):
+    """The entry's fitted mixture: its `zoo.SAMPLER_FILE`, else fitted now on the entry's recipe's
+    training data and saved there."""
+    path = os.path.join(entry, zoo.SAMPLER_FILE)
+    if os.path.isfile(path):
+        return load(path)
+    spec = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
+    params = fit_to_model(model, data.load(spec.data, seed=spec.train.seed))
+    save(path, params)
+    return params
+
+
+def draw(model, sampler, n, seed=None, params=None):
+    """n codes from a sampler: "prior" (the model must be generative) or "gmm" (`params` fitted)."""
+    if sampler == "prior":
+        if not model.generative:
+            raise ValueError(f"a {type(model).__name__} has no prior; sample it with the gmm sampler")
+        return model.prior_sample(n, seed)
+    return sample_gmm(params, n, seed)
