@@ -3,7 +3,6 @@
 
     python3 tasks.py train [RECIPE] [kerasae train options]   # default: recipes/dae.yaml
     python3 tasks.py test [pytest options]                     # the suite on tensorflow, jax, torch
-                                                               # (files in parallel; -n 0: one process)
     python3 tasks.py lint                                      # ruff check and ruff format --check
 
 Each creates `.venv/` in the checkout when it is missing and (re)install the
@@ -76,10 +75,6 @@ def test(args):
     totals = [0, 0, 0]
     status = 0
     backends = os.environ.get("KERASAE_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
-    if not any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
-        # Test files in parallel (pytest-xdist), one worker per core up to 4, a file's tests in one
-        # worker: much of a test's time is spent in one Python thread or in a subprocess.
-        args = ["-n", str(max(1, min(4, os.cpu_count() or 1))), "--dist", "loadfile", *args]
     for backend in backends:
         junit = os.path.join(VENV, f"junit-{backend}.xml")
         env = {**os.environ, "KERAS_BACKEND": backend}
