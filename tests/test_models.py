@@ -276,7 +276,7 @@ def test_every_family_saved_here_loads_on_the_other_backends(saved_families, oth
         )
 
 
-# On PyTorch kerasae swaps Keras's Adam update for torch's fused kernel (backend.py); elsewhere the
+# On PyTorch kerasae swaps Keras's Adam update for torch's fused kernel (backend/torch.py); elsewhere the
 # update is Keras's own. Either way it must be Keras's Adam: same weights, moments and saved config.
 @pytest.mark.parametrize(
     "name,config",

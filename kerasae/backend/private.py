@@ -24,7 +24,9 @@ class Private:
         name: where it lives, dotted.
         used_by: the kerasae function that uses it, and what for.
         fallback: what kerasae does when it is gone.
-        exists: checks it against the installed versions (imports only what it names).
+        exists: checks it against the installed versions. A check that runs where a multi-host
+            distribution may be set reads the classes' source and creates nothing (there a new
+            variable is a collective the other processes would not join).
         backend: the Keras backend it belongs to (None: every backend).
     """
 
@@ -46,7 +48,7 @@ def _attribute(module, path):
 
 
 def _adam_slots():
-    variable = keras.Variable(keras.ops.zeros((2,)))
+    variable = keras.Variable(keras.ops.zeros((2,)))  # (torch only: no multi-host distribution there)
     optimizer = keras.optimizers.Adam()
     optimizer.build([variable])
     return all(hasattr(optimizer, n) for n in ("_momentums", "_velocities", "_get_variable_index")) and hasattr(
@@ -54,15 +56,28 @@ def _adam_slots():
     )
 
 
+def _train_function():
+    # A model without a distribution: kerasae replaces train_function only when none is set.
+    return hasattr(keras.Model, "make_train_function") and "train_function" in vars(keras.Model())
+
+
 def _jax_variable():
-    variable = keras.Variable(keras.ops.zeros((2,)))
-    return hasattr(variable, "_value") and hasattr(variable, "_layout")
+    # Read from the classes' source, not from a new variable: under a multi-host distribution,
+    # creating one is a collective that the other processes would not join.
+    import inspect
+
+    from keras.src.backend.common.variables import Variable as KerasVariable
+    from keras.src.backend.jax.core import Variable as JaxVariable
+
+    return "self._value" in inspect.getsource(KerasVariable) and "self._layout" in inspect.getsource(JaxVariable)
 
 
 def _compiled_flag():
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    return model.compiled is True
+    import inspect
+
+    from keras.src.trainers.trainer import Trainer
+
+    return "self.compiled = True" in inspect.getsource(Trainer.compile)
 
 
 NAMES = (
@@ -101,7 +116,7 @@ NAMES = (
         "keras.Model.train_function (replaced by make_train_function)",
         "backend.tensorflow / backend.jax Trainer: runs steps_per_execution steps as one compiled loop",
         "Keras's own loop, one compiled call per step",
-        lambda: hasattr(keras.Model, "make_train_function") and "train_function" in vars(keras.Model()),
+        _train_function,
     ),
     Private(
         "keras.optimizers.Adam._parallel_update_step, _momentums, _velocities, _get_variable_index",
