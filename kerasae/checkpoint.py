@@ -97,10 +97,7 @@ def save(folder, model, state, snapshots):
         temporary = os.path.join(folder, f"tmp-{os.getpid()}-{zoo.CHECKPOINT_FILE}")
         model.save(temporary)
         os.replace(temporary, os.path.join(folder, zoo.CHECKPOINT_FILE))
-        snapshot_file = os.path.join(folder, zoo.SNAPSHOTS_FILE)
-        with open(f"{snapshot_file}.tmp", "wb") as f:
-            np.savez(f, **snapshots.arrays())
-        os.replace(f"{snapshot_file}.tmp", snapshot_file)
+        zoo.write_arrays(os.path.join(folder, zoo.SNAPSHOTS_FILE), snapshots.arrays())
         zoo.write_json(os.path.join(folder, zoo.STATE_FILE), state.to_json())
 
 

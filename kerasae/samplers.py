@@ -54,9 +54,7 @@ def fit_to_model(model, dataset, images=GMM_IMAGES):
 
 def save(path, params):
     """Writes a fitted sampler atomically."""
-    temporary = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(temporary, **params)
-    os.replace(temporary, path)
+    zoo.write_arrays(path, params)
 
 
 def load(path):

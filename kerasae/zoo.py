@@ -51,6 +51,13 @@ def write_text(path, text):
     os.replace(temporary, path)
 
 
+def write_arrays(path, arrays):
+    """Writes named numpy arrays as an `.npz` file atomically."""
+    temporary = f"{path}.tmp-{os.getpid()}.npz"
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)
+
+
 def write_json(path, value):
     """Writes `value` as JSON to `path` atomically."""
     write_text(path, json.dumps(value, indent=2))
