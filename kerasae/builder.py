@@ -5,7 +5,7 @@ import keras
 from kerasae import families
 
 
-def model_arguments(recipe, image_shape, num_classes=10):
+def model_arguments(recipe, image_shape, num_classes=10, train_size=60_000):
     """The constructor arguments of the recipe's model family, as plain values."""
     m = recipe.model
     layers = [layer if isinstance(layer, int) else layer.model_dump() for layer in m.encoder]
@@ -31,13 +31,16 @@ def model_arguments(recipe, image_shape, num_classes=10):
         args["latent_activation"] = m.latent_activation
     if family.conditional:
         args["num_classes"] = num_classes
+    if family.dataset_size:
+        args["dataset_size"] = train_size
     return args
 
 
-def build(recipe, image_shape, num_classes=10):
+def build(recipe, image_shape, num_classes=10, train_size=60_000):
     """A fresh model of the recipe's family for images of `image_shape` (H, W, C), under the recipe's
-    dtype policy (`train.mixed_precision`), which the model's config keeps."""
-    args = model_arguments(recipe, image_shape, num_classes)
+    dtype policy (`train.mixed_precision`), which the model's config keeps. `train_size`: the
+    number of training images, for a family whose loss needs it (`Family.dataset_size`)."""
+    args = model_arguments(recipe, image_shape, num_classes, train_size)
     if recipe.train.mixed_precision != "none":
         args["dtype"] = recipe.train.mixed_precision
     return families.get(recipe.model.family).model_class(**args, name=recipe.model.family)

@@ -8,7 +8,7 @@ FIGURE_CAPTIONS = {
     "reconstructions": "Test digits (top row) and their reconstructions after the epochs shown (the seed's Fig. 2).",
     "denoising": "Input, input with the training corruption, and the model's output (the seed's Fig. 3).",
     "filters": "First-layer weights, grey = 0, each tile scaled by its 99th percentile of |w| (the seed's Fig. 4).",
-    "samples": "Images decoded from codes drawn from the prior N(0, I).",
+    "samples": "Images decoded from codes drawn from {prior}.",
     "interpolation": "Decodes along the line between two test digits' latent means, after the epochs shown "
     "(the seed's Fig. 7).",
     "manifold": "Decodes of a grid over the 2-D latent space, spaced by Gaussian quantiles.",
@@ -17,6 +17,14 @@ FIGURE_CAPTIONS = {
     "traversals": "The first test digit's code with one unit (a row; the most active units) moved by -3..3 "
     "standard deviations of that unit over the test codes.",
 }
+
+
+# Sample quality on MNIST as published: FID on the Inception network's features (Heusel et al. 2017),
+# 10,000 samples; the scale differs from kerasae's (features of a small MNIST classifier).
+PUBLISHED_FID = (
+    ("RAE-L2, GMM sampler (Ghosh et al. 2020, Table 1)", 9.9, "pythae reproduces 9.1"),
+    ("RAE-GP, GMM sampler (Ghosh et al. 2020, Table 1)", 9.4, "pythae reproduces 9.7"),
+)
 
 
 # Test NLL (nats per image, dynamically binarized MNIST, k = 5000) of one-stochastic-layer models:
@@ -78,10 +86,13 @@ def metric_rows(metrics):
             f"importance-sampled (k = {ev.get('nll_samples')})",
             "nats / image",
         ),
-        ("active_units", "active latent units (Cov > 0.01)", f"of {metrics.get('latent_dim')}"),
+        ("active_units", "active code units (Cov > 0.01)", f"of {ev.get('code_units', metrics.get('latent_dim'))}"),
+        ("perplexity", "codebook perplexity (exp entropy of code use)", "codes"),
+        ("codes_in_use", "codebook share in use", "fraction of codes"),
     ):
         if key in ev:
             rows.append((label, ev[key], unit))
+    rows += _fid_rows(ev.get("fid"))
     if "principal_angles_deg" in ev:
         rows.append(("largest principal angle to PCA subspace", max(ev["principal_angles_deg"]), "degrees"))
     if "denoising" in ev:
@@ -92,6 +103,20 @@ def metric_rows(metrics):
             ("denoising gain", d["gain_db"], "dB"),
         ]
     return rows
+
+
+def _fid_rows(fid):
+    """The card's FID rows: one per sampler, then the floor and what the features are."""
+    if not fid:
+        return []
+    rows = [
+        (f"FID, {fid['samples']} samples from the {sampler} sampler", fid[sampler], "vs MNIST test digits")
+        for sampler in ("prior", "gmm")
+        if sampler in fid
+    ]
+    floor = "real-vs-real floor: half the test digits against the other half"
+    accuracy = f"features of kerasae's MNIST classifier, test accuracy {fid['classifier_accuracy']:.4f}"
+    return rows + [(f"FID {floor}", fid["floor"], accuracy)]
 
 
 def entry_card(path, recipe, metrics):
@@ -119,7 +144,7 @@ def entry_card(path, recipe, metrics):
         "signatures `serve`, `encode`, `decode`) or `--format onnx`. `check.npz` holds the first 32 test "
         "digits with the codes and reconstructions this model gives them. "
         f"Generate with `kerasae sample {metrics['name']}`: "
-        f"{'from the prior N(0, I), or with `--sampler gmm` ' if _family(metrics).generative else ''}"
+        f"{'from ' + _family(metrics).prior + ', or with `--sampler gmm` ' if _family(metrics).generative else ''}"
         f"from a Gaussian mixture fitted to its training codes (`{zoo.SAMPLER_FILE}`).",
         "",
         *_recipe_and_data(m, recipe, data),
@@ -140,6 +165,7 @@ def entry_card(path, recipe, metrics):
     figure_dir = os.path.join(path, zoo.FIGURES_DIR)
     for figure, caption in FIGURE_CAPTIONS.items():
         if os.path.isfile(os.path.join(figure_dir, f"{figure}.png")):
+            caption = caption.format(prior=_family(metrics).prior)
             lines += [f"![{figure}]({zoo.FIGURES_DIR}/{figure}.png)", "", caption, ""]
     zoo.write_text(os.path.join(path, zoo.CARD_FILE), "\n".join(lines) + "\n")
 
@@ -174,6 +200,32 @@ def _recipe_and_data(m, recipe, data):
     ]
 
 
+def _fid_note(fid):
+    """What the zoo table's FID columns are."""
+    return [
+        f"FID: {fid['samples']} samples (decoder means) against the 10,000 MNIST test digits, on the 128 "
+        f"penultimate features of kerasae's MNIST classifier (`kerasae/fid.py`, test accuracy "
+        f"{fid['classifier_accuracy']:.4f}); lower is better. The floor, half the test digits against the other "
+        f"half, is {fid['floor']:.2f}. `prior`: codes from the family's prior; `gmm`: from a 10-component Gaussian "
+        "mixture fitted to 10,000 training codes (`sampler.npz`). Active units: code units whose mean over the "
+        "test digits varies, Cov > 0.01 (Burda et al. 2016).",
+    ]
+
+
+def _published_fid():
+    """The published MNIST FIDs the entries can be set beside (another feature space)."""
+    lines = [
+        "### Sample quality as published",
+        "",
+        "MNIST FID on the Inception network's features, 10,000 samples: the same measure in another feature "
+        "space, so the scale is not kerasae's; the ordering of samplers and families is what compares.",
+        "",
+        "| model | FID (Inception) | note |",
+        "| --- | --- | --- |",
+    ]
+    return lines + [f"| {name} | {value} | {note} |" for name, value, note in PUBLISHED_FID]
+
+
 def _schedule(train):
     rate = train["learning_rate"]
     if train.get("learning_rate_schedule", "constant") == "cosine":
@@ -186,11 +238,14 @@ def zoo_table(zoo_dir=None):
     header = (
         "entry",
         "family",
-        "latent",
+        "code",
         "data",
         "test BCE (nats)",
         "ELBO / NLL (nats)",
+        "FID prior",
+        "FID gmm",
         "probe acc.",
+        "active units",
         "backend",
         "train s",
     )
@@ -204,22 +259,30 @@ def zoo_table(zoo_dir=None):
         "| " + " | ".join(header) + " |",
         "| " + " | ".join("---" for _ in header) + " |",
     ]
+    fid_reference = None
     for name, m in zoo.entries(zoo_dir):
         ev = m.get("evaluation", {})
+        fid = ev.get("fid", {})
+        fid_reference = fid_reference or fid
         bound = " / ".join(fmt(ev[k]) for k in ("elbo", "nll") if k in ev) or "–"
         bound += " (given the digit)" if _family(m).conditional and "nll" in ev else ""
         row = (
             f"[{name}]({name}/{zoo.CARD_FILE})",
             m["family"],
-            str(m["latent_dim"]),
+            str(ev.get("code_units", m["latent_dim"])),
             m["data"]["name"],
             fmt(ev.get("reconstruction", {}).get("bce", float("nan"))),
             bound,
+            fmt(fid["prior"], 1) if "prior" in fid else "–",
+            fmt(fid["gmm"], 1) if "gmm" in fid else "–",
             fmt(ev["probe_accuracy"], 3) if "probe_accuracy" in ev else "–",
+            str(ev["active_units"]) if "active_units" in ev else "–",
             m["versions"]["backend"],
             f"{m['train_seconds']:.0f}",
         )
         lines.append("| " + " | ".join(row) + " |")
+    if fid_reference:
+        lines += ["", *_fid_note(fid_reference)]
     nll = [(name, m["evaluation"]) for name, m in zoo.entries(zoo_dir) if comparable_to_published(m)]
     if nll:
         lines += [
@@ -234,6 +297,8 @@ def zoo_table(zoo_dir=None):
         ]
         lines += [f"| {name} | {value} | 5000 |" for name, value in PUBLISHED_NLL]
         lines += [f"| [{name}]({name}/{zoo.CARD_FILE}) | {fmt(ev['nll'])} | {ev['nll_samples']} |" for name, ev in nll]
+    if fid_reference:
+        lines += ["", *_published_fid()]
     root = zoo.root(zoo_dir)
     os.makedirs(root, exist_ok=True)
     zoo.write_text(os.path.join(root, zoo.CARD_FILE), "\n".join(lines) + "\n")

@@ -64,6 +64,11 @@ def _zoo_commands(sub):
     ev.add_argument("entry", help="entry name or folder")
     ev.add_argument("--nll-samples", type=int, help="importance samples per image (default: the recipe's)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument(
+        "--keep-nll",
+        action="store_true",
+        help="re-evaluate all but the importance-sampled NLL, which keeps its stored value (hours at k = 5000)",
+    )
     ev.add_argument("--zoo")
 
     export = sub.add_parser("export", help="write a serving export of a zoo entry (SavedModel or ONNX)")
@@ -160,7 +165,9 @@ def _eval(args):
     zoo.check_entry(entry)
     if args.nll_samples is not None and args.nll_samples < 0:
         raise KerasaeError(f"--nll-samples must be >= 0, got {args.nll_samples}")
-    metrics = evaluate.evaluate_entry(entry, args.nll_samples)
+    if args.keep_nll and args.nll_samples is not None:
+        raise KerasaeError("--keep-nll keeps the stored NLL: it takes no --nll-samples")
+    metrics = evaluate.evaluate_entry(entry, args.nll_samples, keep_nll=args.keep_nll)
     if args.json:
         print(json.dumps(metrics["evaluation"], indent=2))
         return 0

@@ -4,8 +4,9 @@ Every family: reconstruction BCE and squared error per image, PSNR, the PCA
 baseline with as many components as the code has units, and a linear probe
 (logistic regression on the codes). The linear AE adds its principal angles to
 the PCA subspace; the DAE its denoising gain; variational families the test
-ELBO and its terms, an importance-sampled negative log-likelihood, and the
-number of active latent units.
+ELBO and its terms and an importance-sampled negative log-likelihood; a VQ-VAE its
+code use. Every family: the number of active code units and, on MNIST, the FID of
+its samples for each sampler (`kerasae.fid`).
 """
 
 import math
@@ -16,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasae import backend, builder, cards, data, recipe, zoo
+from kerasae import backend, builder, cards, data, fid, recipe, samplers, zoo
 
 EPS = 1e-7
 PROBE_TRAIN_IMAGES = 10_000
@@ -143,7 +144,7 @@ def _logsumexp(a):
     return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
 
 
-def evaluate(model, dataset, nll_samples=1000, probe=True):
+def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_samples=fid.SAMPLES):
     """All metrics that apply to the model's family, on the test split.
 
     Args:
@@ -152,6 +153,9 @@ def evaluate(model, dataset, nll_samples=1000, probe=True):
         nll_samples: importance samples per image for the NLL of variational
             families (0 skips it).
         probe: fit the linear probe when the data has labels.
+        sampler: the model's fitted gmm sampler (`kerasae.samplers`): with it, the FID of its
+            samples and of its prior's, on MNIST (`kerasae.fid`).
+        fid_samples: images generated per sampler for the FID (0 skips it).
     """
     start = time.perf_counter()
     x_train, x_test, y_test = dataset.x_train, dataset.x_test, dataset.y_test
@@ -164,10 +168,15 @@ def evaluate(model, dataset, nll_samples=1000, probe=True):
     out["beats_pca"] = out["reconstruction"]["sse"] < out["pca"]["sse"]
     n = min(len(x_train), PROBE_TRAIN_IMAGES)
     # A probe needs two classes to tell apart (a tiny or filtered data set may hold one).
+    codes_test = model.encode(x_test, labels)
+    # Burda et al.'s active units, Cov_x(E_q[z_u]) > 0.01, of the code `encode` gives (the
+    # posterior mean of a variational family).
+    out["active_units"] = int((codes_test.var(axis=0) > ACTIVE_UNIT_THRESHOLD).sum())
+    out["code_units"] = int(codes_test.shape[1])
     if probe and dataset.y_train is not None and y_test is not None and len(np.unique(dataset.y_train[:n])) > 1:
         train_labels = dataset.y_train[:n] if model.needs_labels else None
         codes_train = model.encode(x_train[:n], train_labels)
-        out["probe_accuracy"] = linear_probe(codes_train, dataset.y_train[:n], model.encode(x_test, labels), y_test)
+        out["probe_accuracy"] = linear_probe(codes_train, dataset.y_train[:n], codes_test, y_test)
         out["pca_probe_accuracy"] = linear_probe(
             pca.transform(x_train[:n].reshape(n, -1)),
             dataset.y_train[:n],
@@ -187,12 +196,14 @@ def evaluate(model, dataset, nll_samples=1000, probe=True):
         }
     if model.variational:
         out.update(_variational(model, x_test, labels, nll_samples))
+    out.update(model.code_metrics(x_test, labels))
+    if sampler is not None and fid_samples and fid.applies(model.image_shape, dataset.record):
+        out["fid"] = fid.sample_fids(model, sampler, n=fid_samples)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
 
 
 def _variational(model, x, y, nll_samples):
-    z_mean, _ = model.encode_distribution(x, y)
     inputs = (x, y) if model.needs_labels else (x,)
     # An IWAE's test step decodes k samples per image.
     terms = model.evaluate(*inputs, batch_size=images_per_batch(model, model.k), verbose=0, return_dict=True)
@@ -200,7 +211,6 @@ def _variational(model, x, y, nll_samples):
         "elbo": -(terms["reconstruction_loss"] + terms["kl_loss"]),
         "elbo_reconstruction": terms["reconstruction_loss"],
         "elbo_kl": terms["kl_loss"],
-        "active_units": int((z_mean.var(axis=0) > ACTIVE_UNIT_THRESHOLD).sum()),
     }
     if nll_samples:
         out["nll"] = importance_sampled_nll(model, x, y, k=nll_samples)
@@ -208,12 +218,13 @@ def _variational(model, x, y, nll_samples):
     return out
 
 
-def evaluate_entry(entry, nll_samples=None):
+def evaluate_entry(entry, nll_samples=None, keep_nll=False):
     """Re-evaluates a zoo entry on its recipe's test data; updates metrics.json and the cards.
 
     Args:
         entry: the entry's folder.
         nll_samples: importance samples per image for the NLL (default: the recipe's).
+        keep_nll: skip the NLL and keep the stored one (the rest is re-evaluated).
 
     Returns:
         The entry's metrics with a fresh "evaluation" section.
@@ -223,10 +234,18 @@ def evaluate_entry(entry, nll_samples=None):
     metrics = zoo.read_metrics(entry)
     dataset = data.load(spec.data, seed=spec.train.seed)
     # Compiled as when it was trained: the random draws of XLA and of TensorFlow's kernels differ.
-    jit = backend.jit_compile(spec.train.jit_compile, distributed=spec.distribute.strategy != "none")
+    jit = backend.jit_compile(
+        spec.train.jit_compile, distributed=spec.distribute.strategy != "none", conv=spec.model.conv
+    )
     model.compile(optimizer=builder.optimizer(spec.train), jit_compile=jit)
-    samples = spec.outputs.nll_samples if nll_samples is None else nll_samples
-    metrics["evaluation"] = evaluate(model, dataset, nll_samples=samples)
+    samples = 0 if keep_nll else spec.outputs.nll_samples if nll_samples is None else nll_samples
+    sampler = samplers.for_entry(entry, model)
+    stored = metrics.get("evaluation", {})
+    metrics["evaluation"] = evaluate(
+        model, dataset, nll_samples=samples, sampler=sampler, fid_samples=spec.outputs.fid_samples
+    )
+    if keep_nll:
+        metrics["evaluation"].update({key: stored[key] for key in ("nll", "nll_samples") if key in stored})
     zoo.write_metrics(entry, metrics)
     cards.entry_card(entry, spec.to_dict(), metrics)
     cards.zoo_table(os.path.dirname(os.path.abspath(entry)))

@@ -24,7 +24,7 @@ def _load(model_path):
 
 def _specs(model):
     image = keras.InputSpec(shape=(None, *model.image_shape), dtype="float32", name="image")
-    latent = keras.InputSpec(shape=(None, model.latent_dim), dtype="float32", name="z")
+    latent = keras.InputSpec(shape=(None, model.code_size), dtype="float32", name="z")
     labels = keras.InputSpec(shape=(None,), dtype="int32", name="labels")
     return image, latent, labels
 
@@ -91,7 +91,7 @@ def export_onnx(model_path, out_dir):
         verbose=False,
         input_signature=[[image, condition]] if model.needs_labels else [image],
     )
-    decoder_in = keras.InputSpec(shape=(None, model.latent_dim + model.condition_dim()), dtype="float32", name="z")
+    decoder_in = keras.InputSpec(shape=(None, model.code_size + model.condition_dim()), dtype="float32", name="z")
     model.decoder.export(
         os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False, input_signature=[decoder_in]
     )

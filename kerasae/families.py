@@ -19,9 +19,12 @@ FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denois
 GENERATIVE_FIGURES = ("samples", "interpolation", "manifold")
 
 # Metrics every family reports (kerasae.evaluate), and those of variational ones.
-# ("denoising" needs a corruption, "principal_angles_deg" the linear AE, the probes labels.)
+# ("denoising" needs a corruption, "principal_angles_deg" the linear AE, the probes labels, "fid" MNIST.)
 METRICS = (
     "reconstruction",
+    "active_units",
+    "code_units",
+    "fid",
     "pca",
     "beats_pca",
     "probe_accuracy",
@@ -29,7 +32,7 @@ METRICS = (
     "denoising",
     "principal_angles_deg",
 )
-VARIATIONAL_METRICS = ("elbo", "elbo_reconstruction", "elbo_kl", "active_units", "nll")
+VARIATIONAL_METRICS = ("elbo", "elbo_reconstruction", "elbo_kl", "nll")
 
 # The reconstruction term: deterministic families take `loss.type`, variational ones `loss.likelihood`.
 RECONSTRUCTION = {"type": ("reconstruction", "bce")}
@@ -50,11 +53,14 @@ class Family:
         conditional: trains and generates given a class label per image.
         denoising: corrupts its inputs in training even when the recipe names no corruption
             (with `defaults.DENOISING_CORRUPTION`). Every family accepts a recipe's corruption.
+        dataset_size: its loss estimates a density over the whole training set (the
+            β-TCVAE's aggregate posterior), so its constructor takes the training set's size.
         loss: recipe `loss` key -> (constructor argument, default). Other loss keys are refused.
         figures: the figures that apply; the recipe's default `outputs.figures`.
         metrics: what `kerasae.evaluate` reports for it.
         rules: ("key.path: message", holds(model section, loss values)) the recipe checks: a
             family's constraint between keys, reported with the message when it does not hold.
+        prior: what a generative family's `generate` draws codes from, in words.
     """
 
     name: str
@@ -64,10 +70,12 @@ class Family:
     generative: bool = False
     conditional: bool = False
     denoising: bool = False
+    dataset_size: bool = False
     loss: dict = dataclasses.field(default_factory=lambda: dict(RECONSTRUCTION))
     figures: tuple = FIGURES
     metrics: tuple = METRICS
     rules: tuple = ()
+    prior: str = "the prior N(0, I)"
 
     @property
     def model_class(self):
@@ -94,6 +102,14 @@ def _variational(name, class_name, summary, loss, **kwargs):
         **kwargs,
     )
 
+
+# The β-TCVAE's three KL terms (Chen et al. 2018): alpha, beta, gamma.
+TC_WEIGHTS = {
+    "mi_weight": ("mi_weight", 1.0),
+    "tc_weight": ("tc_weight", 6.0),
+    "dimension_kl_weight": ("dimension_kl_weight", 1.0),
+    "kl_warmup_epochs": ("kl_warmup_epochs", 0),
+}
 
 _TABLE = (
     Family("ae", "Autoencoder", "the seed's autoencoder: reconstruct the input through a code"),
@@ -135,6 +151,24 @@ _TABLE = (
         figures=FIGURES + GENERATIVE_FIGURES,
     ),
     Family(
+        "vqvae",
+        "VQVAE",
+        "the VQ-VAE: a code of discrete symbols from a learned codebook (van den Oord et al. 2017)",
+        generative=True,
+        loss={
+            **RECONSTRUCTION,
+            "codebook_size": ("codebook_size", 512),
+            "commitment_weight": ("commitment_weight", 0.25),
+            "codebook_ema": ("codebook_ema", True),
+            "dead_code_restarts": ("dead_code_restarts", True),
+            "code_positions": ("code_positions", 16),
+        },
+        # Its code is discrete: no traversals, no 2-D manifold.
+        figures=tuple(f for f in FIGURES if f != "traversals") + ("samples", "interpolation"),
+        metrics=METRICS + ("perplexity", "codes_in_use"),
+        prior="the code frequencies per position, fitted to the training codes",
+    ),
+    Family(
         "rae",
         "RAE",
         "the regularized autoencoder: L2 penalties on the codes and the decoder (Ghosh et al. 2020)",
@@ -146,6 +180,13 @@ _TABLE = (
         "IWAE",
         "the importance-weighted autoencoder (Burda et al. 2016)",
         {"importance_samples": ("k", 5)},
+    ),
+    _variational(
+        "betatcvae",
+        "BetaTCVAE",
+        "the β-TCVAE: the KL split into mutual information, total correlation and per-unit KL (Chen et al. 2018)",
+        TC_WEIGHTS,
+        dataset_size=True,
     ),
     _variational(
         "cvae",

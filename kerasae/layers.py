@@ -1,6 +1,7 @@
-"""Custom layers: the reparametrization `Sampling`, input `Corruption`, dynamic binarization.
+"""Custom layers: the reparametrization `Sampling`, input `Corruption`, dynamic binarization, the
+VQ-VAE's `VectorQuantizer`.
 
-Each owns a `keras.random.SeedGenerator`: unseeded random calls fail inside
+Each random layer owns a `keras.random.SeedGenerator`: unseeded random calls fail inside
 traced JAX code, and a seeded generator makes runs repeatable on every backend.
 """
 
@@ -159,3 +160,106 @@ def _build_now(layer):
         layer._build_at_init()
     else:
         layer.built = True
+
+
+@keras.saving.register_keras_serializable(package="kerasae")
+class VectorQuantizer(keras.layers.Layer):
+    """Replaces each `code_dim`-vector of its input by the nearest of `codebook_size` codebook
+    vectors (van den Oord, Vinyals and Kavukcuoglu, 2017).
+
+    Takes vectors z of shape (..., code_dim); returns (straight-through, quantized, indices). The
+    straight-through output, `z + stop_gradient(e - z)`, has the values of the codebook vectors e
+    and passes gradients to z, so the encoder is trained as if there were no quantization; the
+    quantized output e carries the codebook's gradient (the codebook loss).
+
+    The codebook learns either from the VQ-VAE's codebook loss (`ema=False`: it is trainable) or
+    as an exponential moving average of the vectors each code is assigned (`ema=True`, decay
+    `decay`: k-means steps, as in the paper's appendix; it is then not trainable). With `ema`, a
+    code whose average use per training batch falls under `restart_share` of an even share is
+    dead and is restarted, in training, at one of the batch's vectors worst served by the codebook
+    (largest distance to their code), so that no code stays unused.
+
+    Args:
+        codebook_size: number of codebook vectors K.
+        code_dim: size of each vector D.
+        ema: learn the codebook by moving averages instead of gradients.
+        decay: the moving averages' decay.
+        restart_share: use under which an EMA code is restarted, as a share of N / K (N vectors
+            per batch); 0 disables restarts.
+    """
+
+    def __init__(self, codebook_size=512, code_dim=16, ema=True, decay=0.99, restart_share=0.03, **kwargs):
+        super().__init__(**kwargs)
+        self.codebook_size, self.code_dim = codebook_size, code_dim
+        self.ema, self.decay, self.restart_share = ema, decay, restart_share
+        init = keras.initializers.RandomUniform(-1.0, 1.0, seed=0)
+        self.embeddings = self.add_weight(
+            shape=(codebook_size, code_dim), initializer=init, trainable=not ema, name="embeddings"
+        )
+        # Assignments per training batch, moving average: what dead-code restarts and the EMA read.
+        self.usage = self.add_weight(
+            shape=(codebook_size,), initializer="ones", trainable=False, name="usage", dtype="float32"
+        )
+        if ema:  # sums of the vectors assigned to each code, moving average (embeddings = sum / usage)
+            self.assigned_sum = self.add_weight(
+                shape=(codebook_size, code_dim), initializer=init, trainable=False, name="assigned_sum"
+            )
+        self.built = True
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "codebook_size": self.codebook_size,
+            "code_dim": self.code_dim,
+            "ema": self.ema,
+            "decay": self.decay,
+            "restart_share": self.restart_share,
+        }
+
+    def nearest(self, vectors):
+        """(indices of the nearest codes, squared distances to them) of vectors (N, D)."""
+        codebook = ops.cast(self.embeddings, "float32")
+        distances = (
+            ops.sum(ops.square(vectors), axis=1, keepdims=True)
+            - 2.0 * ops.matmul(vectors, ops.transpose(codebook))
+            + ops.sum(ops.square(codebook), axis=1)[None, :]
+        )
+        indices = ops.argmin(distances, axis=1)
+        return indices, ops.min(distances, axis=1)
+
+    def lookup(self, indices):
+        """The codebook vectors of integer indices, shape indices.shape + (D,)."""
+        return ops.take(ops.cast(self.embeddings, "float32"), ops.cast(indices, "int32"), axis=0)
+
+    def call(self, inputs, training=False):
+        z = ops.cast(inputs, "float32")
+        flat = ops.reshape(z, (-1, self.code_dim))
+        indices, distances = self.nearest(ops.stop_gradient(flat))
+        quantized = ops.reshape(self.lookup(indices), ops.shape(z))
+        if training:
+            self._update(ops.stop_gradient(flat), indices, distances)
+        return z + ops.stop_gradient(quantized - z), quantized, ops.reshape(indices, ops.shape(z)[:-1])
+
+    def _update(self, flat, indices, distances):
+        """One batch's moving averages, EMA codebook step and dead-code restarts."""
+        onehot = ops.one_hot(indices, self.codebook_size, dtype="float32")
+        counts = ops.sum(onehot, axis=0)
+        usage = self.decay * self.usage + (1.0 - self.decay) * counts
+        if not self.ema:
+            self.usage.assign(usage)
+            return
+        assigned_sum = self.decay * self.assigned_sum + (1.0 - self.decay) * ops.matmul(ops.transpose(onehot), flat)
+        n = ops.cast(ops.shape(flat)[0], "float32")
+        if self.restart_share > 0:
+            dead = (usage < self.restart_share * n / self.codebook_size)[:, None]
+            # Dead code j takes the batch's j-th worst-served vector.
+            worst = ops.argsort(-distances)
+            rows = ops.mod(ops.arange(self.codebook_size), ops.cast(n, "int32"))
+            candidates = ops.take(flat, ops.take(worst, rows), axis=0)
+            # A restarted code gets twice the threshold's use: ~70 batches (decay 0.99) to be taken.
+            grace = ops.ones_like(usage) * (2.0 * self.restart_share * n / self.codebook_size)
+            usage = ops.where(dead[:, 0], grace, usage)
+            assigned_sum = ops.where(dead, candidates * grace[:, None], assigned_sum)
+        self.usage.assign(usage)
+        self.assigned_sum.assign(assigned_sum)
+        self.embeddings.assign(assigned_sum / ops.maximum(usage, 1e-5)[:, None])

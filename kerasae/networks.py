@@ -16,7 +16,15 @@ def is_conv(layers):
     return bool(layers) and isinstance(layers[0], dict)
 
 
-def build_encoder(image_shape, layers, activation, heads, condition_dim=0, name="encoder"):
+def code_grid(image_shape, layers):
+    """(h, w) of the feature map that strided conv layers ("same" padding) reach from an image."""
+    h, w = image_shape[0], image_shape[1]
+    for spec in layers:
+        h, w = math.ceil(h / spec["strides"]), math.ceil(w / spec["strides"])
+    return h, w
+
+
+def build_encoder(image_shape, layers, activation, heads, condition_dim=0, grid_heads=False, name="encoder"):
     """Image (and optionally a condition vector) -> one tensor per head.
 
     Args:
@@ -27,6 +35,8 @@ def build_encoder(image_shape, layers, activation, heads, condition_dim=0, name=
             [("z", 64, "sigmoid")] or [("z_mean", 20, None), ("z_log_var", 20, None)].
         condition_dim: size of a second input (e.g. a one-hot label) joined to the
             flattened image features; 0 for none.
+        grid_heads: conv layers end in 1x1 conv heads, one `size`-vector per position of the
+            last feature map, flattened (the VQ-VAE's code), instead of dense heads.
     """
     image = keras.Input(shape=tuple(image_shape), name="image")
     inputs = [image, keras.Input(shape=(condition_dim,), name="condition")] if condition_dim else image
@@ -41,6 +51,14 @@ def build_encoder(image_shape, layers, activation, heads, condition_dim=0, name=
                 activation=activation,
                 name=f"conv_{i}",
             )(h)
+    if grid_heads and is_conv(layers):
+        outputs = [
+            keras.layers.Flatten(name=f"{head}_flat")(
+                keras.layers.Conv2D(size, 1, activation=act, dtype="float32", name=head)(h)
+            )
+            for head, size, act in heads
+        ]
+        return keras.Model(inputs, outputs[0] if len(outputs) == 1 else outputs, name=name)
     h = keras.layers.Flatten(name="flatten")(h)
     if condition_dim:
         h = keras.layers.Concatenate(name="join_condition")([h, inputs[1]])
@@ -58,22 +76,25 @@ def mirror(layers):
     return list(reversed(layers))
 
 
-def build_decoder(latent_dim, layers, activation, image_shape, output_activation, name="decoder"):
+def build_decoder(latent_dim, layers, activation, image_shape, output_activation, grid_code=0, name="decoder"):
     """Latent code -> image, as a `Sequential` whose last layer is the output activation.
 
     A conditional decoder takes the code and the condition joined into one
-    vector: pass their total size as `latent_dim`.
+    vector: pass their total size as `latent_dim`. With conv layers and `grid_code` = D, the
+    code is a flattened grid of D-vectors (`build_encoder(grid_heads=True)`), reshaped to the
+    grid instead of projected by a dense layer.
     """
     height, width, channels = image_shape
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=(latent_dim,), name="z"))
     if is_conv(layers):
         # Start from the spatial size the encoder's strided convs reach ("same" padding).
-        h, w = height, width
-        for spec in reversed(layers):
-            h, w = math.ceil(h / spec["strides"]), math.ceil(w / spec["strides"])
-        model.add(keras.layers.Dense(h * w * layers[0]["filters"], activation=activation, name="project"))
-        model.add(keras.layers.Reshape((h, w, layers[0]["filters"]), name="unflatten"))
+        h, w = code_grid(image_shape, list(reversed(layers)))
+        if grid_code:
+            model.add(keras.layers.Reshape((h, w, grid_code), name="unflatten"))
+        else:
+            model.add(keras.layers.Dense(h * w * layers[0]["filters"], activation=activation, name="project"))
+            model.add(keras.layers.Reshape((h, w, layers[0]["filters"]), name="unflatten"))
         for i, spec in enumerate(layers):
             model.add(
                 keras.layers.Conv2DTranspose(

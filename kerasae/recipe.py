@@ -79,6 +79,11 @@ class ModelSection(Section):
     )
     output_activation: Activation = "sigmoid"
 
+    @property
+    def conv(self):
+        """Whether the networks are convolutional."""
+        return any(not isinstance(layer, int) for layer in self.encoder + (self.decoder or []))
+
 
 class LossSection(Section):
     """What is minimised. Which keys a family takes, and their defaults, are its entry in the
@@ -97,6 +102,16 @@ class LossSection(Section):
     mmd_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
     code_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
     decoder_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    mi_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    tc_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    dimension_kl_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    codebook_size: Optional[Annotated[int, Field(ge=2, le=65_536)]] = None
+    commitment_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
+    codebook_ema: Optional[bool] = None
+    dead_code_restarts: Optional[bool] = None
+    code_positions: Optional[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default=None, description="vqvae with dense layers: code vectors per image (conv: the last feature map's grid)."
+    )
 
 
 class CorruptionSection(Section):
@@ -273,6 +288,9 @@ class OutputsSection(Section):
     export_saved_model: bool = True
     nll_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
         default=1000, description="Importance samples per test image for the NLL of variational families (0: skip)."
+    )
+    fid_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=10_000, description="Generated images per sampler for the FID of MNIST entries (0: skip)."
     )
 
 

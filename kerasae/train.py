@@ -137,12 +137,16 @@ class Loop:
 
     def _model(self, dataset, num_classes, resume):
         train = self.recipe.train
-        jit = backend.jit_compile(train.jit_compile, distributed=self.recipe.distribute.strategy != "none")
+        jit = backend.jit_compile(
+            train.jit_compile, distributed=self.recipe.distribute.strategy != "none", conv=self.recipe.model.conv
+        )
         if resume:
             model = keras.saving.load_model(os.path.join(self.folder, zoo.CHECKPOINT_FILE))
             model.jit_compile = jit  # the checkpoint's compile settings are those of the backend that wrote it
             return model
-        model = builder.build(self.recipe, dataset.image_shape, num_classes=num_classes)
+        model = builder.build(
+            self.recipe, dataset.image_shape, num_classes=num_classes, train_size=len(dataset.x_train)
+        )
         scale = self.replicas.count if self.recipe.distribute.scale_learning_rate else 1
         steps = backend.steps_per_execution(train.steps_per_execution, self.replicas.count)
         optimizer = builder.optimizer(train, scale, total_steps=train.epochs * self.steps_per_epoch)
@@ -281,13 +285,17 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
         }
         if stopped:
             metrics["stopped_early"] = f"{stopped}: a callback set model.stop_training"
+        # A prior fitted to the training codes (a VQ-VAE's) is part of the saved model.
+        model.fit_prior(dataset.x_train[: samplers.GMM_IMAGES * 6], dataset.y_train if model.needs_labels else None)
         # Saved before evaluating, so that `kerasae eval` on the entry starts from the same
         # random state and reproduces these numbers.
         zoo.save_model(model, os.path.join(stage, zoo.MODEL_FILE))
         zoo.write_check(stage, model, dataset.x_test, dataset.y_test)
-        metrics["evaluation"] = evaluate.evaluate(model, dataset, nll_samples=outputs.nll_samples)
         sampler = samplers.fit_to_model(model, dataset)
         samplers.save(os.path.join(stage, zoo.SAMPLER_FILE), sampler)
+        metrics["evaluation"] = evaluate.evaluate(
+            model, dataset, nll_samples=outputs.nll_samples, sampler=sampler, fid_samples=outputs.fid_samples
+        )
         metrics["sampler"] = {"gmm": {"components": len(sampler["weights"]), "images": int(sampler["images"])}}
         recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
         zoo.write_metrics(stage, metrics)

@@ -67,7 +67,7 @@ def small_recipe(family="ae", data_path=None, epochs=2, **sections):
         "model": {"family": family, "encoder": [32], "latent_dim": 8},
         "data": {"dataset": "mnist", "path": data_path, "binarize": "threshold", "validation_split": 0.2},
         "train": {"epochs": epochs, "batch_size": 32, "learning_rate": 0.003, "seed": 1},
-        "outputs": {"figures": [], "export_saved_model": False, "nll_samples": 50},
+        "outputs": {"figures": [], "export_saved_model": False, "nll_samples": 50, "fid_samples": 0},
     }
     for key, value in sections.items():
         recipe.setdefault(key, {}).update(value)

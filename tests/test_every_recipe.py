@@ -89,6 +89,14 @@ def recipes(draw, family):
                     "mmd_weight": st.floats(0.0, 30.0),
                     "code_weight": st.floats(0.0, 1.0),
                     "decoder_weight": st.floats(0.0, 1e-2),
+                    "mi_weight": st.floats(0.0, 2.0),
+                    "tc_weight": st.floats(0.0, 10.0),
+                    "dimension_kl_weight": st.floats(0.0, 2.0),
+                    "codebook_size": st.integers(2, 64),
+                    "commitment_weight": st.floats(0.0, 1.0),
+                    "codebook_ema": st.booleans(),
+                    "dead_code_restarts": st.booleans(),
+                    "code_positions": st.integers(1, 8),
                 }[key]
             )
     corruption = {"type": draw(st.sampled_from(CORRUPTIONS))}

@@ -256,3 +256,112 @@ def test_the_gmm_sampler_draws_codes_like_the_training_codes(mnist_like):
     np.testing.assert_array_equal(again, samplers.draw(model, "gmm", 5, seed=3, params=params))  # seeded
     with pytest.raises(ValueError, match="has no prior"):
         samplers.draw(model, "prior", 2)
+
+
+def _log_normal(z, mean, log_var):
+    return (-0.5 * ((z - mean) ** 2 * np.exp(-log_var) + log_var + np.log(2 * np.pi))).sum(-1)
+
+
+def test_betatcvae_terms_sum_to_the_kl_and_estimate_the_aggregate_posterior_without_bias():
+    from scipy.special import logsumexp
+
+    from kerasae.models.betatcvae import kl_decomposition
+
+    rng = np.random.default_rng(0)
+    n, m, d = 50, 10, 3
+    means = rng.standard_normal((n, d)).astype("float32")
+    log_vars = np.full((n, d), -1.0, "float32")
+    z = (means + 0.3 * rng.standard_normal((n, d))).astype("float32")
+    mi, tc, dim_kl = (float(t) for t in kl_decomposition(z[:m], means[:m], log_vars[:m], n))
+    kl = np.mean(_log_normal(z[:m], means[:m], log_vars[:m]) - _log_normal(z[:m], 0.0, 0.0))
+    assert mi + tc + dim_kl == pytest.approx(kl, abs=1e-3)  # the three terms are the KL, split
+    # q(z_0) = 1/N sum_n q(z_0 | x_n): the estimator's weights (1/N for the image itself, (N-1)/(N(M-1))
+    # for each other image of the batch) average to it over random batches.
+    exact = np.mean(np.exp(_log_normal(z[0], means, log_vars)))
+    estimates = []
+    for _ in range(3000):
+        batch = np.r_[0, rng.choice(np.arange(1, n), m - 1, replace=False)]
+        weights = np.where(batch == 0, -np.log(n), np.log((n - 1) / (n * (m - 1))))
+        estimates.append(np.exp(logsumexp(_log_normal(z[0], means[batch], log_vars[batch]) + weights)))
+    assert np.mean(estimates) == pytest.approx(exact, rel=0.05)
+    # Codes whose units are independent have no total correlation; correlated ones have some.
+    wide = rng.standard_normal((400, 2)).astype("float32")
+    narrow = np.full((400, 2), -4.0, "float32")
+    independent = float(kl_decomposition(wide, wide, narrow, 400)[1])
+    correlated = float(kl_decomposition(wide[:, :1].repeat(2, 1), wide[:, :1].repeat(2, 1), narrow, 400)[1])
+    assert correlated > independent + 1.0
+
+
+def test_betatcvae_total_correlation_weight_lowers_the_total_correlation(mnist_like):
+    _, low, _ = fit_small(mnist_like, "betatcvae", epochs=4, loss={"tc_weight": 0.0})
+    _, high, _ = fit_small(mnist_like, "betatcvae", epochs=4, loss={"tc_weight": 20.0})
+    assert high["val_total_correlation"][-1] < low["val_total_correlation"][-1]
+    for history in (low, high):  # every term is logged, and the KL is their sum
+        total = [sum(history[k][-1] for k in ("mutual_information", "total_correlation", "dimension_kl"))]
+        assert total == pytest.approx([history["kl_loss"][-1]], rel=1e-4)
+
+
+def test_the_vector_quantizer_picks_the_nearest_code_and_passes_gradients_straight_through():
+    from kerasae.layers import VectorQuantizer
+
+    quantizer = VectorQuantizer(codebook_size=6, code_dim=3, ema=False)
+    codebook = ops.convert_to_numpy(quantizer.embeddings)
+    z = np.random.default_rng(0).standard_normal((2, 5, 3)).astype("float32")
+    straight, quantized, indices = (ops.convert_to_numpy(t) for t in quantizer(z))
+    expected = np.argmin(((z[:, :, None, :] - codebook[None, None]) ** 2).sum(-1), axis=-1)
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(quantized, codebook[expected], atol=1e-6)
+    np.testing.assert_allclose(straight, codebook[expected], atol=1e-5)  # values of the codes, gradients of z
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_vqvae_trains_its_encoder_through_the_quantizer_and_uses_its_codebook(mnist_like, ema):
+    conv = [{"filters": 8, "kernel_size": 3, "strides": 2}, {"filters": 16, "kernel_size": 3, "strides": 2}]
+    sections = {"model": {"encoder": conv, "latent_dim": 4}, "loss": {"codebook_size": 32, "codebook_ema": ema}}
+    r = recipe.validate(small_recipe("vqvae", mnist_like, epochs=1, **sections))
+    d = data.load(r.data, seed=r.train.seed)
+    keras.utils.set_random_seed(0)
+    model = builder.build(r, d.image_shape)
+    model.compile(optimizer=builder.optimizer(r.train))
+    before = [ops.convert_to_numpy(w).copy() for w in (model.encoder.weights[0], model.quantizer.embeddings)]
+    history = model.fit(d.x_train, batch_size=32, epochs=4, verbose=0).history
+    after = [ops.convert_to_numpy(w) for w in (model.encoder.weights[0], model.quantizer.embeddings)]
+    assert not np.allclose(before[0], after[0])  # the reconstruction's gradient reached the encoder
+    assert not np.allclose(before[1], after[1])  # the codebook learned (moving averages or gradient)
+    assert model.quantizer.embeddings.trainable is not ema
+    assert history["loss"][-1] < history["loss"][0]
+    assert model.positions == 49 and model.encode(d.x_test[:3]).shape == (3, 49 * 4)
+    used = model.code_metrics(d.x_test)
+    assert used["codes_in_use"] > 0.25 and 1.0 < used["perplexity"] <= 32.0
+    # The code is made of codebook vectors: decoding a code, or a code nudged off the codebook, is the same.
+    codes = model.encode(d.x_test[:4])
+    np.testing.assert_allclose(model.decode(codes + 1e-3), model.decode(codes), atol=1e-5)
+
+
+def test_vqvae_dead_codes_restart_at_the_batchs_worst_served_vectors():
+    from kerasae.layers import VectorQuantizer
+
+    quantizer = VectorQuantizer(codebook_size=4, code_dim=2, ema=True, restart_share=0.5)
+    quantizer.usage.assign(np.array([1e-6, 100.0, 100.0, 100.0], "float32"))  # code 0 is dead
+    z = np.array([[0.0, 0.0], [9.0, 9.0], [0.1, 0.0], [0.0, 0.1]], "float32")
+    quantizer(z, training=True)
+    codebook = ops.convert_to_numpy(quantizer.embeddings)
+    np.testing.assert_allclose(codebook[0], [9.0, 9.0], atol=1e-5)  # the vector farthest from its code
+    assert ops.convert_to_numpy(quantizer.usage)[0] > 1e-6
+
+
+def test_vqvae_prior_is_fitted_to_the_training_codes_and_saved_with_the_model(mnist_like, tmp_path):
+    model, _, d = fit_small(mnist_like, "vqvae", epochs=2, loss={"codebook_size": 16, "code_positions": 4})
+    assert model.code_size == 4 * 8  # a dense encoder: code_positions vectors of latent_dim
+    model.fit_prior(d.x_train)
+    counts = np.stack([np.bincount(c, minlength=16) for c in model.encode_indices(d.x_train).T])
+    drawn = model.nearest_codes(model.prior_sample(3000, seed=0))
+    frequencies = np.stack([np.bincount(c, minlength=16) for c in drawn.T]) / 3000
+    np.testing.assert_allclose(frequencies, counts / counts.sum(1, keepdims=True), atol=0.04)
+    path = str(tmp_path / "vq.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loaded.code_log_prior), ops.convert_to_numpy(model.code_log_prior), atol=0
+    )
+    np.testing.assert_allclose(loaded.generate(3, seed=1), model.generate(3, seed=1), atol=1e-5)

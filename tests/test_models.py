@@ -48,11 +48,15 @@ def test_loss_falls_and_metrics_are_reported(mnist_like, family):
         "contractive_ae": {"contractive_loss"},
         "wae": {"mmd_loss"},
         "rae": {"code_penalty", "decoder_penalty"},
+        "betatcvae": {"kl_loss", "mutual_information", "total_correlation", "dimension_kl"},
+        "vqvae": {"codebook_loss", "commitment_loss", "perplexity"},
     }.get(family, set())
     assert set(history) == expected | {f"val_{k}" for k in expected}
     for term in expected - {"loss", "reconstruction_loss"}:
-        # The MMD estimate is unbiased: a batch's value may dip just below 0 when codes match the prior.
-        assert min(history[term] + history[f"val_{term}"]) >= (-0.05 if term == "mmd_loss" else 0.0)
+        # Unbiased estimates may dip just below 0 on a batch: the MMD when codes match the prior, the
+        # β-TCVAE's terms (differences of estimated log-densities).
+        floor = -0.05 if term == "mmd_loss" else -1.0 if family == "betatcvae" else 0.0
+        assert min(history[term] + history[f"val_{term}"]) >= floor, term
 
 
 def test_parameter_counts_of_the_seed_models():

@@ -86,13 +86,18 @@ def steps_per_execution(requested=None, replicas=1):
     return requested or defaults.STEPS_PER_EXECUTION
 
 
-def jit_compile(requested=None, distributed=False):
+def jit_compile(requested=None, distributed=False, conv=False):
     """Whether training and evaluation steps compile: the recipe's choice, else XLA on TensorFlow
     and JAX (Keras's "auto" is XLA on JAX but never on a CPU-only TensorFlow, where XLA trains
     the seed's VAE ~25% and its AE ~30% faster here: benchmarks/). Off on PyTorch (torch.compile
-    takes ~30 s to pay back) and under tf.distribute (as Keras has it). A model with a layer XLA
-    cannot compile runs uncompiled, with Keras's warning. (XLA draws other random numbers than
-    TensorFlow's kernels: an entry is re-evaluated with the setting it was trained with.)"""
+    takes ~30 s to pay back), under tf.distribute (as Keras has it), and for conv layers
+    (`conv`) on a CPU-only TensorFlow: XLA's CPU transposed convolutions made a step of the
+    conv VQ-VAE ~25x slower than TensorFlow's own kernels (2 s against 80 ms). A model with a
+    layer XLA cannot compile runs uncompiled, with Keras's warning. (XLA draws other random
+    numbers than TensorFlow's kernels: an entry is re-evaluated with the setting it was trained
+    with.)"""
     if requested is not None:
         return requested
+    if NAME == "tensorflow" and conv and hardware().startswith("CPU"):
+        return False
     return not (NAME == "torch" or (NAME == "tensorflow" and distributed))

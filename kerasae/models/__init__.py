@@ -1,11 +1,13 @@
 """Model families: one class each; `kerasae.families` names them and says what each can do."""
 
 from kerasae.models.autoencoder import Autoencoder, DenoisingAutoencoder
+from kerasae.models.betatcvae import BetaTCVAE
 from kerasae.models.cvae import CVAE
 from kerasae.models.iwae import IWAE
 from kerasae.models.rae import RAE
 from kerasae.models.regularized import ContractiveAutoencoder, SparseAutoencoder
 from kerasae.models.vae import VAE
+from kerasae.models.vqvae import VQVAE
 from kerasae.models.wae import WAE
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "VAE",
     "IWAE",
     "CVAE",
+    "BetaTCVAE",
     "WAE",
     "RAE",
+    "VQVAE",
 ]

@@ -72,17 +72,10 @@ class Autoencoder(backend.Trainer, keras.Model):
         self.dynamic_binarization = dynamic_binarization
         self.seed = seed
 
-        condition = self.condition_dim()
-        hidden = networks.mirror(self.encoder_layers) if decoder_layers is None else self.decoder_layers
         # The networks' layers take the model's dtype policy (`dtype`, e.g. "mixed_bfloat16"), which
         # its config keeps: a reloaded model computes as the trained one did.
         with _dtype_policy(self.dtype_policy):
-            self.encoder = networks.build_encoder(
-                self.image_shape, self.encoder_layers, activation, self.latent_heads(), condition_dim=condition
-            )
-            self.decoder = networks.build_decoder(
-                latent_dim + condition, hidden, activation, self.image_shape, output_activation
-            )
+            self.encoder, self.decoder = self.build_networks()
         # Random layers draw in float32 under a mixed-precision policy too: a float16 uniform
         # would round the probabilities of Bernoulli pixels and masks.
         self.corruption = (
@@ -106,6 +99,31 @@ class Autoencoder(backend.Trainer, keras.Model):
     needs_labels = False
     # Importance samples per image in the training objective (1: a single-sample loss).
     k = 1
+
+    @property
+    def code_size(self):
+        """Numbers per image in the code that `encode` returns and `decode` takes."""
+        return self.latent_dim
+
+    def fit_prior(self, x, labels=None):
+        """Fits a prior over codes to training images x after training; a prior fixed in advance,
+        as N(0, I) is, needs nothing (a VQ-VAE fits its code frequencies)."""
+
+    def code_metrics(self, x, labels=None):
+        """Metrics of the codes of test images x beyond every family's (a VQ-VAE's code use)."""
+        return {}
+
+    def build_networks(self):
+        """(encoder, decoder): image -> code -> image, from the constructor's layer lists."""
+        condition = self.condition_dim()
+        hidden = networks.mirror(self.encoder_layers) if self.decoder_layers is None else self.decoder_layers
+        encoder = networks.build_encoder(
+            self.image_shape, self.encoder_layers, self.activation, self.latent_heads(), condition_dim=condition
+        )
+        decoder = networks.build_decoder(
+            self.latent_dim + condition, hidden, self.activation, self.image_shape, self.output_activation
+        )
+        return encoder, decoder
 
     def condition_dim(self):
         """Size of the condition joined to encoder and decoder inputs (0: none)."""
