@@ -15,6 +15,8 @@ import importlib.abc
 import os
 import sys
 
+from kerasae import families as _families
+
 # TensorFlow's C++ start-up chatter drowns the progress bar; a user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,20 +24,8 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _PUBLIC = {
-    **dict.fromkeys(
-        (
-            "Autoencoder",
-            "DenoisingAutoencoder",
-            "SparseAutoencoder",
-            "ContractiveAutoencoder",
-            "VAE",
-            "IWAE",
-            "CVAE",
-            "WAE",
-            "RAE",
-        ),
-        "kerasae.models",
-    ),
+    # Every family's model class, from the family table (which imports no Keras).
+    **dict.fromkeys((family.class_name for family in _families.FAMILIES.values()), "kerasae.models"),
     **dict.fromkeys(("Sampling", "Corruption", "DynamicBinarization"), "kerasae.layers"),
     **dict.fromkeys(("KerasaeError", "RecipeError", "DataError", "ZooError"), "kerasae.errors"),
     "FAMILIES": "kerasae.families",

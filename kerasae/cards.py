@@ -233,22 +233,63 @@ def _schedule(train):
     return str(rate)
 
 
+ZOO_COLUMNS = (
+    "entry",
+    "family",
+    "code",
+    "data",
+    "test BCE (nats)",
+    "ELBO / NLL (nats)",
+    "FID prior",
+    "FID gmm",
+    "probe acc.",
+    "active units",
+    "backend",
+    "train s",
+)
+
+
+def _zoo_row(name, m):
+    """One entry's row of the zoo table, in `ZOO_COLUMNS` order."""
+    ev = m.get("evaluation", {})
+    fid = ev.get("fid", {})
+    bound = " / ".join(fmt(ev[k]) for k in ("elbo", "nll") if k in ev) or "–"
+    bound += " (given the digit)" if _family(m).conditional and "nll" in ev else ""
+    return (
+        f"[{name}]({name}/{zoo.CARD_FILE})",
+        m["family"],
+        str(ev.get("code_units", m["latent_dim"])),
+        m["data"]["name"],
+        fmt(ev.get("reconstruction", {}).get("bce", float("nan"))),
+        bound,
+        fmt(fid["prior"], 1) if "prior" in fid else "–",
+        fmt(fid["gmm"], 1) if "gmm" in fid else "–",
+        fmt(ev["probe_accuracy"], 3) if "probe_accuracy" in ev else "–",
+        str(ev["active_units"]) if "active_units" in ev else "–",
+        m["versions"]["backend"],
+        f"{m['train_seconds']:.0f}",
+    )
+
+
+def _published_nll(nll):
+    """The table of published test NLLs with the comparable entries', [(name, evaluation)]."""
+    lines = [
+        "## Against the published numbers",
+        "",
+        "Test NLL, -log p(x) in nats per image, importance-sampled, on MNIST binarized by sampling (lower is better).",
+        "",
+        "| model | test NLL (nats) | importance samples k |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {name} | {value} | 5000 |" for name, value in PUBLISHED_NLL]
+    return lines + [
+        f"| [{name}]({name}/{zoo.CARD_FILE}) | {fmt(ev['nll'])} | {ev['nll_samples']} |" for name, ev in nll
+    ]
+
+
 def zoo_table(zoo_dir=None):
     """Writes `<zoo>/README.md`: one table of every entry."""
-    header = (
-        "entry",
-        "family",
-        "code",
-        "data",
-        "test BCE (nats)",
-        "ELBO / NLL (nats)",
-        "FID prior",
-        "FID gmm",
-        "probe acc.",
-        "active units",
-        "backend",
-        "train s",
-    )
+    entries = list(zoo.entries(zoo_dir))
     lines = [
         "# kerasae zoo",
         "",
@@ -256,48 +297,17 @@ def zoo_table(zoo_dir=None):
         "Test-set numbers, per image; each entry's README has its figures and the full table. A conditional family's "
         "ELBO and NLL are of the image given its digit, -log p(x | y): not comparable with the others'.",
         "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join("---" for _ in header) + " |",
+        "| " + " | ".join(ZOO_COLUMNS) + " |",
+        "| " + " | ".join("---" for _ in ZOO_COLUMNS) + " |",
     ]
-    fid_reference = None
-    for name, m in zoo.entries(zoo_dir):
-        ev = m.get("evaluation", {})
-        fid = ev.get("fid", {})
-        fid_reference = fid_reference or fid
-        bound = " / ".join(fmt(ev[k]) for k in ("elbo", "nll") if k in ev) or "–"
-        bound += " (given the digit)" if _family(m).conditional and "nll" in ev else ""
-        row = (
-            f"[{name}]({name}/{zoo.CARD_FILE})",
-            m["family"],
-            str(ev.get("code_units", m["latent_dim"])),
-            m["data"]["name"],
-            fmt(ev.get("reconstruction", {}).get("bce", float("nan"))),
-            bound,
-            fmt(fid["prior"], 1) if "prior" in fid else "–",
-            fmt(fid["gmm"], 1) if "gmm" in fid else "–",
-            fmt(ev["probe_accuracy"], 3) if "probe_accuracy" in ev else "–",
-            str(ev["active_units"]) if "active_units" in ev else "–",
-            m["versions"]["backend"],
-            f"{m['train_seconds']:.0f}",
-        )
-        lines.append("| " + " | ".join(row) + " |")
-    if fid_reference:
-        lines += ["", *_fid_note(fid_reference)]
-    nll = [(name, m["evaluation"]) for name, m in zoo.entries(zoo_dir) if comparable_to_published(m)]
+    lines += ["| " + " | ".join(_zoo_row(name, m)) + " |" for name, m in entries]
+    fids = [m["evaluation"]["fid"] for _, m in entries if "fid" in m.get("evaluation", {})]
+    if fids:
+        lines += ["", *_fid_note(fids[0])]
+    nll = [(name, m["evaluation"]) for name, m in entries if comparable_to_published(m)]
     if nll:
-        lines += [
-            "",
-            "## Against the published numbers",
-            "",
-            "Test NLL, -log p(x) in nats per image, importance-sampled, on MNIST binarized by sampling "
-            "(lower is better).",
-            "",
-            "| model | test NLL (nats) | importance samples k |",
-            "| --- | --- | --- |",
-        ]
-        lines += [f"| {name} | {value} | 5000 |" for name, value in PUBLISHED_NLL]
-        lines += [f"| [{name}]({name}/{zoo.CARD_FILE}) | {fmt(ev['nll'])} | {ev['nll_samples']} |" for name, ev in nll]
-    if fid_reference:
+        lines += ["", *_published_nll(nll)]
+    if fids:
         lines += ["", *_published_fid()]
     root = zoo.root(zoo_dir)
     os.makedirs(root, exist_ok=True)

@@ -133,6 +133,14 @@ NAMES = (
         backend="torch",
     ),
     Private(
+        "keras.src.backend.torch.nn._maybe_convert_to_channels_last",
+        "backend.torch._to_channels_last: conv kernels PyTorch's CPU backward takes on a batch of one image",
+        "Keras's own conversion: a conv layer with one output channel fails to train on a batch of one image "
+        "on a CPU (PyTorch's 'grad_weight must be contiguous')",
+        lambda: _attribute("keras.src.backend.torch.nn", "_maybe_convert_to_channels_last"),
+        backend="torch",
+    ),
+    Private(
         "keras.Variable._value, _layout (JAX)",
         "backend.distribute.host_local: a process's copy of a global array for saving on several hosts",
         "multi-host runs on JAX stop with an error before training (single-host runs are unaffected)",

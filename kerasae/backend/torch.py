@@ -77,6 +77,38 @@ def _fuse(optimizer):
             optimizer._parallel_update_step = types.MethodType(_fused_adam_update, optimizer)
 
 
+def _channels_last_strides(shape):
+    """The strides of a dense channels-last (NHWC / NDHWC in memory) tensor of an NCHW shape."""
+    strides, step = [], shape[1]
+    for size in reversed(shape[2:]):
+        strides.insert(0, step)
+        step *= size
+    return (step, 1, *strides)
+
+
+def _to_channels_last(tensor):
+    """Keras's `_maybe_convert_to_channels_last`, with a real copy where size-1 dimensions let
+    a permuted view pass PyTorch's channels-last test. Keras hands its conv kernel (kh, kw, in,
+    out) permuted to (out, in, kh, kw); with one output channel, e.g. the decoder's last conv on
+    grey images, the view passes that test with strides PyTorch's CPU convolution cannot take
+    back: on a batch of one image (slow_conv2d) its backward fails with "grad_weight must be
+    contiguous". The copy is of a kernel, once a step; every other tensor is as in Keras."""
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.ndim)
+    if fmt is None or tensor.stride() == _channels_last_strides(tensor.shape):
+        return tensor
+    return (
+        tensor.clone(memory_format=fmt)
+        if tensor.is_contiguous(memory_format=fmt)
+        else tensor.contiguous(memory_format=fmt)
+    )
+
+
+if private.available("keras.src.backend.torch.nn._maybe_convert_to_channels_last"):
+    import keras.src.backend.torch.nn as _keras_torch_nn
+
+    _keras_torch_nn._maybe_convert_to_channels_last = _to_channels_last
+
+
 class Trainer(LossTracking):
     """`train_step` / `test_step` of a kerasae model on PyTorch (mixed into `Autoencoder`)."""
 
