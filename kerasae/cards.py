@@ -140,7 +140,7 @@ def entry_card(path, recipe, metrics):
         "```",
         "",
         "The file loads on TensorFlow, JAX and PyTorch, without optimizer state (compile it to fine-tune). "
-        f"Serve it with `kerasae export {metrics['name']} --format tf_saved_model` (shipped in `saved_model/`: "
+        f"Serve it with `kerasae export {metrics['name']} --format tf_saved_model` ({_saved_model(path)}: "
         "signatures `serve`, `encode`, `decode`) or `--format onnx`. `check.npz` holds the first 32 test "
         "digits with the codes and reconstructions this model gives them. "
         f"Generate with `kerasae sample {metrics['name']}`: "
@@ -168,6 +168,13 @@ def entry_card(path, recipe, metrics):
             caption = caption.format(prior=_family(metrics).prior)
             lines += [f"![{figure}]({zoo.FIGURES_DIR}/{figure}.png)", "", caption, ""]
     zoo.write_text(os.path.join(path, zoo.CARD_FILE), "\n".join(lines) + "\n")
+
+
+def _saved_model(path):
+    """Whether the entry ships its SavedModel, in the card's words."""
+    if os.path.isdir(os.path.join(path, zoo.SAVED_MODEL_DIR)):
+        return f"shipped in `{zoo.SAVED_MODEL_DIR}/`"
+    return f"not shipped: the command writes `{zoo.SAVED_MODEL_DIR}/`"
 
 
 def _recipe_and_data(m, recipe, data):
