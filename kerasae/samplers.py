@@ -19,18 +19,29 @@ GMM_COMPONENTS = 10
 GMM_IMAGES = 10_000  # training images whose codes the mixture is fitted to
 
 
+FULL_COVARIANCE_UNITS = 64  # wider codes get diagonal covariances (see fit_gmm)
+
+
 def fit_gmm(codes, components=GMM_COMPONENTS, seed=0):
-    """A Gaussian mixture (full covariances) fitted to codes, as a dict of arrays."""
+    """A Gaussian mixture fitted to codes, as a dict of arrays.
+
+    Covariances are full for codes of up to `FULL_COVARIANCE_UNITS` units and diagonal for wider
+    ones (a VQ-VAE's 7 x 7 grid of 16-d vectors is 784 units): ten full 784 x 784 covariances would
+    be ~3 M parameters from 10,000 codes, and a 49 MB `sampler.npz`.
+    """
     from sklearn.mixture import GaussianMixture
 
     codes = np.asarray(codes, dtype="float64").reshape(len(codes), -1)
     gmm = GaussianMixture(
-        n_components=max(1, min(components, len(codes) // 2)), covariance_type="full", reg_covar=1e-5, random_state=seed
+        n_components=max(1, min(components, len(codes) // 2)),
+        covariance_type="full" if codes.shape[1] <= FULL_COVARIANCE_UNITS else "diag",
+        reg_covar=1e-5,
+        random_state=seed,
     ).fit(codes)
     return {
         "weights": gmm.weights_,
         "means": gmm.means_,
-        "covariances": gmm.covariances_,
+        "covariances": gmm.covariances_,  # (components, units, units) full, (components, units) diagonal
         "images": np.asarray(len(codes)),
     }
 
@@ -39,10 +50,17 @@ def sample_gmm(params, n, seed=None):
     """n codes drawn from a fitted mixture (`fit_gmm`), float32."""
     rng = np.random.default_rng(seed)
     weights = np.asarray(params["weights"], dtype="float64")
+    means, covariances = params["means"], params["covariances"]
     component = rng.choice(len(weights), size=n, p=weights / weights.sum())
-    factors = np.linalg.cholesky(params["covariances"])
-    noise = rng.standard_normal((n, params["means"].shape[1]))
-    return (params["means"][component] + np.einsum("nij,nj->ni", factors[component], noise)).astype("float32")
+    noise = rng.standard_normal((n, means.shape[1]))
+    codes = means[component]
+    for k in np.unique(component):  # one factor per component, never one per code
+        rows = component == k
+        if covariances.ndim == 3:
+            codes[rows] += noise[rows] @ np.linalg.cholesky(covariances[k]).T
+        else:
+            codes[rows] += noise[rows] * np.sqrt(covariances[k])
+    return codes.astype("float32")
 
 
 def fit_to_model(model, dataset, images=GMM_IMAGES):

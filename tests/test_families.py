@@ -258,6 +258,22 @@ def test_the_gmm_sampler_draws_codes_like_the_training_codes(mnist_like):
         samplers.draw(model, "prior", 2)
 
 
+def test_the_gmm_sampler_of_a_wide_code_is_diagonal_and_draws_without_a_factor_per_code():
+    from kerasae import samplers
+
+    rng = np.random.default_rng(0)
+    units = samplers.FULL_COVARIANCE_UNITS + 1  # a VQ-VAE's code on MNIST is 784 units
+    scales = rng.uniform(0.5, 2.0, units)
+    codes = np.concatenate([rng.normal(-3, 1, (1000, units)), rng.normal(3, 1, (1000, units))]) * scales
+    params = samplers.fit_gmm(codes, components=2)
+    assert params["covariances"].shape == (2, units)  # diagonal: not (2, units, units)
+    drawn = samplers.sample_gmm(params, 20_000, seed=0)
+    np.testing.assert_allclose(drawn.mean(axis=0), codes.mean(axis=0), atol=0.1 * scales.max())
+    np.testing.assert_allclose(drawn.std(axis=0), codes.std(axis=0), rtol=0.05)
+    narrow = samplers.fit_gmm(codes[:, :3], components=2)
+    assert narrow["covariances"].shape == (2, 3, 3)  # full for narrow codes
+
+
 def _log_normal(z, mean, log_var):
     return (-0.5 * ((z - mean) ** 2 * np.exp(-log_var) + log_var + np.log(2 * np.pi))).sum(-1)
 
