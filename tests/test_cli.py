@@ -344,6 +344,15 @@ print(code, [m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modu
 """
 
 
+def test_a_backend_starts_without_native_error_lines():
+    # TensorFlow's CUDA plugin wrote "E0000 ... failed call to cuInit" before every run on a machine
+    # without a GPU; kerasae.backend.tensorflow looks for devices quietly at import.
+    code = "import kerasae, keras\nfrom kerasae import backend\nprint(float(keras.ops.sum(keras.ops.ones((2, 2)))))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "4.0", result.stderr[-1500:]
+    assert not [line for line in result.stderr.splitlines() if line.startswith(("E0000", "F0000"))], result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
