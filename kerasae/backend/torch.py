@@ -96,11 +96,7 @@ def _to_channels_last(tensor):
     fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.ndim)
     if fmt is None or tensor.stride() == _channels_last_strides(tensor.shape):
         return tensor
-    return (
-        tensor.clone(memory_format=fmt)
-        if tensor.is_contiguous(memory_format=fmt)
-        else tensor.contiguous(memory_format=fmt)
-    )
+    return tensor.clone(memory_format=fmt)  # dense channels-last strides, as Keras's copy gives
 
 
 if private.available("keras.src.backend.torch.nn._maybe_convert_to_channels_last"):
