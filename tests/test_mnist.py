@@ -12,17 +12,18 @@ from kerasae import cli, data, recipe, zoo
 pytestmark = pytest.mark.mnist
 
 
+# What these tests do not check stays off: the SavedModel, the FID (test_fid.py has its own), most figures.
+QUICK = ("outputs.export_saved_model=false", "outputs.fid_samples=0", "outputs.figures=[loss]")
+
+
 def _train(zoo_dir, name, *overrides):
+    overrides = (*QUICK, *overrides)
     args = [
         "train",
         os.path.join(RECIPES, name),
         "--zoo",
         zoo_dir,
         "--quiet",
-        "--set",
-        "outputs.export_saved_model=false",
-        "outputs.fid_samples=0",  # sample quality has its own tests (test_fid.py)
-        "outputs.figures=[loss]",
         *[a for o in overrides for a in ("--set", o)],
     ]
     assert cli.main(args) == 0
