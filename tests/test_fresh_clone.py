@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from kerasae import backend
+
 SHORTER = ["--set", "train.epochs=1", "--set", "data.limit=600", "--set", "outputs.epochs=[1]"]
 
 
@@ -43,11 +45,17 @@ def _tree(folder):
     }
 
 
+@pytest.mark.skipif(
+    backend.NAME != "tensorflow",
+    reason="the README's command as a user types it, without KERAS_BACKEND: Keras's default, TensorFlow; "
+    "once, in the tensorflow suite",
+)
 def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(tmp_path):
     clone = _clone(tmp_path)
     shipped = _tree(clone / "zoo" / "dae-mnist")
     env = {**os.environ, "PYTHONPATH": str(clone)}
     env.pop("KERASAE_ZOO", None)
+    env.pop("KERAS_BACKEND", None)  # as on a user's machine
     result = subprocess.run(
         [sys.executable, "tasks.py", "train", *SHORTER], cwd=clone, env=env, capture_output=True, text=True, timeout=600
     )
