@@ -103,6 +103,7 @@ def kerasae_run(backend, model, epochs, limit, extra=(), child=KERASAE_CHILD, ar
         f"train.epochs={epochs}",
         "outputs.figures=[]",
         "outputs.nll_samples=0",
+        "outputs.fid_samples=0",  # sample quality is not what the diagnostics time
         "outputs.export_saved_model=false",
         "data.validation_split=0",
         f"data.limit={limit}",
