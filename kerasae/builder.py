@@ -27,6 +27,11 @@ def model_arguments(recipe, image_shape, num_classes=10, train_size=60_000):
         args["corruption"] = {"kind": c.type, "p": c.p, "sigma": c.sigma}
     family = families.get(m.family)
     args.update(family.loss_arguments(recipe.loss))
+    args.update(family.model_arguments(recipe.model))
+    if args.get("stochastic_layers"):  # plain dicts; they replace the encoder and the code size
+        args["stochastic_layers"] = [layer.model_dump() for layer in m.stochastic_layers]
+        for key in ("encoder_layers", "latent_dim", "decoder_layers"):
+            args.pop(key)
     if not family.variational:  # a variational code is a Gaussian's mean and log-variance
         args["latent_activation"] = m.latent_activation
     if family.conditional:

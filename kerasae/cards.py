@@ -55,6 +55,8 @@ def fmt(value, digits=2):
     """A metric as the cards show it: yes/no for booleans, `digits` decimals for floats."""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list):
+        return " / ".join(fmt(item, digits) for item in value)
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
@@ -87,6 +89,7 @@ def metric_rows(metrics):
             "nats / image",
         ),
         ("active_units", "active code units (Cov > 0.01)", f"of {ev.get('code_units', metrics.get('latent_dim'))}"),
+        ("active_units_per_layer", "active units per stochastic layer, z_1 first", "of " + " / ".join(map(str, ev.get("layer_units", [])))),
         ("perplexity", "codebook perplexity (exp entropy of code use)", "codes"),
         ("codes_in_use", "codebook share in use", "fraction of codes"),
     ):

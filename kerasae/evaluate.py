@@ -96,9 +96,7 @@ class ImportanceLogWeights(keras.Model):
     def call(self, inputs):
         x, y = inputs if self.vae.needs_labels else (inputs, None)
         y = None if y is None else ops.cast(y, "int32")
-        target, z_mean, z_log_var = self.vae.posterior(x, y)
-        log_w, _ = self.vae.log_weights(target, z_mean, z_log_var, y, k=self.k)
-        return ops.transpose(log_w)
+        return ops.transpose(self.vae.importance_log_weights(x, y, k=self.k)[0])
 
 
 # Decoder outputs (float32 values) one batch of importance samples may hold, ~512 MB: the dense

@@ -44,13 +44,13 @@ def export_saved_model(model_path, out_dir):
         endpoints = {
             "serve": (lambda x, y: model([x, y], training=False), [image, labels]),
             "encode": (lambda x, y: model.encode_tensor(x, y), [image, labels]),
-            "decode": (lambda z, y: model.decoder(model.decoder_inputs(z, y), training=False), [latent, labels]),
+            "decode": (lambda z, y: model.decode_tensor(z, y), [latent, labels]),
         }
     else:
         endpoints = {
             "serve": (lambda x: model(x, training=False), [image]),
             "encode": (lambda x: model.encode_tensor(x), [image]),
-            "decode": (lambda z: model.decoder(z, training=False), [latent]),
+            "decode": (lambda z: model.decode_tensor(z), [latent]),
         }
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=signature)
@@ -70,8 +70,8 @@ def export_onnx(model_path, out_dir):
 
     - model.onnx: image (and labels) -> reconstruction;
     - encoder.onnx: the encoder network, image -> code, or (mean, log-variance)
-      for variational families; a conditional encoder takes a second input,
-      the one-hot label;
+      for variational families (a hierarchical VAE's top layer's, along the posterior
+      means); a conditional encoder takes a second input, the one-hot label;
     - decoder.onnx: the decoder network, code -> image; a conditional decoder
       takes the code and the one-hot label joined into one vector.
     """
@@ -85,14 +85,15 @@ def export_onnx(model_path, out_dir):
         verbose=False,
         input_signature=[[image, labels]] if model.needs_labels else [image],
     )
-    model.encoder.export(
+    encoder, decoder = model.code_networks()
+    encoder.export(
         os.path.join(out_dir, "encoder.onnx"),
         format="onnx",
         verbose=False,
         input_signature=[[image, condition]] if model.needs_labels else [image],
     )
     decoder_in = keras.InputSpec(shape=(None, model.code_size + model.condition_dim()), dtype="float32", name="z")
-    model.decoder.export(
+    decoder.export(
         os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False, input_signature=[decoder_in]
     )
 

@@ -56,6 +56,8 @@ class Family:
         dataset_size: its loss estimates a density over the whole training set (the
             β-TCVAE's aggregate posterior), so its constructor takes the training set's size.
         loss: recipe `loss` key -> (constructor argument, default). Other loss keys are refused.
+        model: the family's own recipe `model` keys -> (constructor argument, default), as `loss`
+            (the keys every family takes, encoder and latent_dim, are the recipe schema's).
         figures: the figures that apply; the recipe's default `outputs.figures`.
         metrics: what `kerasae.evaluate` reports for it.
         rules: ("key.path: message", holds(model section, loss values)) the recipe checks: a
@@ -72,6 +74,7 @@ class Family:
     denoising: bool = False
     dataset_size: bool = False
     loss: dict = dataclasses.field(default_factory=lambda: dict(RECONSTRUCTION))
+    model: dict = dataclasses.field(default_factory=dict)
     figures: tuple = FIGURES
     metrics: tuple = METRICS
     rules: tuple = ()
@@ -85,11 +88,19 @@ class Family:
     def loss_arguments(self, loss):
         """Constructor arguments from a recipe's `loss` section (any object with the keys as
         attributes); a key left unset (None) takes the family's default."""
-        values = {key: getattr(loss, key, None) for key in self.loss}
-        return {arg: default if values[key] is None else values[key] for key, (arg, default) in self.loss.items()}
+        return _arguments(self.loss, loss)
+
+    def model_arguments(self, model):
+        """Constructor arguments from a recipe's `model` section's family keys (as `loss_arguments`)."""
+        return _arguments(self.model, model)
 
 
-def _variational(name, class_name, summary, loss, **kwargs):
+def _arguments(keys, section):
+    values = {key: getattr(section, key, None) for key in keys}
+    return {arg: default if values[key] is None else values[key] for key, (arg, default) in keys.items()}
+
+
+def _variational(name, class_name, summary, loss, metrics=(), **kwargs):
     return Family(
         name,
         class_name,
@@ -98,7 +109,7 @@ def _variational(name, class_name, summary, loss, **kwargs):
         variational=True,
         loss={**LIKELIHOOD, **loss},
         figures=FIGURES + GENERATIVE_FIGURES,
-        metrics=METRICS + VARIATIONAL_METRICS,
+        metrics=METRICS + VARIATIONAL_METRICS + metrics,
         **kwargs,
     )
 
@@ -109,6 +120,15 @@ TC_WEIGHTS = {
     "tc_weight": ("tc_weight", 6.0),
     "dimension_kl_weight": ("dimension_kl_weight", 1.0),
     "kl_warmup_epochs": ("kl_warmup_epochs", 0),
+}
+
+# The hierarchical VAE's `model` keys; its stochastic layers replace `encoder` and `latent_dim`.
+HIERARCHY = {
+    "stochastic_layers": ("stochastic_layers", None),
+    "inference": ("inference", "bottom_up"),
+    "prior": ("prior", "standard"),
+    "pseudo_inputs": ("pseudo_inputs", 500),
+    "posterior_flow": ("posterior_flow", 0),
 }
 
 _TABLE = (
@@ -182,6 +202,23 @@ _TABLE = (
         {"importance_samples": ("k", 5)},
     ),
     _variational(
+        "hvae",
+        "HVAE",
+        "the hierarchical VAE: stochastic layers (Burda et al. 2016), ladder inference (Sønderby et al. 2016), "
+        "the VampPrior (Tomczak & Welling 2018), IAF posteriors (Kingma et al. 2016)",
+        {"importance_samples": ("k", 1), **BETA},
+        model=HIERARCHY,
+        metrics=("active_units_per_layer", "layer_units"),
+        rules=(
+            (
+                "model.stochastic_layers: family 'hvae' needs its stochastic layers, e.g. "
+                "[{hidden: [200, 200], latent_dim: 100}, {hidden: [100, 100], latent_dim: 50}]",
+                lambda model, loss: model.stochastic_layers is not None,
+            ),
+        ),
+        prior="the prior p(z_L): N(0, I) or the VampPrior's mixture, decoded through the lower layers' means",
+    ),
+    _variational(
         "betatcvae",
         "BetaTCVAE",
         "the β-TCVAE: the KL split into mutual information, total correlation and per-unit KL (Chen et al. 2018)",
@@ -203,6 +240,8 @@ FAMILIES = {family.name: family for family in _TABLE}
 ALL_FIGURES = FIGURES + GENERATIVE_FIGURES
 # Every recipe loss key of any family, with the families that take it.
 LOSS_KEYS = {key: tuple(f.name for f in _TABLE if key in f.loss) for f in _TABLE for key in f.loss}
+# Every family-specific recipe model key, with the families that take it.
+MODEL_KEYS = {key: tuple(f.name for f in _TABLE if key in f.model) for f in _TABLE for key in f.model}
 
 
 def get(name):

@@ -1,11 +1,12 @@
 """Custom layers: the reparametrization `Sampling`, input `Corruption`, dynamic binarization, the
-VQ-VAE's `VectorQuantizer`.
+VQ-VAE's `VectorQuantizer`, the inverse autoregressive flow's `AutoregressiveFlowStep`.
 
 Each random layer owns a `keras.random.SeedGenerator`: unseeded random calls fail inside
 traced JAX code, and a seeded generator makes runs repeatable on every backend.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasae import backend, defaults
@@ -263,3 +264,82 @@ class VectorQuantizer(keras.layers.Layer):
         self.usage.assign(usage)
         self.assigned_sum.assign(assigned_sum)
         self.embeddings.assign(assigned_sum / ops.maximum(usage, 1e-5)[:, None])
+
+
+@keras.saving.register_keras_serializable(package="kerasae")
+class AutoregressiveFlowStep(keras.layers.Layer):
+    """One step of an inverse autoregressive flow on a posterior sample (Kingma et al. 2016, eqs. 10-14).
+
+    A MADE (Germain et al. 2015) with one hidden layer reads z and the encoder's context h and gives
+    m and s, where output i depends on z_1..z_{i-1} only (in the step's order); then
+    sigma = sigmoid(s), z' = sigma * z + (1 - sigma) * m, and log|det dz'/dz| = sum_i log sigma_i
+    (the Jacobian is triangular). `s` starts near +2 so that a new step is close to the identity.
+    Steps alternate the order of the units (`reverse`) so that every unit reads every other one.
+
+    Takes [z (batch, units), h (batch, context)]; returns (z', log_det of shape (batch,)).
+
+    Args:
+        units: size of z.
+        hidden_units: the MADE's hidden layer.
+        reverse: order the units last to first.
+    """
+
+    def __init__(self, units, hidden_units, reverse=False, **kwargs):
+        super().__init__(**kwargs)
+        if units < 1 or hidden_units < 1:
+            raise ValueError(
+                f"`units` and `hidden_units` must be positive. Received: units={units}, hidden_units={hidden_units}"
+            )
+        self.units, self.hidden_units, self.reverse = units, hidden_units, reverse
+        self.input_mask, self.output_mask = made_masks(units, hidden_units, reverse)
+
+    def build(self, input_shape):
+        context = input_shape[1][-1]
+        self.z_kernel = self.add_weight(shape=(self.units, self.hidden_units), initializer="glorot_uniform", name="z_kernel")
+        self.context_kernel = self.add_weight(
+            shape=(context, self.hidden_units), initializer="glorot_uniform", name="context_kernel"
+        )
+        self.hidden_bias = self.add_weight(shape=(self.hidden_units,), initializer="zeros", name="hidden_bias")
+        self.m_kernel = self.add_weight(shape=(self.hidden_units, self.units), initializer="glorot_uniform", name="m_kernel")
+        self.m_bias = self.add_weight(shape=(self.units,), initializer="zeros", name="m_bias")
+        self.s_kernel = self.add_weight(shape=(self.hidden_units, self.units), initializer="zeros", name="s_kernel")
+        self.s_bias = self.add_weight(shape=(self.units,), initializer=keras.initializers.Constant(2.0), name="s_bias")
+
+    def call(self, inputs):
+        z, h = inputs
+        input_mask = ops.convert_to_tensor(self.input_mask, dtype=z.dtype)
+        output_mask = ops.convert_to_tensor(self.output_mask, dtype=z.dtype)
+        hidden = ops.elu(
+            ops.matmul(z, self.z_kernel * input_mask) + ops.matmul(h, self.context_kernel) + self.hidden_bias
+        )
+        m = ops.matmul(hidden, self.m_kernel * output_mask) + self.m_bias
+        s = ops.matmul(hidden, self.s_kernel * output_mask) + self.s_bias
+        sigma = ops.sigmoid(s)
+        return sigma * z + (1.0 - sigma) * m, ops.sum(ops.log_sigmoid(s), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0], input_shape[0][:-1]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "hidden_units": self.hidden_units,
+            "reverse": self.reverse,
+        }
+
+
+def made_masks(units, hidden_units, reverse=False):
+    """MADE's masks (Germain et al. 2015): (units, hidden) and (hidden, units), 0/1 float32.
+
+    Unit i (degree d_i in 1..units) feeds a hidden unit of degree k when k >= d_i; output i reads a
+    hidden unit of degree k when d_i > k; hence output i depends on the units before it only. With
+    one unit there is nothing before it: the hidden units have degree 0 and read only the context.
+    """
+    degrees = np.arange(1, units + 1)
+    if reverse:
+        degrees = degrees[::-1]
+    hidden = np.arange(hidden_units) % max(units - 1, 1) + 1 if units > 1 else np.zeros(hidden_units, dtype=int)
+    input_mask = (hidden[None, :] >= degrees[:, None]).astype("float32")
+    output_mask = (degrees[None, :] > hidden[:, None]).astype("float32")
+    return input_mask, output_mask

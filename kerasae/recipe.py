@@ -60,6 +60,13 @@ Layers = Annotated[
     Discriminator(_layers_kind),
 ]
 
+class StochasticLayer(Section):
+    """One stochastic layer of a hierarchical VAE: its dense hidden layers and its latent size."""
+
+    hidden: list[Units] = Field(default_factory=list, description="Dense hidden layers, the image's side first.")
+    latent_dim: Units
+
+
 Activation = Literal["linear", "sigmoid", "relu", "tanh", "elu", "selu", "gelu", "silu", "softplus", "leaky_relu"]
 
 
@@ -78,6 +85,27 @@ class ModelSection(Section):
         default=None, description="Hidden layers of the decoder; mirrors the encoder when omitted."
     )
     output_activation: Activation = "sigmoid"
+    # The hierarchical VAE's keys (family hvae; the family table lists them and their defaults).
+    stochastic_layers: Optional[Annotated[list[StochasticLayer], Field(min_length=1, max_length=16)]] = Field(
+        default=None, description="hvae: its stochastic layers, the image's side first; replace encoder and latent_dim."
+    )
+    inference: Optional[Literal["bottom_up", "ladder"]] = None
+    prior: Optional[Literal["standard", "vamp"]] = None
+    pseudo_inputs: Optional[Annotated[int, Field(ge=1, le=10_000)]] = None
+    posterior_flow: Optional[Annotated[int, Field(ge=0, le=32)]] = Field(
+        default=None, description="hvae: inverse autoregressive flow steps per stochastic layer (0: none)."
+    )
+
+    @model_validator(mode="after")
+    def _layers_replace_encoder(self):
+        if self.stochastic_layers is None:
+            return self
+        for key in ("encoder", "latent_dim", "decoder"):
+            if key in self.model_fields_set:
+                raise ValueError(f"{key}: does not apply with stochastic_layers (each layer lists its hidden sizes)")
+        # The code that `encode` gives, samplers fit and figures show: the top layer's.
+        self.latent_dim = self.stochastic_layers[-1].latent_dim
+        return self
 
     @property
     def conv(self):
@@ -309,22 +337,30 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _family_rules(self):
         family = families.get(self.model.family)
-        problems = [*self._loss_problems(family), *self._figure_problems(family)]
+        problems = [*self._model_problems(family), *self._loss_problems(family), *self._figure_problems(family)]
         layer_kinds = {type(layer) for layer in self.model.encoder + (self.model.decoder or [])}
         if len(layer_kinds) > 1:
             problems.append("model.decoder: must be dense sizes when the encoder is dense, conv layers when it is conv")
         if problems:
             # One error per line; _describe turns each into its own located problem.
             raise ValueError("\n".join(problems))
-        for key, (_, default) in family.loss.items():
-            if getattr(self.loss, key) is None:
-                setattr(self.loss, key, default)
+        for section, keys in ((self.loss, family.loss), (self.model, family.model)):
+            for key, (_, default) in keys.items():
+                if getattr(section, key) is None:
+                    setattr(section, key, default)
         if family.denoising and self.corruption.type == "none":
             kind = defaults.DENOISING_CORRUPTION["kind"]
             self.corruption = CorruptionSection(type=kind, p=defaults.DENOISING_CORRUPTION["p"])
         if self.outputs.figures is None:
             self.outputs.figures = figures_for(self)
         return self
+
+    def _model_problems(self, family):
+        return [
+            f"model.{key}: applies to family {' or '.join(families.MODEL_KEYS[key])}, not '{family.name}'"
+            for key in families.MODEL_KEYS
+            if key not in family.model and getattr(self.model, key) is not None
+        ]
 
     def _loss_problems(self, family):
         problems = []
@@ -359,10 +395,13 @@ class Recipe(Section):
         return problems
 
     def to_dict(self):
-        """The fully defaulted recipe as plain YAML-safe values (loss keys of other families left out)."""
+        """The fully defaulted recipe as plain YAML-safe values (loss and model keys of other families left out)."""
         data = self.model_dump(mode="json")
-        taken = families.get(self.model.family).loss
-        data["loss"] = {key: value for key, value in data["loss"].items() if key in taken}
+        family = families.get(self.model.family)
+        data["loss"] = {key: value for key, value in data["loss"].items() if key in family.loss}
+        data["model"] = {
+            key: value for key, value in data["model"].items() if key not in families.MODEL_KEYS or key in family.model
+        }
         return data
 
 

@@ -69,9 +69,14 @@ def small_recipe(family="ae", data_path=None, epochs=2, **sections):
         "train": {"epochs": epochs, "batch_size": 32, "learning_rate": 0.003, "seed": 1},
         "outputs": {"figures": [], "export_saved_model": False, "nll_samples": 50, "fid_samples": 0},
     }
+    if family == "hvae":  # its stochastic layers replace encoder and latent_dim
+        recipe["model"] = {"family": family, "stochastic_layers": SMALL_HIERARCHY}
     for key, value in sections.items():
         recipe.setdefault(key, {}).update(value)
     return recipe
+
+
+SMALL_HIERARCHY = [{"hidden": [32], "latent_dim": 8}, {"hidden": [16], "latent_dim": 4}]
 
 
 def run_python(code, backend=None, timeout=300, args=()):

@@ -50,7 +50,7 @@ def recipes(draw, family):
     # that do not apply): those must be refused. The others keep to the rules and must train.
     wild = draw(st.integers(0, 5)) == 5
     variational = families.get(family).variational
-    conv = draw(st.booleans())
+    conv = draw(st.booleans()) and not families.get(family).model  # a hierarchy's layers are dense
     if conv:
         layer = st.fixed_dictionaries(
             {"filters": st.integers(1, 6), "kernel_size": st.integers(1, 5), "strides": st.integers(1, 3)}
@@ -68,6 +68,14 @@ def recipes(draw, family):
         model["decoder"] = draw(st.lists(layer, min_size=int(conv), max_size=2))
     if not variational and draw(st.booleans()):
         model["latent_activation"] = draw(st.sampled_from(ACTIVATIONS))
+    hierarchy = families.get(family).model
+    if hierarchy:
+        model.update(_hierarchy(draw))
+        if not wild:  # its stochastic layers replace these (a wild recipe keeps them: refused)
+            for key in ("encoder", "latent_dim", "decoder"):
+                model.pop(key, None)
+    elif wild and draw(st.integers(0, 3)) == 0:  # another family's model key: refused
+        model.update(draw(st.sampled_from([{"prior": "vamp"}, {"posterior_flow": 1}, {"inference": "ladder"}])))
     loss = {}
     if variational:
         loss["likelihood"] = draw(st.sampled_from([None, "bernoulli", "gaussian"]))
@@ -147,6 +155,20 @@ def recipes(draw, family):
         shape,
         classes,
     )
+
+
+def _hierarchy(draw):
+    """A hierarchical VAE's model keys: 1-3 stochastic layers, inference, prior, flow."""
+    layer = st.fixed_dictionaries({"hidden": st.lists(st.integers(1, 16), max_size=2), "latent_dim": st.integers(1, 5)})
+    keys = {"stochastic_layers": draw(st.lists(layer, min_size=1, max_size=3))}
+    if draw(st.booleans()):
+        keys["inference"] = draw(st.sampled_from(["bottom_up", "ladder"]))
+    if draw(st.booleans()):
+        keys["prior"] = draw(st.sampled_from(["standard", "vamp"]))
+        keys["pseudo_inputs"] = draw(st.integers(1, 6))
+    if draw(st.booleans()):
+        keys["posterior_flow"] = draw(st.integers(0, 2))
+    return keys
 
 
 def _tiny_npz(folder, shape, classes, seed):

@@ -43,6 +43,7 @@ def test_loss_falls_and_metrics_are_reported(mnist_like, family):
     expected = {"loss", "reconstruction_loss"} | {
         "vae": {"kl_loss"},
         "iwae": {"kl_loss"},
+        "hvae": {"kl_loss"},
         "cvae": {"kl_loss"},
         "sparse_ae": {"sparsity_loss"},
         "contractive_ae": {"contractive_loss"},

@@ -3,6 +3,7 @@
 from kerasae.models.autoencoder import Autoencoder, DenoisingAutoencoder
 from kerasae.models.betatcvae import BetaTCVAE
 from kerasae.models.cvae import CVAE
+from kerasae.models.hvae import HVAE
 from kerasae.models.iwae import IWAE
 from kerasae.models.rae import RAE
 from kerasae.models.regularized import ContractiveAutoencoder, SparseAutoencoder
@@ -17,6 +18,7 @@ __all__ = [
     "ContractiveAutoencoder",
     "VAE",
     "IWAE",
+    "HVAE",
     "CVAE",
     "BetaTCVAE",
     "WAE",

@@ -177,6 +177,15 @@ class Autoencoder(backend.Trainer, keras.Model):
         z = self.encode_tensor(x, labels, training=training)
         return self.decoder(self.decoder_inputs(z, labels), training=training)
 
+    def decode_tensor(self, z, labels=None, training=False):
+        """Images for codes z (those `encode_tensor` gives)."""
+        return self.decoder(self.decoder_inputs(z, labels), training=training)
+
+    def code_networks(self):
+        """(encoder, decoder) as standalone Keras models between images and the model's code, for
+        ONNX export: the networks themselves here; a hierarchical VAE composes its layers'."""
+        return self.encoder, self.decoder
+
     def decode_logits(self, z, training=False):
         """The decoder up to, not including, its output activation."""
         for layer in self.decoder.layers[:-1]:

@@ -95,6 +95,11 @@ class VAE(Autoencoder):
         log_qz = -0.5 * ops.sum(ops.square(z - mean_k) * ops.exp(-log_var_k) + log_var_k + LOG_2PI, axis=-1)
         return ops.reshape(log_px + log_pz - log_qz, (k, batch)), log_px
 
+    def importance_log_weights(self, x, y=None, k=None, training=False):
+        """`log_weights` of k posterior draws for images x: (log_w (k, batch), log p(x | z_i) (k * batch,))."""
+        target, z_mean, z_log_var = self.posterior(x, y, training)
+        return self.log_weights(target, z_mean, z_log_var, y, k, training)
+
     def compute_losses(self, x, y=None, training=False):
         target, z_mean, z_log_var = self.posterior(x, y, training)
         z = self.sampling([z_mean, z_log_var])
