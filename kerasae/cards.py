@@ -89,7 +89,11 @@ def metric_rows(metrics):
             "nats / image",
         ),
         ("active_units", "active code units (Cov > 0.01)", f"of {ev.get('code_units', metrics.get('latent_dim'))}"),
-        ("active_units_per_layer", "active units per stochastic layer, z_1 first", "of " + " / ".join(map(str, ev.get("layer_units", [])))),
+        (
+            "active_units_per_layer",
+            "active units per stochastic layer, z_1 first",
+            "of " + " / ".join(map(str, ev.get("layer_units", []))),
+        ),
         ("perplexity", "codebook perplexity (exp entropy of code use)", "codes"),
         ("codes_in_use", "codebook share in use", "fraction of codes"),
     ):

@@ -93,9 +93,7 @@ def export_onnx(model_path, out_dir):
         input_signature=[[image, condition]] if model.needs_labels else [image],
     )
     decoder_in = keras.InputSpec(shape=(None, model.code_size + model.condition_dim()), dtype="float32", name="z")
-    decoder.export(
-        os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False, input_signature=[decoder_in]
-    )
+    decoder.export(os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False, input_signature=[decoder_in])
 
 
 EXPORTERS = {"tf_saved_model": export_saved_model, "onnx": export_onnx}

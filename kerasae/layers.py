@@ -295,12 +295,16 @@ class AutoregressiveFlowStep(keras.layers.Layer):
 
     def build(self, input_shape):
         context = input_shape[1][-1]
-        self.z_kernel = self.add_weight(shape=(self.units, self.hidden_units), initializer="glorot_uniform", name="z_kernel")
+        self.z_kernel = self.add_weight(
+            shape=(self.units, self.hidden_units), initializer="glorot_uniform", name="z_kernel"
+        )
         self.context_kernel = self.add_weight(
             shape=(context, self.hidden_units), initializer="glorot_uniform", name="context_kernel"
         )
         self.hidden_bias = self.add_weight(shape=(self.hidden_units,), initializer="zeros", name="hidden_bias")
-        self.m_kernel = self.add_weight(shape=(self.hidden_units, self.units), initializer="glorot_uniform", name="m_kernel")
+        self.m_kernel = self.add_weight(
+            shape=(self.hidden_units, self.units), initializer="glorot_uniform", name="m_kernel"
+        )
         self.m_bias = self.add_weight(shape=(self.units,), initializer="zeros", name="m_bias")
         self.s_kernel = self.add_weight(shape=(self.hidden_units, self.units), initializer="zeros", name="s_kernel")
         self.s_bias = self.add_weight(shape=(self.units,), initializer=keras.initializers.Constant(2.0), name="s_bias")

@@ -60,6 +60,7 @@ Layers = Annotated[
     Discriminator(_layers_kind),
 ]
 
+
 class StochasticLayer(Section):
     """One stochastic layer of a hierarchical VAE: its dense hidden layers and its latent size."""
 

@@ -158,7 +158,9 @@ def test_hierarchies_train_reload_and_sample(tmp_path, mnist_like, model_keys):
     model.save(path)
     restored = keras.saving.load_model(path)
     np.testing.assert_array_equal(restored.reconstruct(d.x_test), model.reconstruct(d.x_test))
-    np.testing.assert_array_equal(restored.decode(restored.prior_sample(5, seed=0)), model.decode(model.prior_sample(5, seed=0)))
+    np.testing.assert_array_equal(
+        restored.decode(restored.prior_sample(5, seed=0)), model.decode(model.prior_sample(5, seed=0))
+    )
     assert model.encode(d.x_test).shape == (len(d.x_test), SMALL_HIERARCHY[-1]["latent_dim"])
     # The k-sample bound tightens with k, for the hierarchy as for the one-layer IWAE.
     x = ops.convert_to_tensor(d.x_test[:64])

@@ -57,7 +57,7 @@ def test_cross_field_problems_are_all_reported(write_recipe):
         recipe.load(path)
     assert info.value.problems == [
         f"{path}:6: loss.likelihood: applies to variational families; family 'ae' uses loss.type",
-        f"{path}:5: loss.beta: applies to family vae or cvae, not 'ae'",
+        f"{path}:5: loss.beta: applies to family vae or hvae or cvae, not 'ae'",
     ]
 
 
@@ -127,7 +127,7 @@ def test_missing_required_keys(write_recipe):
         ("name: x\nmodel: {family: gan}\n", "model.family: Input should be 'ae', 'dae', 'sparse_ae'"),
         (
             "name: x\nmodel: {family: ae}\nloss: {beta: 2, importance_samples: 3}\n",
-            "loss.beta: applies to family vae or cvae, not 'ae'",
+            "loss.beta: applies to family vae or hvae or cvae, not 'ae'",
         ),
         (
             "name: x\nmodel: {family: vae}\nloss: {contractive_weight: 1}\n",

@@ -14,6 +14,8 @@ from kerasae.models.autoencoder import PREDICT_BATCH, _dtype_policy, _floats, _o
 from kerasae.models.vae import LOG_2PI, VAE
 
 INFERENCE = ("bottom_up", "ladder")
+# Every Gaussian's log-variance lies here: standard deviations from 0.018 to 7.4.
+LOG_VAR_RANGE = (-8.0, 4.0)
 PRIORS = ("standard", "vamp")
 # Burda et al.'s two-stochastic-layer architecture: 784-[200-200]-100-[100-100]-50.
 BURDA_LAYERS = ({"hidden": [200, 200], "latent_dim": 100}, {"hidden": [100, 100], "latent_dim": 50})
@@ -99,7 +101,9 @@ class HVAE(VAE):
         k=1,
         **kwargs,
     ):
-        layers = [{"hidden": list(layer["hidden"]), "latent_dim": int(layer["latent_dim"])} for layer in stochastic_layers]
+        layers = [
+            {"hidden": list(layer["hidden"]), "latent_dim": int(layer["latent_dim"])} for layer in stochastic_layers
+        ]
         if not layers:
             raise ValueError("`stochastic_layers` must list at least one layer. Received: stochastic_layers=[]")
         if inference not in INFERENCE:
@@ -115,7 +119,9 @@ class HVAE(VAE):
         with _dtype_policy(self.dtype_policy):
             # upward[i - 1]: layer i's inference network, from z_{i-1} (bottom-up) or mu_{i-1} (ladder).
             self.upward = [
-                networks.build_encoder((sizes[i - 1],), layers[i]["hidden"], self.activation, self.heads(i), name=f"q_z{i + 1}")
+                networks.build_encoder(
+                    (sizes[i - 1],), layers[i]["hidden"], self.activation, self.heads(i), name=f"q_z{i + 1}"
+                )
                 for i in range(1, len(layers))
             ]
             # downward[i]: p(z_{i+1} | z_{i+2}) through layer i + 1's hidden sizes, mirrored.
@@ -134,16 +140,7 @@ class HVAE(VAE):
             Sampling(seed=_offset(self.seed, 10 + i), dtype="float32", name=f"sampling_z{i + 1}")
             for i in range(1, len(layers))
         ]
-        self.flows = [
-            [
-                AutoregressiveFlowStep(size, 2 * size, reverse=t % 2 == 1, dtype="float32", name=f"iaf_z{i + 1}_{t}")
-                for t in range(posterior_flow)
-            ]
-            for i, size in enumerate(sizes)
-        ]
-        for i, steps in enumerate(self.flows):
-            for step in steps:
-                step.build([(None, sizes[i]), (None, sizes[i])])
+        self.flows = self.build_flows()
         if prior == "vamp":
             # Around mid-grey, as in Tomczak and Welling's code (N(0.05, 0.01) behind a hard tanh there).
             self.pseudo_images = self.add_weight(
@@ -151,6 +148,19 @@ class HVAE(VAE):
                 initializer=keras.initializers.RandomNormal(0.5, 0.05, seed=_offset(self.seed, 20)),
                 name="pseudo_images",
             )
+
+    def build_flows(self):
+        """Each layer's IAF steps (built, so that their weights exist before loading)."""
+        flows = []
+        for i, size in enumerate(self.latent_sizes):
+            steps = [
+                AutoregressiveFlowStep(size, 2 * size, reverse=t % 2 == 1, dtype="float32", name=f"iaf_z{i + 1}_{t}")
+                for t in range(self.posterior_flow)
+            ]
+            for step in steps:
+                step.build([(None, size), (None, size)])
+            flows.append(steps)
+        return flows
 
     @property
     def latent_sizes(self):
@@ -170,7 +180,11 @@ class HVAE(VAE):
         first = self.stochastic_layers[0]
         encoder = networks.build_encoder(self.image_shape, first["hidden"], self.activation, self.heads(0))
         decoder = networks.build_decoder(
-            first["latent_dim"], networks.mirror(first["hidden"]), self.activation, self.image_shape, self.output_activation
+            first["latent_dim"],
+            networks.mirror(first["hidden"]),
+            self.activation,
+            self.image_shape,
+            self.output_activation,
         )
         return encoder, decoder
 
@@ -218,7 +232,7 @@ class HVAE(VAE):
             zs = [None] * depth
             zs[-1], log_q = self.draw(depth - 1, *ups[-1])
             for i in reversed(range(depth - 1)):
-                p_mean, p_log_var = self.downward[i](zs[i + 1], training=training)
+                p_mean, p_log_var = self.conditional_prior(i, zs[i + 1], training)
                 mean, log_var = precision_weighted(ups[i][0], ups[i][1], p_mean, p_log_var)
                 zs[i], log_q_i = self.draw(i, mean, log_var, ups[i][2])
                 log_q = log_q + log_q_i
@@ -245,11 +259,16 @@ class HVAE(VAE):
             return log_mixture(z_top, *self.pseudo_posterior(training))
         return log_standard_normal(z_top)
 
+    def conditional_prior(self, i, z_above, training=False):
+        """(mean, log_var) of p(z_{i+1} | z_{i+2}) (0-based i: layer i's given layer i + 1's draw)."""
+        mean, log_var = self.downward[i](z_above, training=training)
+        return mean, _bounded(log_var)
+
     def log_latent_joint(self, zs, training=False):
         """log p(z_1, ..., z_L) per row."""
         log_p = self.log_prior(zs[-1], training)
-        for i, net in enumerate(self.downward):
-            log_p = log_p + log_normal(zs[i], *net(zs[i + 1], training=training))
+        for i in range(len(self.downward)):
+            log_p = log_p + log_normal(zs[i], *self.conditional_prior(i, zs[i + 1], training))
         return log_p
 
     def importance_log_weights(self, x, y=None, k=None, training=False):
@@ -261,7 +280,9 @@ class HVAE(VAE):
         logits = self.decode_logits(zs[0], training=training)
         pixels = math.prod(self.image_shape)
         logits = ops.reshape(logits, (k, -1, pixels))
-        log_px = ops.reshape(-self.reconstruction_loss(ops.reshape(target, (1, -1, pixels)), logits, batch_dims=2), (-1,))
+        log_px = ops.reshape(
+            -self.reconstruction_loss(ops.reshape(target, (1, -1, pixels)), logits, batch_dims=2), (-1,)
+        )
         log_prior_ratio = self.log_latent_joint(zs, training) - log_q
         return ops.reshape(log_px + log_prior_ratio, (k, -1)), log_px, log_prior_ratio
 
@@ -287,7 +308,7 @@ class HVAE(VAE):
         means = [None] * len(ups)
         means[-1] = ups[-1][0]
         for i in reversed(range(len(ups) - 1)):
-            p_mean, p_log_var = self.downward[i](means[i + 1], training=training)
+            p_mean, p_log_var = self.conditional_prior(i, means[i + 1], training)
             means[i], _ = precision_weighted(ups[i][0], ups[i][1], p_mean, p_log_var)
         return means
 
@@ -356,7 +377,13 @@ class HVAE(VAE):
 def _three(heads):
     """(mean, log_var, context) from an inference network's heads; the context is None without a flow."""
     heads = list(heads)
-    return heads[0], heads[1], heads[2] if len(heads) > 2 else None
+    return heads[0], _bounded(heads[1]), heads[2] if len(heads) > 2 else None
+
+
+def _bounded(log_var):
+    """Log-variances clipped to `LOG_VAR_RANGE`: a conditional Gaussian whose variance runs to 0 or
+    to infinity would make its log-density overflow (Tomczak and Welling's code clips to [-6, 2])."""
+    return ops.clip(log_var, *LOG_VAR_RANGE)
 
 
 def _repeat(t, k):
