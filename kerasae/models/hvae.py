@@ -347,9 +347,8 @@ class HVAE(VAE):
 
     def encode_distribution(self, x, labels=None, batch_size=PREDICT_BATCH):
         """(mean, log_var) of the top layer's Gaussian along the posterior means (numpy in, numpy out)."""
-        mean = _batched(lambda t: self.upward_means(t)[-1][0], _floats(x), batch_size)
-        log_var = _batched(lambda t: self.upward_means(t)[-1][1], _floats(x), batch_size)
-        return mean, log_var
+        both = _batched(lambda t: ops.stack(self.upward_means(t)[-1][:2], axis=1), _floats(x), batch_size)
+        return both[:, 0], both[:, 1]
 
     def decode(self, z, labels=None, batch_size=PREDICT_BATCH):
         """Images for top-layer codes z (numpy in, numpy out)."""
