@@ -1,16 +1,19 @@
 """Hierarchical VAEs: the NLL estimate against a closed-form likelihood, the VampPrior's density,
 the flow's log-determinant, ladder inference, and the recipe's keys."""
 
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
-from conftest import SMALL_HIERARCHY, small_recipe
+from conftest import ROOT, SMALL_HIERARCHY, small_recipe
 from keras import ops
 from scipy.special import logsumexp
 from test_models import fit_small
 
 import kerasae
-from kerasae import evaluate, recipe
+from kerasae import cards, evaluate, recipe, zoo
 from kerasae.errors import RecipeError
 from kerasae.layers import AutoregressiveFlowStep, made_masks
 from kerasae.models.hvae import log_mixture
@@ -214,3 +217,21 @@ def test_hierarchy_keys_belong_to_their_family(mnist_like):
     assert "prior" not in recipe.validate(small_recipe("vae", mnist_like)).to_dict()["model"]
     resolved = recipe.validate(small_recipe("hvae", mnist_like))
     assert resolved.model.prior == "standard" and resolved.model.latent_dim == SMALL_HIERARCHY[-1]["latent_dim"]
+
+
+def test_the_card_lists_the_stochastic_layers_and_the_published_two_layer_numbers(mnist_like, tmp_path):
+    spec = small_recipe("hvae", mnist_like)
+    spec["model"].update({"inference": "ladder", "prior": "vamp", "pseudo_inputs": 7})
+    resolved = recipe.validate(spec).to_dict()
+    with open(os.path.join(ROOT, "zoo", "vae-mnist-best", zoo.METRICS_FILE), encoding="utf-8") as f:
+        metrics = json.load(f)
+    metrics["family"] = "hvae"
+    cards.entry_card(str(tmp_path), resolved, metrics)
+    card = (tmp_path / zoo.CARD_FILE).read_text()
+    layers = " / ".join(f"{s['hidden']} -> z{i + 1} ({s['latent_dim']})" for i, s in enumerate(SMALL_HIERARCHY))
+    assert f"| stochastic layers | {layers}, " in card
+    assert "| inference, prior | ladder, vamp (7 pseudo-inputs), 0 IAF steps a layer" in card
+    assert "| encoder |" not in card
+    # The zoo's table of published numbers states each one's setting, the two-layer IWAE's among them.
+    with open(os.path.join(ROOT, "zoo", "README.md"), encoding="utf-8") as f:
+        assert "| IWAE, k = 50 (Burda et al. 2016) | 2 stochastic layers, as above, k = 50 bound | 82.90 |" in f.read()
