@@ -1,11 +1,11 @@
-"""Data sources: MNIST (with an offline fallback), scikit-learn digits, user `.npz`, and
-memory-mapped `.npy` folders larger than memory.
+"""Data sources: MNIST (with an offline fallback), scikit-learn digits, user `.npz`, `.npy`
+folders larger than memory, folders of image files, Hugging Face datasets, and photograph patches.
 
 Every source returns a `Dataset` of float32 images shaped (N, H, W, C) with
 values in [0, 1], split into train / validation / test, plus a record of what
 was used (name, source, sizes, sha256 of the arrays) that goes into the zoo.
-The `npy` source keeps its training and validation images on disk
-(`MappedImages`) and `Batches` reads them one batch at a time.
+The `npy`, `folder` and `huggingface` sources keep their training and validation images on disk
+(`MappedImages`) and `Batches` reads them one batch at a time (`kerasae.images` decodes files).
 """
 
 import dataclasses
@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 
+from kerasae import images as images_module
 from kerasae.errors import DataError
 
 MNIST_FILE = "mnist.npz"
@@ -392,6 +393,11 @@ def _load_mapped(section, seed):
         "sha256": {"x_train": sha256(x_file), "x_test": sha256(test_file if test_file else x_file)},
         "full_sizes": {"train": len(images), "test": len(test)},
     }
+    return _streamed(section, seed, images, y_train, test, y_test, record)
+
+
+def _streamed(section, seed, images, y_train, test, y_test, record):
+    """A `Dataset` of streamed training and validation images (`MappedImages`) and a test split read in."""
     if section.limit:
         images, test = images.rows(0, min(section.limit, len(images))), test.rows(0, min(section.limit, len(test)))
         y_train = None if y_train is None else y_train[: section.limit]
@@ -419,6 +425,108 @@ def _load_mapped(section, seed):
     )
 
 
+def _held_out(n, section):
+    """How many of n images a folder or a test-less dataset holds out for testing."""
+    n_test = max(1, int(round(n * section.test_split)))
+    if n_test >= n:
+        raise DataError(f"data.test_split={section.test_split} leaves no training images of {n}")
+    return n_test
+
+
+def _load_folder(section, seed):
+    """`dataset: folder`: image files, shuffled by the seed, the last `test_split` of them the test split."""
+    where = os.path.abspath(section.path)
+    paths, labels, classes = images_module.list_folder(section.path)
+    files = images_module.ImageFiles(paths, labels, section.color_mode, section.image_size, section.resize, where)
+    files = files.subset(np.random.default_rng(seed).permutation(len(files)))
+    n_test = _held_out(len(files), section)
+    train, test = files.subset(np.arange(len(files) - n_test)), files.subset(np.arange(len(files) - n_test, len(files)))
+    threshold = section.threshold if section.binarize == "threshold" else None
+    record = {
+        "name": os.path.basename(os.path.normpath(section.path)),
+        "source": where,
+        "streamed": True,
+        "classes": classes,
+        "skipped_files": len(files.skipped),
+        "sha256": {"x_train": files.sha256, "x_test": files.sha256},
+        "full_sizes": {"train": len(train), "test": len(test)},
+    }
+    return _streamed(
+        section,
+        seed,
+        MappedImages(train, threshold=threshold),
+        train.labels,
+        MappedImages(test, threshold=threshold),
+        test.labels,
+        record,
+    )
+
+
+def _load_huggingface(section, seed):
+    """`dataset: huggingface`: its train split (and test split, else the last `test_split` of the
+    train split, shuffled by the seed), decoded row by row."""
+    train, test, where = images_module.load_hf(section)
+    if test is None:
+        order = np.random.default_rng(seed).permutation(len(train))
+        n_test = _held_out(len(train), section)
+        train, test = train.select(order[:-n_test]), train.select(order[-n_test:])
+    size, mode, column = section.image_size, section.color_mode, section.image_column
+    rows = [images_module.DatasetRows(t, column, mode, size, section.resize, where) for t in (train, test)]
+    if rows[0].shape[1:] != rows[1].shape[1:]:
+        raise DataError(f"{where}: train images {rows[0].shape[1:]} and test images {rows[1].shape[1:]} differ")
+    threshold = section.threshold if section.binarize == "threshold" else None
+    record = {
+        "name": os.path.basename(os.path.normpath(section.path)),
+        "source": f"datasets: {section.path}",
+        "streamed": True,
+        "sha256": {"x_train": rows[0].sha256, "x_test": rows[1].sha256},
+        "full_sizes": {"train": len(rows[0]), "test": len(rows[1])},
+    }
+    return _streamed(
+        section,
+        seed,
+        MappedImages(rows[0], threshold=threshold),
+        images_module.hf_labels(train, section),
+        MappedImages(rows[1], threshold=threshold),
+        images_module.hf_labels(test, section),
+        record,
+    )
+
+
+def _load_patches(section, seed):
+    """`dataset: patches`: square patches of photographs, ZCA-whitened by the training patches' statistics
+    when asked; whitened patches are not confined to [0, 1] (a recipe pairs them with an mse loss)."""
+    photos, source = images_module.photographs(section)
+    x = images_module.cut_patches(photos, section.patch_size, section.patches, seed)
+    n_test = _held_out(len(x), section)
+    x_train, x_test = x[:-n_test], x[-n_test:]
+    n_val = _validation_size(len(x_train), section)
+    x_train, x_val = x_train[: len(x_train) - n_val], x_train[len(x_train) - n_val :]
+    if section.whiten == "zca":
+        x_train, x_val, x_test = images_module.zca(x_train, (x_val, x_test), section.whiten_epsilon)
+    elif section.binarize == "threshold":
+        x_train, x_val, x_test = ((a > section.threshold).astype(np.float32) for a in (x_train, x_val, x_test))
+    elif section.binarize == "bernoulli":
+        rng = np.random.default_rng(seed)
+        x_val, x_test = ((rng.random(a.shape, dtype=np.float32) < a).astype(np.float32) for a in (x_val, x_test))
+    record = {
+        "name": "patches",
+        "source": f"{section.patch_size}x{section.patch_size} patches of {len(photos)} photographs ({source})",
+        "sha256": {"x_train": sha256(x_train), "x_test": sha256(x_test)},
+        "full_sizes": {"train": len(x_train) + len(x_val), "test": len(x_test)},
+        "whiten": section.whiten,
+        "binarize": section.binarize,
+        "sizes": {"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
+        "image_shape": list(x_train.shape[1:]),
+    }
+    return Dataset(x_train, None, x_val, None, x_test, None, record)
+
+
+STREAMED_LOADERS = {"npy": _load_mapped, "folder": _load_folder, "huggingface": _load_huggingface}
+# Threads that decode image files ahead of the training step (PIL releases the GIL while it decodes).
+DECODE_WORKERS = 2
+
+
 def batches(x, y, rows, batch_size):
     """A `keras.utils.PyDataset` reading `rows` of a `MappedImages` batch by batch."""
     import keras
@@ -432,7 +540,8 @@ def batches(x, y, rows, batch_size):
             images = x[index]
             return images if y is None else (images, y[index])
 
-    return Batches(workers=1, use_multiprocessing=False, max_queue_size=8)
+    decoded = not isinstance(x.array, NpyRows)  # image files: decoded by threads ahead of the step
+    return Batches(workers=DECODE_WORKERS if decoded else 1, use_multiprocessing=False, max_queue_size=8)
 
 
 def load(section, seed=0):
@@ -446,8 +555,10 @@ def load(section, seed=0):
         A `Dataset`. With `binarize: bernoulli` the training images stay grey:
         the model redraws them in every training step.
     """
-    if section.dataset == "npy":
-        return _load_mapped(section, seed)
+    if section.dataset in STREAMED_LOADERS:
+        return STREAMED_LOADERS[section.dataset](section, seed)
+    if section.dataset == "patches":
+        return _load_patches(section, seed)
     (x_train, y_train, x_test, y_test), record = LOADERS[section.dataset](section)
     where = record.pop("where", record["source"])
     keys = section.keys

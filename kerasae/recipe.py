@@ -176,30 +176,92 @@ class NpzKeys(Section):
     y_test: Optional[str] = "y_test"
 
 
+IMAGE_DATASETS = ("folder", "huggingface", "patches")  # decoded from image files, any colour
+# The data keys that apply to some datasets only: which. Elsewhere they are errors, and resolved
+# recipes leave them out.
+DATASET_KEYS = {
+    "test_split": IMAGE_DATASETS,
+    "image_size": ("folder", "huggingface"),
+    "resize": ("folder", "huggingface"),
+    "color_mode": IMAGE_DATASETS,
+    "image_column": ("huggingface",),
+    "label_column": ("huggingface",),
+    "patch_size": ("patches",),
+    "patches": ("patches",),
+    "whiten": ("patches",),
+    "whiten_epsilon": ("patches",),
+}
+
+
 class DataSection(Section):
     """Where the images come from and how they are prepared."""
 
-    dataset: Literal["mnist", "digits", "npz", "npy"] = "mnist"
+    dataset: Literal["mnist", "digits", "npz", "npy", "folder", "huggingface", "patches"] = "mnist"
     path: Optional[str] = Field(
         default=None,
         description="mnist: a local mnist.npz; npz: the file (required); npy: a folder of "
-        "x_train.npy (and y_train, x_test, y_test), memory-mapped (required).",
+        "x_train.npy (and y_train, x_test, y_test), memory-mapped (required); folder: a folder of "
+        "PNG/JPEG/BMP/GIF images, its subfolders the labels (required); huggingface: a dataset saved "
+        "with `datasets.save_to_disk`, or a name for `datasets.load_dataset` (required); patches: the "
+        "folder the patches are cut from (scikit-learn's sample photographs when omitted).",
     )
     keys: NpzKeys = Field(default_factory=NpzKeys)
     binarize: Literal["none", "threshold", "bernoulli"] = "none"
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        default=0.1, description="folder, huggingface without a test split, patches: the share held out for testing."
+    )
     limit: Optional[Annotated[int, Field(ge=2, le=100_000_000)]] = Field(
         default=None, description="Use only the first `limit` training (and test) images."
     )
+    image_size: Optional[tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]]] = Field(
+        default=None,
+        description="folder, huggingface: [H, W] every image is resized to (as they are when omitted: then they "
+        "must share one size).",
+    )
+    resize: Literal["crop", "pad"] = Field(
+        default="crop",
+        description="How image_size keeps the aspect ratio: crop scales the shorter side to fit and cuts the "
+        "centre; pad scales the longer side to fit and pads with black.",
+    )
+    color_mode: Optional[Literal["grayscale", "rgb"]] = Field(
+        default=None, description="folder, huggingface, patches: 1 or 3 channels (default rgb; patches grayscale)."
+    )
+    image_column: str = Field(default="image", description="huggingface: the column of images.")
+    label_column: Optional[str] = Field(
+        default="label", description="huggingface: the column of integer labels (none when absent or null)."
+    )
+    patch_size: Annotated[int, Field(ge=2, le=256)] = Field(default=8, description="patches: their side in pixels.")
+    patches: Annotated[int, Field(ge=10, le=10_000_000)] = Field(
+        default=10_000, description="patches: how many are cut, at random positions of random images (seeded)."
+    )
+    whiten: Literal["none", "zca"] = Field(
+        default="none",
+        description="patches: zca whitens them (Bell & Sejnowski 1997): decorrelated pixels of unit variance, "
+        "with epsilon added to the covariance's eigenvalues.",
+    )
+    whiten_epsilon: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
 
     @model_validator(mode="after")
-    def _npz_needs_path(self):
-        if self.dataset == "npz" and not self.path:
-            raise ValueError("path: dataset 'npz' needs the path of the .npz file")
-        if self.dataset == "npy" and not self.path:
-            raise ValueError("path: dataset 'npy' needs the folder of .npy files")
+    def _dataset_keys(self):
+        needs_path = {"npz": "the path of the .npz file", "npy": "the folder of .npy files"}
+        needs_path |= {"folder": "the folder of images", "huggingface": "a saved dataset's folder or a dataset name"}
+        if self.dataset in needs_path and not self.path:
+            raise ValueError(f"path: dataset '{self.dataset}' needs {needs_path[self.dataset]}")
+        for key in sorted(self.model_fields_set & DATASET_KEYS.keys()):
+            if self.dataset not in DATASET_KEYS[key]:
+                raise ValueError(f"{key}: applies to dataset {' or '.join(DATASET_KEYS[key])}, not '{self.dataset}'")
+        if self.dataset == "patches" and self.whiten == "zca" and self.binarize != "none":
+            raise ValueError("binarize: whitened patches are not images in [0, 1]; leave binarize 'none'")
+        if self.color_mode is None and self.dataset in IMAGE_DATASETS:
+            self.color_mode = "grayscale" if self.dataset == "patches" else "rgb"
         return self
+
+
+def datasets_of(key):
+    """The datasets a data key applies to."""
+    return DATASET_KEYS.get(key, DataSection.model_fields["dataset"].annotation.__args__)
 
 
 class TrainSection(Section):
@@ -396,13 +458,16 @@ class Recipe(Section):
         return problems
 
     def to_dict(self):
-        """The fully defaulted recipe as plain YAML-safe values (loss and model keys of other families left out)."""
+        """The fully defaulted recipe as plain YAML-safe values (loss and model keys of other families, data
+        keys of other datasets, left out)."""
         data = self.model_dump(mode="json")
         family = families.get(self.model.family)
         data["loss"] = {key: value for key, value in data["loss"].items() if key in family.loss}
         data["model"] = {
             key: value for key, value in data["model"].items() if key not in families.MODEL_KEYS or key in family.model
         }
+        dataset = self.data.dataset
+        data["data"] = {k: v for k, v in data["data"].items() if dataset in datasets_of(k)}
         return data
 
 
