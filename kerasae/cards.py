@@ -74,14 +74,16 @@ def metric_rows(metrics):
     rec = ev.get("reconstruction", {})
     rows = [("test loss (training objective)", metrics["test"].get("loss"), metrics.get("units", ""))]
     if rec:
+        pca = f"PCA baseline ({ev['pca']['components']} components)"
         rows += [
-            ("reconstruction BCE", rec["bce"], "nats / image"),
+            ("reconstruction BCE", rec.get("bce"), "nats / image"),
             ("reconstruction squared error", rec["sse"], "sum over pixels / image"),
-            ("PSNR", rec["psnr_db"], "dB"),
-            (f"PCA baseline ({ev['pca']['components']} components) BCE", ev["pca"]["bce"], "nats / image"),
+            ("PSNR", rec.get("psnr_db"), "dB"),
+            (f"{pca} BCE", ev["pca"].get("bce"), "nats / image"),
             ("PCA baseline squared error", ev["pca"]["sse"], "sum over pixels / image"),
             ("beats PCA (squared error)", ev["beats_pca"], ""),
         ]
+        rows = [row for row in rows if row[1] is not None]  # no BCE or PSNR for images outside [0, 1]
     for key, label, unit in (
         ("probe_accuracy", "linear probe accuracy on codes", "fraction of test digits"),
         ("pca_probe_accuracy", "linear probe accuracy on PCA codes", "fraction of test digits"),
@@ -115,6 +117,9 @@ def metric_rows(metrics):
             ("denoised output squared error", d["output_sse"], "sum over pixels / image"),
             ("denoising gain", d["gain_db"], "dB"),
         ]
+    if "filters" in ev:
+        f = ev["filters"]
+        rows.append(("edge-like first-layer filters", f["edge_like"], f"of {f['filters']} ({f['measure']})"))
     return rows
 
 
@@ -155,7 +160,7 @@ def entry_card(path, recipe, metrics):
         "The file loads on TensorFlow, JAX and PyTorch, without optimizer state (compile it to fine-tune). "
         f"Serve it with `kerasae export {metrics['name']} --format tf_saved_model` ({_saved_model(path)}: "
         "signatures `serve`, `encode`, `decode`) or `--format onnx`. `check.npz` holds the first 32 test "
-        "digits with the codes and reconstructions this model gives them. "
+        "images with the codes and reconstructions this model gives them. "
         f"Generate with `kerasae sample {metrics['name']}`: "
         f"{'from ' + _family(metrics).prior + ', or with `--sampler gmm` ' if _family(metrics).generative else ''}"
         f"from a Gaussian mixture fitted to its training codes (`{zoo.SAMPLER_FILE}`).",

@@ -6,7 +6,8 @@ baseline with as many components as the code has units, and a linear probe
 the PCA subspace; the DAE its denoising gain; variational families the test
 ELBO and its terms and an importance-sampled negative log-likelihood; a VQ-VAE its
 code use. Every family: the number of active code units and, on MNIST, the FID of
-its samples for each sampler (`kerasae.fid`).
+its samples for each sampler (`kerasae.fid`). On image patches: how many first-layer
+filters are edge-like (`kerasae.filters`).
 """
 
 import math
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasae import backend, builder, cards, data, fid, recipe, samplers, zoo
+from kerasae import backend, builder, cards, data, fid, filters, recipe, samplers, zoo
 
 EPS = 1e-7
 PROBE_TRAIN_IMAGES = 10_000
@@ -29,11 +30,19 @@ def _per_image(values):
     return values.reshape(len(values), -1).sum(axis=1)
 
 
+def in_unit_range(x):
+    """Whether images are pixel values in [0, 1] (whitened patches are not)."""
+    return bool(x.min() >= 0.0 and x.max() <= 1.0)
+
+
 def reconstruction_metrics(target, output):
-    """BCE (nats) and squared error summed per image, and PSNR (dB, peak 1), averaged over images."""
+    """Squared error summed per image, averaged over images; for images in [0, 1] also the BCE (nats)
+    and the PSNR (dB, peak 1), which mean nothing for other values."""
+    sse = _per_image((target - output) ** 2)
+    if not in_unit_range(target):
+        return {"sse": float(sse.mean())}
     p = np.clip(output, EPS, 1.0 - EPS)
     bce = -_per_image(target * np.log(p) + (1.0 - target) * np.log(1.0 - p))
-    sse = _per_image((target - output) ** 2)
     pixels = target[0].size
     psnr = 10.0 * np.log10(1.0 / np.maximum(sse / pixels, 1e-12))
     return {"bce": float(bce.mean()), "sse": float(sse.mean()), "psnr_db": float(psnr.mean())}
@@ -46,7 +55,8 @@ def pca_baseline(x_train, x_test, n_components):
     pca = PCA(n_components=min(n_components, x_train[0].size, len(x_train)), svd_solver="randomized", random_state=0)
     pca.fit(x_train.reshape(len(x_train), -1))
     restored = pca.inverse_transform(pca.transform(x_test.reshape(len(x_test), -1))).reshape(x_test.shape)
-    return reconstruction_metrics(x_test, np.clip(restored, 0.0, 1.0)) | {
+    clipped = np.clip(restored, 0.0, 1.0) if in_unit_range(x_test) else restored
+    return reconstruction_metrics(x_test, clipped) | {
         "sse_unclipped": float(_per_image((x_test - restored) ** 2).mean()),
         "components": int(pca.n_components_),
     }, pca
@@ -195,6 +205,9 @@ def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_sam
     if model.variational:
         out.update(_variational(model, x_test, labels, nll_samples))
     out.update(model.code_metrics(x_test, labels))
+    if dataset.record["name"] == "patches":
+        _, kernel, tile = filters.first_layer_kernel(model, model.image_shape)
+        out["filters"] = filters.edge_like(filters.tiles(kernel, tile))
     if sampler is not None and fid_samples and fid.applies(model.image_shape, dataset.record):
         out["fid"] = fid.sample_fids(model, sampler, n=fid_samples)
     out["seconds"] = round(time.perf_counter() - start, 2)

@@ -148,6 +148,7 @@ _TABLE = (
             "sparsity_penalty": ("sparsity_penalty", "kl"),
             "sparsity_weight": ("sparsity_weight", 0.1),
             "sparsity_target": ("sparsity_target", 0.05),
+            "weight_penalty": ("weight_penalty", 0.0),
         },
         rules=(
             (

@@ -8,6 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from kerasae import filters as first_layer  # noqa: E402
+
 DPI = 100
 
 
@@ -57,7 +59,7 @@ def loss_curves(history, path, title):
     plt.close(fig)
 
 
-def filters(weights, tile_shape, path, title, max_tiles=64):
+def filters(weights, tile_shape, path, title, max_tiles=100):
     """First-layer weights as image tiles (the seed's Fig. 4): grey is 0, white and black the
     tile's 99th percentile of |w| (so a few never-updated edge pixels do not wash it out).
 
@@ -65,12 +67,7 @@ def filters(weights, tile_shape, path, title, max_tiles=64):
         weights: dense kernel (pixels, units) or conv kernel (kh, kw, channels, filters).
         tile_shape: (H, W) of one tile: the image size for dense, the kernel size for conv.
     """
-    if weights.ndim == 4:
-        tiles = np.moveaxis(weights.mean(axis=2), -1, 0)  # (filters, kh, kw), channels averaged
-    else:
-        channels = weights.shape[0] // (tile_shape[0] * tile_shape[1])
-        tiles = weights.T.reshape(-1, tile_shape[0], tile_shape[1], channels).mean(axis=-1)
-    tiles = tiles[:max_tiles]
+    tiles = first_layer.tiles(weights, tile_shape)[:max_tiles]
     cols = int(np.ceil(np.sqrt(len(tiles))))
     rows = int(np.ceil(len(tiles) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 0.9 * rows + 0.5), squeeze=False)
@@ -165,16 +162,8 @@ def _loss(s, path):
 
 
 def _filters(s, path):
-    import keras
-
-    first = next(
-        layer for layer in s.model.encoder.layers if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
-    )
-    kernel = keras.ops.convert_to_numpy(first.kernel)
-    if kernel.ndim == 2:  # a conditional encoder's first layer also reads the one-hot label
-        kernel = kernel[: int(np.prod(s.dataset.image_shape))]
-    tile = kernel.shape[:2] if kernel.ndim == 4 else s.dataset.image_shape[:2]
-    filters(kernel, tile, path, f"{s.name}: first-layer filters ({first.name})")
+    name, kernel, tile = first_layer.first_layer_kernel(s.model, s.dataset.image_shape)
+    filters(kernel, tile, path, f"{s.name}: first-layer filters ({name})")
 
 
 def _latent(s, path):

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Optional, Union
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from kerasae import defaults, families
 from kerasae.errors import RecipeError
@@ -127,6 +127,7 @@ class LossSection(Section):
     sparsity_penalty: Optional[Literal["kl", "l1"]] = None
     sparsity_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
     sparsity_target: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None
+    weight_penalty: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
     contractive_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
     mmd_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
     code_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
@@ -242,6 +243,11 @@ class DataSection(Section):
         "with epsilon added to the covariance's eigenvalues.",
     )
     whiten_epsilon: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
+
+    @field_validator("path")
+    @classmethod
+    def _home(cls, path):
+        return None if path is None else os.path.expanduser(path)  # "~/Pictures" as a shell reads it
 
     @model_validator(mode="after")
     def _dataset_keys(self):

@@ -310,11 +310,11 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
             history,
             loop.snapshots,
         )
-        cards.entry_card(stage, recipe.to_dict(), metrics)
         if outputs.export_saved_model and _tensorflow_available():
             export.export(
                 "tf_saved_model", os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR)
             )
+        cards.entry_card(stage, recipe.to_dict(), metrics)  # after the export: it says whether one is shipped
         final = zoo.commit(stage, recipe.name, zoo_dir, overwrite)
     shutil.rmtree(loop.folder, ignore_errors=True)
     cards.zoo_table(zoo_dir)

@@ -213,6 +213,8 @@ def test_saved_model_export_serves_the_same_reconstruction(tmp_path, mnist_like,
     recipe = small_recipe("vae", mnist_like, epochs=1, outputs={"export_saved_model": True})
     assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
     entry = os.path.join(zoo_dir, "test-vae")
+    with open(os.path.join(entry, zoo.CARD_FILE), encoding="utf-8") as f:
+        assert f"shipped in `{zoo.SAVED_MODEL_DIR}/`" in f.read()  # the card, written after the export, says so
     model = zoo.load(entry)
     with np.load(mnist_like) as f:
         x = (f["x_test"][:16, ..., None] > 127).astype("float32")
@@ -251,6 +253,8 @@ def test_export_replaces_an_old_export_and_names_bad_requests(tmp_path, mnist_li
     assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
     entry = os.path.join(zoo_dir, "test-ae")
     assert not os.path.exists(os.path.join(entry, zoo.SAVED_MODEL_DIR))  # the recipe asked for none
+    with open(os.path.join(entry, zoo.CARD_FILE), encoding="utf-8") as f:
+        assert f"not shipped: the command writes `{zoo.SAVED_MODEL_DIR}/`" in f.read()
     out = tmp_path / "served"
     out.mkdir()
     (out / "stale.txt").write_text("from an older export")

@@ -2,6 +2,7 @@
 photographs -- read, checked, split, streamed, and trained on through the real `train.run`."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -9,10 +10,11 @@ import sys
 import keras
 import numpy as np
 import pytest
+import yaml
 from conftest import ROOT
 from PIL import Image
 
-from kerasae import data, images, recipe, train, zoo
+from kerasae import data, filters, images, recipe, train, zoo
 from kerasae.errors import DataError
 
 SIZE = 16
@@ -200,3 +202,48 @@ def test_patches_of_the_sample_photographs_and_their_zca_whitening():
     assert np.corrcoef(raw_flat[:, 14], flat[:, 14])[0, 1] > 0.2
     rgb = data.load(_section(dataset="patches", patches=100, patch_size=5, color_mode="rgb"))
     assert rgb.x_train.shape[1:] == (5, 5, 3)
+
+
+def test_the_readmes_own_images_recipe_trains_as_written(shapes_folder, tmp_path, monkeypatch):
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    block = readme.split("# recipes/my-photos.yaml")[1].split("```")[0].partition("\n")[2]
+    spec = yaml.safe_load(block)
+    assert spec["data"]["path"] == "~/Pictures/products"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    os.makedirs(tmp_path / "Pictures")
+    os.symlink(shapes_folder, tmp_path / "Pictures" / "products")
+    # The rest as written; the SavedModel export and a long NLL are tested elsewhere.
+    spec["train"]["epochs"] = 1
+    spec["outputs"].update(nll_samples=10, export_saved_model=False)
+    with pytest.warns(UserWarning, match="broken.png"):
+        entry, metrics = train.run(recipe.validate(spec), str(tmp_path / "zoo"), verbose=0)
+    assert metrics["data"]["image_shape"] == [64, 64, 3] and metrics["data"]["classes"] == ["discs", "squares"]
+    assert np.isfinite(metrics["evaluation"]["nll"])
+
+
+def test_the_edge_measure_tells_gabor_filters_from_noise():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:8, :8].astype(float)
+
+    def gabor():
+        theta, cy, cx = rng.uniform(0, np.pi), *rng.uniform(2, 5, 2)
+        along = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
+        envelope = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rng.uniform(1.2, 2.0) ** 2))
+        return envelope * np.cos(2 * np.pi * rng.uniform(0.15, 0.3) * along + rng.uniform(0, 2 * np.pi))
+
+    edges = filters.edge_like(np.stack([gabor() for _ in range(200)]))
+    noise = filters.edge_like(rng.standard_normal((200, 8, 8)))
+    assert edges["edge_like"] >= 180 and noise["edge_like"] <= 2, (edges["edge_like"], noise["edge_like"])
+    # Tiles come from a dense kernel (pixels, units) as the filters figure draws them.
+    kernel = np.stack([gabor() for _ in range(5)]).reshape(5, 64).T
+    np.testing.assert_allclose(filters.tiles(kernel, (8, 8))[2].ravel(), kernel[:, 2])
+
+
+def test_the_sparse_ae_patches_entry_learned_edge_detectors():
+    with open(os.path.join(ROOT, "zoo", "sparse-ae-patches", zoo.METRICS_FILE), encoding="utf-8") as f:
+        stored = json.load(f)["evaluation"]["filters"]
+    model = zoo.load(os.path.join(ROOT, "zoo", "sparse-ae-patches"))
+    _, kernel, tile = filters.first_layer_kernel(model, model.image_shape)
+    measured = filters.edge_like(filters.tiles(kernel, tile))
+    assert measured["edge_like"] == stored["edge_like"] and measured["edge_like"] >= stored["filters"] // 2

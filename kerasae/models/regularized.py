@@ -30,12 +30,15 @@ class SparseAutoencoder(Autoencoder):
             |h_j| per image).
         sparsity_weight: weight of the penalty in the loss.
         sparsity_target: the mean activation the "kl" penalty aims for.
+        weight_penalty: Ng's weight decay lambda: the loss adds lambda / 2 times the sum of the
+            squared kernel weights, encoder and decoder (biases free). It fixes the scale a sparse
+            code could otherwise trade with the decoder's weights (tiny codes, huge weights).
         **kwargs: the `Autoencoder` arguments.
     """
 
-    loss_names = ("loss", "reconstruction_loss", "sparsity_loss")
+    loss_names = ("loss", "reconstruction_loss", "sparsity_loss", "weight_loss")
 
-    def __init__(self, sparsity_penalty="kl", sparsity_weight=0.1, sparsity_target=0.05, **kwargs):
+    def __init__(self, sparsity_penalty="kl", sparsity_weight=0.1, sparsity_target=0.05, weight_penalty=0.0, **kwargs):
         super().__init__(**kwargs)
         if sparsity_penalty not in ("kl", "l1"):
             raise ValueError(f"`sparsity_penalty` must be 'kl' or 'l1'. Received: sparsity_penalty={sparsity_penalty}")
@@ -47,6 +50,7 @@ class SparseAutoencoder(Autoencoder):
         self.sparsity_penalty = sparsity_penalty
         self.sparsity_weight = sparsity_weight
         self.sparsity_target = sparsity_target
+        self.weight_penalty = weight_penalty
 
     def get_config(self):
         return {
@@ -54,6 +58,7 @@ class SparseAutoencoder(Autoencoder):
             "sparsity_penalty": self.sparsity_penalty,
             "sparsity_weight": self.sparsity_weight,
             "sparsity_target": self.sparsity_target,
+            "weight_penalty": self.weight_penalty,
         }
 
     def sparsity(self, code):
@@ -65,7 +70,12 @@ class SparseAutoencoder(Autoencoder):
         return ops.sum(rho * ops.log(rho / rho_hat) + (1.0 - rho) * ops.log((1.0 - rho) / (1.0 - rho_hat)))
 
     def penalties(self, x, code):
-        return {"sparsity_loss": (self.sparsity_weight, self.sparsity(code))}
+        kernels = [w for w in self.trainable_weights if w.path.endswith("kernel")]
+        squares = ops.sum(ops.stack([ops.sum(ops.square(w)) for w in kernels]))
+        return {
+            "sparsity_loss": (self.sparsity_weight, self.sparsity(code)),
+            "weight_loss": (self.weight_penalty, 0.5 * squares),
+        }
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
