@@ -96,6 +96,7 @@ def metric_rows(metrics):
             f"importance-sampled (k = {ev.get('nll_samples')})",
             "nats / image",
         ),
+        ("nll_bits_per_dim", "NLL in bits per dimension (8-bit values)", "bits / dimension"),
         ("active_units", "active code units (Cov > 0.01)", f"of {ev.get('code_units', metrics.get('latent_dim'))}"),
         (
             "active_units_per_layer",

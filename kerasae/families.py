@@ -31,12 +31,13 @@ METRICS = (
     "pca_probe_accuracy",
     "denoising",
     "principal_angles_deg",
+    "filters",
 )
-VARIATIONAL_METRICS = ("elbo", "elbo_reconstruction", "elbo_kl", "nll")
+VARIATIONAL_METRICS = ("elbo", "elbo_reconstruction", "elbo_kl", "nll", "nll_bits_per_dim")
 
 # The reconstruction term: deterministic families take `loss.type`, variational ones `loss.likelihood`.
 RECONSTRUCTION = {"type": ("reconstruction", "bce")}
-LIKELIHOOD = {"likelihood": ("likelihood", "bernoulli")}
+LIKELIHOOD = {"likelihood": ("likelihood", "bernoulli"), "scale": ("scale", "unit")}
 BETA = {"beta": ("beta", 1.0), "kl_warmup_epochs": ("kl_warmup_epochs", 0)}
 
 
@@ -100,7 +101,20 @@ def _arguments(keys, section):
     return {arg: default if values[key] is None else values[key] for key, (arg, default) in keys.items()}
 
 
-def _variational(name, class_name, summary, loss, metrics=(), **kwargs):
+# The decoder's scale: learned for the logistic, unit or learned for the gaussian, none for the bernoulli.
+SCALE_RULES = (
+    (
+        "loss.scale: the logistic likelihood learns its scale: per_channel or per_pixel",
+        lambda model, loss: loss["likelihood"] != "logistic" or loss["scale"] != "unit",
+    ),
+    (
+        "loss.scale: the bernoulli likelihood has no scale; leave it 'unit'",
+        lambda model, loss: loss["likelihood"] != "bernoulli" or loss["scale"] == "unit",
+    ),
+)
+
+
+def _variational(name, class_name, summary, loss, metrics=(), rules=(), **kwargs):
     return Family(
         name,
         class_name,
@@ -110,6 +124,7 @@ def _variational(name, class_name, summary, loss, metrics=(), **kwargs):
         loss={**LIKELIHOOD, **loss},
         figures=FIGURES + GENERATIVE_FIGURES,
         metrics=METRICS + VARIATIONAL_METRICS + metrics,
+        rules=SCALE_RULES + tuple(rules),
         **kwargs,
     )
 

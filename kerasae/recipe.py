@@ -120,7 +120,16 @@ class LossSection(Section):
     variational ones, and each family's own weights. A key left out takes the family's default."""
 
     type: Optional[Literal["bce", "mse"]] = None
-    likelihood: Optional[Literal["bernoulli", "gaussian"]] = None
+    likelihood: Optional[Literal["bernoulli", "gaussian", "logistic"]] = Field(
+        default=None,
+        description="Variational families' p(x | z): bernoulli (binary pixels), gaussian, or logistic (the "
+        "discretized logistic of 8-bit images, exact probabilities; NLL also in bits per dimension).",
+    )
+    scale: Optional[Literal["unit", "per_channel", "per_pixel"]] = Field(
+        default=None,
+        description="The gaussian's sigma or the logistic's scale: unit (sigma 1), or learned per channel or "
+        "per pixel, shared by all images.",
+    )
     beta: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
     kl_warmup_epochs: Optional[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]] = None
     importance_samples: Optional[Annotated[int, Field(ge=1, le=5000)]] = None

@@ -360,7 +360,7 @@ def _check_labels(dataset, recipe):
 
 
 def _check_values(dataset, recipe):
-    needs_unit_range = recipe.loss.type == "bce" or recipe.loss.likelihood == "bernoulli"
+    needs_unit_range = recipe.loss.type == "bce" or recipe.loss.likelihood in ("bernoulli", "logistic")
     if needs_unit_range:
         for split in ("x_train", "x_val", "x_test"):
             x = getattr(dataset, split)

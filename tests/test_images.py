@@ -247,3 +247,70 @@ def test_the_sparse_ae_patches_entry_learned_edge_detectors():
     _, kernel, tile = filters.first_layer_kernel(model, model.image_shape)
     measured = filters.edge_like(filters.tiles(kernel, tile))
     assert measured["edge_like"] == stored["edge_like"] and measured["edge_like"] >= stored["filters"] // 2
+
+
+def test_the_discretized_logistic_gives_the_256_values_probabilities_that_sum_to_one():
+    from keras import ops
+    from scipy.special import expit
+
+    from kerasae import losses
+
+    values = np.arange(256, dtype="float32") / 255.0
+    for mean, log_scale in ((0.3, np.log(0.05)), (0.0, np.log(0.01)), (0.97, np.log(0.2)), (0.5, np.log(1e-4))):
+        nll = losses.discretized_logistic_nll(
+            ops.convert_to_tensor(values[:, None]),
+            ops.convert_to_tensor(np.full((256, 1), mean, "float32")),
+            ops.convert_to_tensor(np.array([log_scale], "float32")),
+        )
+        p = np.exp(-ops.convert_to_numpy(nll))
+        assert abs(p.sum() - 1.0) < 1e-4, (mean, p.sum())
+        inner = expit((values[1:-1] + 0.5 / 255 - mean) / np.exp(log_scale))
+        inner -= expit((values[1:-1] - 0.5 / 255 - mean) / np.exp(log_scale))
+        big = inner > 1e-4
+        np.testing.assert_allclose(p[1:-1][big], inner[big], rtol=2e-3)
+
+
+def test_the_learned_gaussian_is_the_normal_density():
+    from keras import ops
+    from scipy.stats import norm
+
+    from kerasae import losses
+
+    rng = np.random.default_rng(0)
+    x, mean, log_sigma = rng.random((4, 6)), rng.random((4, 6)), rng.normal(-1, 0.5, 6)
+    got = losses.gaussian_nll_scaled(*(ops.convert_to_tensor(a.astype("float32")) for a in (x, mean, log_sigma)))
+    expected = -norm.logpdf(x, mean, np.exp(log_sigma)).sum(axis=1)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("likelihood, scale", [("logistic", "per_channel"), ("gaussian", "per_pixel")])
+def test_colour_likelihoods_learn_their_scale_and_report_bits_per_dim(shapes_folder, tmp_path, likelihood, scale):
+    spec = _conv_vae({"dataset": "folder", "path": shapes_folder}, epochs=5)
+    spec["loss"] = {"likelihood": likelihood, "scale": scale}
+    spec["outputs"]["nll_samples"] = 20
+    with pytest.warns(UserWarning, match="broken.png"):
+        entry, metrics = train.run(recipe.validate(spec), str(tmp_path / "zoo"), verbose=0)
+    model = zoo.load(entry)
+    log_scale = keras.ops.convert_to_numpy(model.log_scale)
+    assert log_scale.shape == ((3,) if scale == "per_channel" else (SIZE, SIZE, 3))
+    assert np.abs(log_scale - np.log(0.1)).max() > 0.05  # learned, not left at its start
+    ev = metrics["evaluation"]
+    dims = SIZE * SIZE * 3
+    offset = dims * np.log(255) if likelihood == "gaussian" else 0.0
+    assert ev["nll_bits_per_dim"] == pytest.approx((ev["nll"] + offset) / (dims * np.log(2)))
+    assert ev["nll_bits_per_dim"] > 0
+    if likelihood == "logistic":  # already better than coding each 8-bit value uniformly
+        assert ev["nll_bits_per_dim"] < 8
+    with open(os.path.join(entry, zoo.CARD_FILE), encoding="utf-8") as f:
+        assert "NLL in bits per dimension" in f.read()
+
+
+def test_scales_belong_to_their_likelihoods():
+    from kerasae.errors import RecipeError
+
+    base = {"name": "x", "model": {"family": "vae"}}
+    with pytest.raises(RecipeError, match="loss.scale: the logistic likelihood learns its scale"):
+        recipe.validate({**base, "loss": {"likelihood": "logistic"}})
+    with pytest.raises(RecipeError, match="loss.scale: the bernoulli likelihood has no scale"):
+        recipe.validate({**base, "loss": {"scale": "per_channel"}})
+    assert recipe.validate({**base, "loss": {"likelihood": "gaussian", "scale": "per_pixel"}}).loss.scale == "per_pixel"

@@ -10,6 +10,8 @@ from kerasae.layers import Sampling
 from kerasae.models.autoencoder import PREDICT_BATCH, Autoencoder, _floats, _offset
 
 LOG_2PI = math.log(2.0 * math.pi)
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
+SCALES = ("unit", "per_channel", "per_pixel")
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
@@ -22,7 +24,10 @@ class VAE(Autoencoder):
     `beta`, which a `KLWarmup` callback ramps up from 0 when warm-up is asked for.
 
     Args:
-        likelihood: "bernoulli" (binary pixels) or "gaussian" (unit variance).
+        likelihood: "bernoulli" (binary pixels), "gaussian", or "logistic" (8-bit pixels k / 255:
+            the discretized logistic, exact probabilities).
+        scale: the gaussian's sigma or the logistic's scale: "unit" (sigma 1, gaussian only), or
+            learned, shared by all images, "per_channel" or "per_pixel".
         beta: weight of the KL term (beta-VAE; 1 gives the ELBO).
         kl_warmup_epochs: epochs over which the KL weight rises linearly to beta.
         **kwargs: the `Autoencoder` arguments (latent_activation is unused).
@@ -32,12 +37,27 @@ class VAE(Autoencoder):
     generative = True
     variational = True
 
-    def __init__(self, likelihood="bernoulli", beta=1.0, kl_warmup_epochs=0, **kwargs):
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"`likelihood` must be 'bernoulli' or 'gaussian'. Received: likelihood={likelihood}")
+    def __init__(self, likelihood="bernoulli", beta=1.0, kl_warmup_epochs=0, scale="unit", **kwargs):
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}. Received: likelihood={likelihood}")
+        fits = {"bernoulli": scale == "unit", "gaussian": True, "logistic": scale != "unit"}[likelihood]
+        if scale not in SCALES or not fits:
+            raise ValueError(
+                "`scale` is 'unit' for the bernoulli likelihood, 'per_channel' or 'per_pixel' for the logistic, "
+                f"any of {SCALES} for the gaussian. Received: likelihood={likelihood}, scale={scale}"
+            )
         kwargs["reconstruction"] = "bce" if likelihood == "bernoulli" else "mse"
         super().__init__(**kwargs)
         self.likelihood = likelihood
+        self.scale = scale
+        # The learned log sigma (gaussian) or log scale (logistic), one per channel or per pixel,
+        # starting at log 0.1 for images in [0, 1].
+        shape = {"per_channel": self.image_shape[-1:], "per_pixel": self.image_shape}.get(scale)
+        self.log_scale = None
+        if shape is not None:
+            self.log_scale = self.add_weight(
+                shape=shape, initializer=keras.initializers.Constant(math.log(0.1)), name="log_scale"
+            )
         self.beta = beta
         self.kl_warmup_epochs = kl_warmup_epochs
         self.sampling = Sampling(seed=_offset(self.seed, 3), dtype="float32", name="sampling")
@@ -55,16 +75,32 @@ class VAE(Autoencoder):
         config = super().get_config()
         config.pop("reconstruction")
         config.pop("latent_activation")
-        return {**config, "likelihood": self.likelihood, "beta": self.beta, "kl_warmup_epochs": self.kl_warmup_epochs}
+        return {
+            **config,
+            "likelihood": self.likelihood,
+            "scale": self.scale,
+            "beta": self.beta,
+            "kl_warmup_epochs": self.kl_warmup_epochs,
+        }
 
     def encode_tensor(self, x, labels=None, training=False):
         z_mean, _ = self.encoder(self.encoder_inputs(x, labels), training=training)
         return z_mean
 
     def reconstruction_loss(self, target, logits, batch_dims=1):
+        """-log p(x | z) per image, from the decoder's last pre-activation output."""
+        if self.likelihood == "bernoulli":
+            return super().reconstruction_loss(target, logits, batch_dims)
+        mean = self.decoder.layers[-1](logits)
+        if self.log_scale is None:
+            return losses.gaussian_nll(target, mean, batch_dims)
+        # One value per flat pixel: (H, W, C) flattens channel-fastest, so a channel's repeats H * W times.
+        pixels = math.prod(self.image_shape)
+        log_scale = ops.reshape(ops.cast(self.log_scale, "float32"), (-1,))
+        log_scale = ops.tile(log_scale, (pixels // ops.shape(log_scale)[0],))
         if self.likelihood == "gaussian":
-            return losses.gaussian_nll(target, self.decoder.layers[-1](logits), batch_dims)
-        return super().reconstruction_loss(target, logits, batch_dims)
+            return losses.gaussian_nll_scaled(target, mean, log_scale, batch_dims)
+        return losses.discretized_logistic_nll(target, mean, log_scale, batch_dims)
 
     def posterior(self, x, y=None, training=False):
         """Targets and q(z|x): (target, z_mean, z_log_var) for one batch."""
