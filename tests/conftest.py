@@ -10,6 +10,9 @@ import pytest
 
 # Tests never touch the network: the MNIST download step is skipped.
 os.environ["KERASAE_OFFLINE"] = "1"
+# ... nor does a Hugging Face dataset name: `datasets` and the Hub stay offline.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

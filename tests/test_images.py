@@ -179,6 +179,9 @@ def test_a_saved_huggingface_dataset_reads_its_splits_and_labels(saved_hf_datase
         data.load(_section(dataset="huggingface", path=saved_hf_dataset, image_column="pixels"))
     with pytest.raises(DataError, match=r"data.path: cannot load dataset"):
         data.load(_section(dataset="huggingface", path=str(os.path.join(saved_hf_dataset, "nothing-here"))))
+    # A name is looked up with `datasets.load_dataset`; offline (as every test is) it fails in one clean line.
+    with pytest.raises(DataError, match=r"data.path: cannot load dataset 'someone/no-such-dataset'"):
+        data.load(_section(dataset="huggingface", path="someone/no-such-dataset"))
 
 
 def test_a_conv_vae_trains_on_a_saved_huggingface_dataset(saved_hf_dataset, tmp_path, monkeypatch):
