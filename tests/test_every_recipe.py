@@ -33,15 +33,16 @@ LONG = EXAMPLES > 2
 def _choices(section, key):
     """The values a Literal field allows, read from the schema itself."""
     annotation = section.model_fields[key].annotation
-    return [a for a in typing.get_args(annotation) if a is not type(None)] or [
-        v for a in typing.get_args(annotation) for v in typing.get_args(a)
-    ]
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [v for a in typing.get_args(annotation) if a is not type(None) for v in typing.get_args(a)]
 
 
 ACTIVATIONS = list(typing.get_args(recipe.Activation))
 OPTIMIZERS = _choices(recipe.TrainSection, "optimizer")
 CORRUPTIONS = _choices(recipe.CorruptionSection, "type")
 BINARIZE = _choices(recipe.DataSection, "binarize")
+SCALES = _choices(recipe.LossSection, "scale")
 
 
 @st.composite
@@ -78,11 +79,14 @@ def recipes(draw, family):
         model.update(draw(st.sampled_from([{"prior": "vamp"}, {"posterior_flow": 1}, {"inference": "ladder"}])))
     loss = {}
     if variational:
-        loss["likelihood"] = draw(st.sampled_from([None, "bernoulli", "gaussian"]))
+        likelihood = loss["likelihood"] = draw(st.sampled_from([None, "bernoulli", "gaussian", "logistic"]))
+        scales = {"gaussian": SCALES, "logistic": SCALES[1:]}.get(likelihood, SCALES[:1])
+        if likelihood == "logistic" or draw(st.booleans()):  # a wild recipe may pair any scale: refused
+            loss["scale"] = draw(st.sampled_from(SCALES if wild else scales))
     else:
         loss["type"] = draw(st.sampled_from([None, "bce", "mse"]))
     for key, takers in families.LOSS_KEYS.items():
-        if key in ("type", "likelihood"):
+        if key in ("type", "likelihood", "scale"):
             continue  # drawn above
         if family in takers and draw(st.booleans()) or wild and draw(st.integers(0, 3)) == 0:
             loss[key] = draw(
@@ -94,6 +98,7 @@ def recipes(draw, family):
                     "sparsity_weight": st.floats(0.0, 1.0),
                     "sparsity_target": st.floats(0.01, 0.5),
                     "contractive_weight": st.floats(0.0, 1.0),
+                    "weight_penalty": st.floats(0.0, 1e-2),
                     "mmd_weight": st.floats(0.0, 30.0),
                     "code_weight": st.floats(0.0, 1.0),
                     "decoder_weight": st.floats(0.0, 1e-2),
