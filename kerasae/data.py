@@ -500,6 +500,8 @@ def _load_patches(section, seed):
     x = images_module.cut_patches(photos, section.patch_size, section.patches, seed)
     n_test = _held_out(len(x), section)
     x_train, x_test = x[:-n_test], x[-n_test:]
+    if section.limit:
+        x_train, x_test = x_train[: section.limit], x_test[: section.limit]
     n_val = _validation_size(len(x_train), section)
     x_train, x_val = x_train[: len(x_train) - n_val], x_train[len(x_train) - n_val :]
     if section.whiten == "zca":
