@@ -71,56 +71,22 @@ def _counts(junit):
 
 
 def test(args):
-    """Runs the same pytest suite once per backend -- the backends side by side, each in its own
-    process with its own temporary folder and log, printed whole as each ends -- then one total line.
-    KERASAE_TEST_SERIAL=1 runs them one after another instead."""
+    """Runs the same pytest suite once per backend, then prints one total line."""
+    totals = [0, 0, 0]
+    status = 0
     backends = os.environ.get("KERASAE_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
-    serial = os.environ.get("KERASAE_TEST_SERIAL") == "1"
-    running, results = {}, {}
     for backend in backends:
-        running[backend] = _start_suite(backend, args)
-        if serial:
-            results[backend] = _finish_suite(backend, *running.pop(backend))
-    heard = time.time()
-    while running:
-        time.sleep(POLL_S)
-        for backend in [b for b, (process, *_) in running.items() if process.poll() is not None]:
-            results[backend] = _finish_suite(backend, *running.pop(backend))
-        if running and time.time() - heard > HEARTBEAT_S:  # CI sees the run is alive
-            _say(f"still running: {', '.join(running)}")
-            heard = time.time()
-    totals = [sum(counts[i] for counts, _ in results.values()) for i in range(3)]
+        junit = os.path.join(VENV, f"junit-{backend}.xml")
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        _say(f"pytest on KERAS_BACKEND={backend}")
+        start = time.time()
+        rc = _run([PYTHON, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", *args], env=env).returncode
+        passed, failed, skipped = _counts(junit)
+        _say(f"{backend}: {passed} passed, {failed} failed, {skipped} skipped in {time.time() - start:.0f} s")
+        totals = [t + c for t, c in zip(totals, (passed, failed, skipped))]
+        status = status or rc
     print(f"total: {totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
-    return next((rc for _, rc in results.values() if rc), 0)
-
-
-POLL_S = 5
-HEARTBEAT_S = 300
-
-
-def _start_suite(backend, args):
-    """Starts pytest on one backend; its output goes to a log file until it ends."""
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    junit = os.path.join(VENV, f"junit-{backend}.xml")
-    if os.path.exists(junit):
-        os.remove(junit)  # a suite that dies before writing its report counts as failed, not as the last run
-    log = open(os.path.join(VENV, f"pytest-{backend}.log"), "w")
-    basetemp = os.path.join(VENV, f"pytest-tmp-{backend}")  # per suite: pytest empties it at the start
-    cmd = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", f"--basetemp={basetemp}", *args]
-    _say(f"pytest on KERAS_BACKEND={backend}")
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return process, log, junit, time.time()
-
-
-def _finish_suite(backend, process, log, junit, start):
-    """Waits for one suite, prints its log and its counts; returns ((passed, failed, skipped), rc)."""
-    rc = process.wait()
-    log.close()
-    with open(log.name) as f:
-        sys.stdout.write(f.read())
-    counts = _counts(junit)
-    _say(f"{backend}: {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped in {time.time() - start:.0f} s")
-    return counts, rc
+    return status
 
 
 def lint():

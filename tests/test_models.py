@@ -45,7 +45,7 @@ def test_loss_falls_and_metrics_are_reported(mnist_like, family):
         "iwae": {"kl_loss"},
         "hvae": {"kl_loss"},
         "cvae": {"kl_loss"},
-        "sparse_ae": {"sparsity_loss"},
+        "sparse_ae": {"sparsity_loss", "weight_loss"},
         "contractive_ae": {"contractive_loss"},
         "wae": {"mmd_loss"},
         "rae": {"code_penalty", "decoder_penalty"},
