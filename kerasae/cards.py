@@ -305,7 +305,7 @@ def _zoo_row(name, m):
         m["family"],
         str(ev.get("code_units", m["latent_dim"])),
         m["data"]["name"],
-        fmt(ev.get("reconstruction", {}).get("bce", float("nan"))),
+        fmt(ev["reconstruction"]["bce"]) if "bce" in ev.get("reconstruction", {}) else "–",  # none outside [0, 1]
         bound,
         fmt(fid["prior"], 1) if "prior" in fid else "–",
         fmt(fid["gmm"], 1) if "gmm" in fid else "–",
