@@ -79,15 +79,12 @@ def recipes(draw, family):
         model.update(draw(st.sampled_from([{"prior": "vamp"}, {"posterior_flow": 1}, {"inference": "ladder"}])))
     loss = {}
     if variational:
-        likelihood = loss["likelihood"] = draw(st.sampled_from([None, "bernoulli", "gaussian", "logistic"]))
-        scales = {"gaussian": SCALES, "logistic": SCALES[1:]}.get(likelihood, SCALES[:1])
-        if likelihood == "logistic" or draw(st.booleans()):  # a wild recipe may pair any scale: refused
-            loss["scale"] = draw(st.sampled_from(SCALES if wild else scales))
+        loss["likelihood"] = draw(st.sampled_from([None, "bernoulli", "gaussian"]))
     else:
         loss["type"] = draw(st.sampled_from([None, "bce", "mse"]))
     for key, takers in families.LOSS_KEYS.items():
-        if key in ("type", "likelihood", "scale"):
-            continue  # drawn above
+        if key in ("type", "likelihood", *LATER_KEYS):
+            continue  # drawn above, or last
         if family in takers and draw(st.booleans()) or wild and draw(st.integers(0, 3)) == 0:
             loss[key] = draw(
                 {
@@ -98,7 +95,6 @@ def recipes(draw, family):
                     "sparsity_weight": st.floats(0.0, 1.0),
                     "sparsity_target": st.floats(0.01, 0.5),
                     "contractive_weight": st.floats(0.0, 1.0),
-                    "weight_penalty": st.floats(0.0, 1e-2),
                     "mmd_weight": st.floats(0.0, 30.0),
                     "code_weight": st.floats(0.0, 1.0),
                     "decoder_weight": st.floats(0.0, 1e-2),
@@ -147,6 +143,7 @@ def recipes(draw, family):
     data = {"binarize": draw(st.sampled_from(BINARIZE)), "validation_split": draw(st.sampled_from([0.0, 0.25]))}
     shape = (draw(st.integers(4, 14)), draw(st.integers(4, 14)), draw(st.sampled_from([1, 1, 3])))
     classes = draw(st.integers(1, 4))
+    _draw_later_keys(draw, family, loss, wild)
     return (
         {
             "name": "sweep",
@@ -160,6 +157,21 @@ def recipes(draw, family):
         shape,
         classes,
     )
+
+
+# Keys added after the sweep's examples were fixed: drawn after every other key, so that the
+# derandomized examples drawn before them stay the recipes they were.
+LATER_KEYS = ("scale", "weight_penalty")
+
+
+def _draw_later_keys(draw, family, loss, wild):
+    """The decoder's scale (the logistic likelihood among them) and the sparse AE's weight penalty."""
+    if families.get(family).variational and draw(st.booleans()):
+        loss["likelihood"] = likelihood = draw(st.sampled_from([loss["likelihood"], "logistic"]))
+        scales = {"gaussian": SCALES, "logistic": SCALES[1:]}.get(likelihood, SCALES[:1])
+        loss["scale"] = draw(st.sampled_from(SCALES if wild else scales))  # a wild one may not fit: refused
+    if family == "sparse_ae" and draw(st.booleans()) or wild and draw(st.integers(0, 3)) == 0:
+        loss["weight_penalty"] = draw(st.floats(0.0, 1e-2))
 
 
 def _hierarchy(draw):
