@@ -74,6 +74,7 @@ class ImageFiles:
     the bytes."""
 
     dtype = np.dtype(np.uint8)
+    ndim = 4
 
     def __init__(self, paths, labels, color_mode, size, resize, where):
         self.color_mode, self.size, self.resize = color_mode, size, resize
@@ -104,8 +105,6 @@ class ImageFiles:
         self.skipped = problems
         self.sha256 = digest.hexdigest()
         self.shape = (len(self.paths), *next(iter(shapes)))
-
-    ndim = 4
 
     def __len__(self):
         return len(self.paths)
