@@ -334,8 +334,8 @@ def _published_nll(nll):
     ]
 
 
-def zoo_table(zoo_dir=None):
-    """Writes `<zoo>/README.md`: one table of every entry."""
+def zoo_text(zoo_dir=None):
+    """The zoo's card: one table of every entry, the published numbers beside them (markdown)."""
     entries = list(zoo.entries(zoo_dir))
     lines = [
         "# kerasae zoo",
@@ -356,6 +356,11 @@ def zoo_table(zoo_dir=None):
         lines += ["", *_published_nll(nll)]
     if fids:
         lines += ["", *_published_fid()]
+    return "\n".join(lines) + "\n"
+
+
+def zoo_table(zoo_dir=None):
+    """Writes `<zoo>/README.md`, the zoo's card (`zoo_text`)."""
     root = zoo.root(zoo_dir)
     os.makedirs(root, exist_ok=True)
-    zoo.write_text(os.path.join(root, zoo.CARD_FILE), "\n".join(lines) + "\n")
+    zoo.write_text(os.path.join(root, zoo.CARD_FILE), zoo_text(zoo_dir))

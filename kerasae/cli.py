@@ -21,6 +21,10 @@ def _parser():
     _training_commands(sub)
     _zoo_commands(sub)
     _image_commands(sub)
+    serve = sub.add_parser("serve", help="the zoo as a local web page: draw, slide, interpolate, sample")
+    serve.add_argument("--zoo", help="zoo folder (default: $KERASAE_ZOO, else ./zoo)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     return parser
 
 
@@ -372,6 +376,34 @@ def _export(args):
     return 0
 
 
+def _serve(args):
+    import importlib.util
+
+    from kerasae import zoo
+
+    missing = [m for m in ("starlette", "uvicorn", "jinja2", "markdown") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise KerasaeError(f"kerasae serve needs {', '.join(missing)}: pip install 'kerasae[serve]'")
+    folder = zoo.root(args.zoo)
+    if not os.path.isdir(folder):
+        raise KerasaeError(f"--zoo: no zoo folder at {folder}")
+    if not 0 <= args.port <= 65535:
+        raise KerasaeError(f"--port: {args.port} is not a port (0..65535)")
+    from kerasae import server
+
+    try:
+        sock = server.bind(args.host, args.port)
+    except OSError as e:
+        raise KerasaeError(f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror})") from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    entries = len(zoo.entries(folder))
+    print(f"serving {os.path.abspath(folder)} ({entries} entries) at http://{shown}:{port}/", flush=True)
+    print("Ctrl-C stops it", flush=True)
+    server.serve(server.create_app(folder), sock)
+    return 0
+
+
 COMMANDS = {
     "train": _train,
     "validate": _validate,
@@ -380,6 +412,7 @@ COMMANDS = {
     "sample": _sample,
     "interpolate": _interpolate,
     "export": _export,
+    "serve": _serve,
 }
 
 

@@ -72,6 +72,18 @@ def features_model():
     return _CACHE["model"]
 
 
+def classify(images):
+    """The shipped classifier's digit for each MNIST-shaped image in [0, 1] (a probe of what an
+    image shows: the web page's tests ask it what a reconstruction of a drawing depicts)."""
+    if "classifier" not in _CACHE:
+        asset = _asset()
+        _, classifier = build_classifier()
+        classifier.set_weights([asset[f"weight_{i}"] for i in range(int(asset["weights"]))])
+        _CACHE["classifier"] = classifier
+    logits = _CACHE["classifier"].predict(np.asarray(images, dtype="float32"), verbose=0)
+    return np.argmax(logits, axis=-1)
+
+
 def features_of(images, batch_size=500):
     """The 128 features of MNIST-shaped images in [0, 1]."""
     return features_model().predict(np.asarray(images, dtype="float32"), batch_size=batch_size, verbose=0)

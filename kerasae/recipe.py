@@ -71,6 +71,10 @@ class StochasticLayer(Section):
 Activation = Literal["linear", "sigmoid", "relu", "tanh", "elu", "selu", "gelu", "silu", "softplus", "leaky_relu"]
 
 
+# The model keys a hierarchical VAE's `stochastic_layers` replace.
+REPLACED_BY_LAYERS = ("encoder", "latent_dim", "decoder")
+
+
 class ModelSection(Section):
     """The network: encoder, latent layer and decoder."""
 
@@ -101,7 +105,7 @@ class ModelSection(Section):
     def _layers_replace_encoder(self):
         if self.stochastic_layers is None:
             return self
-        for key in ("encoder", "latent_dim", "decoder"):
+        for key in REPLACED_BY_LAYERS:
             if key in self.model_fields_set:
                 raise ValueError(f"{key}: does not apply with stochastic_layers (each layer lists its hidden sizes)")
         # The code that `encode` gives, samplers fit and figures show: the top layer's.
@@ -481,6 +485,9 @@ class Recipe(Section):
         data["model"] = {
             key: value for key, value in data["model"].items() if key not in families.MODEL_KEYS or key in family.model
         }
+        if self.model.stochastic_layers is not None:  # they replace these keys, which would not validate again
+            for key in REPLACED_BY_LAYERS:
+                data["model"].pop(key, None)
         dataset = self.data.dataset
         data["data"] = {k: v for k, v in data["data"].items() if dataset in datasets_of(k)}
         return data

@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import yaml
 from conftest import ROOT, SMALL_HIERARCHY, small_recipe
 from keras import ops
 from scipy.special import logsumexp
@@ -217,6 +218,15 @@ def test_hierarchy_keys_belong_to_their_family(mnist_like):
     assert "prior" not in recipe.validate(small_recipe("vae", mnist_like)).to_dict()["model"]
     resolved = recipe.validate(small_recipe("hvae", mnist_like))
     assert resolved.model.prior == "standard" and resolved.model.latent_dim == SMALL_HIERARCHY[-1]["latent_dim"]
+
+
+def test_an_hvae_entrys_resolved_recipe_loads_again(tmp_path):
+    """The recipe.yaml an entry stores (`to_dict`) is what `kerasae eval`, `interpolate` and `serve` read back."""
+    for name in ("hvae.yaml", "hvae-best.yaml"):
+        resolved = recipe.load(os.path.join(ROOT, "recipes", name)).to_dict()
+        stored = tmp_path / name
+        stored.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        assert recipe.load(str(stored)).to_dict() == resolved, name
 
 
 def test_the_card_lists_the_stochastic_layers_and_the_published_two_layer_numbers(mnist_like, tmp_path):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasae.models.autoencoder import PREDICT_BATCH, _floats, line
+from kerasae.models.autoencoder import PREDICT_BATCH, _floats, line, run
 from kerasae.models.vae import VAE
 
 
@@ -71,7 +71,7 @@ class CVAE(VAE):
     def decode(self, z, labels=None, batch_size=PREDICT_BATCH):
         z = _floats(z)
         joined = np.concatenate([z, self._one_hot_np(labels, len(z))], axis=-1)
-        return self.decoder.predict(joined, batch_size=batch_size, verbose=0)
+        return run(self.decoder, joined, batch_size)
 
     def generate(self, n=None, seed=None, digits=None):
         """Draws images of the given classes (default: 0, 1, ... cycling) from the prior."""

@@ -7,7 +7,7 @@ from keras import ops
 
 from kerasae import losses
 from kerasae.layers import Sampling
-from kerasae.models.autoencoder import PREDICT_BATCH, Autoencoder, _floats, _offset
+from kerasae.models.autoencoder import PREDICT_BATCH, Autoencoder, _floats, _offset, run
 
 LOG_2PI = math.log(2.0 * math.pi)
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
@@ -156,7 +156,7 @@ class VAE(Autoencoder):
 
     def encode_distribution(self, x, labels=None, batch_size=PREDICT_BATCH):
         """(z_mean, z_log_var) of q(z|x) (numpy in, numpy out)."""
-        z_mean, z_log_var = self.encoder.predict(self.encoder_feed(x, labels), batch_size=batch_size, verbose=0)
+        z_mean, z_log_var = run(self.encoder, self.encoder_feed(x, labels), batch_size)
         return z_mean, z_log_var
 
     def encoder_feed(self, x, labels=None):

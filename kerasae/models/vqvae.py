@@ -6,7 +6,7 @@ from keras import ops
 
 from kerasae import networks
 from kerasae.layers import VectorQuantizer
-from kerasae.models.autoencoder import PREDICT_BATCH, Autoencoder, _floats
+from kerasae.models.autoencoder import PREDICT_BATCH, Autoencoder, _floats, run
 
 CHUNK = 8192  # code vectors per distance computation in the numpy methods
 
@@ -137,7 +137,7 @@ class VQVAE(Autoencoder):
 
     def encode_indices(self, x, labels=None, batch_size=PREDICT_BATCH):
         """The code of images x as codebook indices, (n, positions) integers."""
-        z_e = self.encoder.predict(_floats(x), batch_size=batch_size, verbose=0)
+        z_e = run(self.encoder, _floats(x), batch_size)
         return self.nearest_codes(z_e)
 
     def nearest_codes(self, z):
