@@ -8,10 +8,13 @@
 Each creates `.venv/` in the checkout when it is missing and (re)install the
 project with its `dev` extras whenever pyproject.toml changed. The torch
 backend is pinned to torch==2.13.0, a CPU build on this team's machines.
+`setup` and `test` also install Debian's chromium for the browser tests when
+it is missing and they run as root (CI does).
 """
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -50,6 +53,20 @@ def setup():
     _run(pip + ["-e", ".[dev]"], check=True)
     with open(STAMP, "w") as f:
         f.write(wanted)
+
+
+def browser():
+    """Debian's Chromium for the browser tests of `kerasae serve` (Playwright drives it), installed
+    with apt-get when missing and this runs as root (as CI does); otherwise those tests skip."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
+        _say("no chromium on PATH: the browser tests will skip (as root: apt-get install chromium)")
+        return
+    _say("installing Debian's chromium for the browser tests (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run(["apt-get", "update", "-qq"], check=True, env=env)
+    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True, env=env)
 
 
 def train(args):
@@ -102,6 +119,8 @@ def main():
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     setup()
+    if sys.argv[1] in ("setup", "test"):
+        browser()
     return commands[sys.argv[1]](sys.argv[2:])
 
 

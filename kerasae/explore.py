@@ -166,7 +166,7 @@ class Explorer:
             "code_size": int(self.model.code_size),
             "generative": bool(self.model.generative),
             "conditional": self.conditional,
-            "num_classes": int(getattr(self.model, "num_classes", 0)) if self.conditional else 0,
+            "num_classes": int(self.model.num_classes) if self.conditional else 0,
             "corruption": self.recipe.get("corruption") if self.model.corruption is not None else None,
             "samplers": self.samplers(),
             "sliders": self.sliders(),

@@ -31,6 +31,7 @@ from typing import Literal, Optional
 import markdown
 import pydantic
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route
@@ -153,7 +154,7 @@ class Zoo:
         self.lock = threading.Lock()
 
     def names(self):
-        return [name for name, _ in zoo.entries(self.folder)]
+        return zoo.names(self.folder)
 
     def path(self, name):
         """The folder of the entry called `name`: only names the zoo lists; 404 otherwise."""
@@ -207,33 +208,50 @@ def render_markdown(text):
     return markdown.markdown(text, extensions=["tables", "fenced_code", _NoRawHtml()])
 
 
-def create_app(zoo_folder):
-    """The Starlette app serving `zoo_folder`."""
-    served = Zoo(zoo_folder)
-    templates = Jinja2Templates(directory=os.path.join(WEB, "templates"))
+# The API's questions: action -> (its request's schema, how an entry's `Explorer` answers it).
+ACTIONS = {
+    "reconstruct": (Reconstruct, lambda e, b: e.reconstruct(b.source.model_dump(), b.corrupt, b.label)),
+    "decode": (Decode, lambda e, b: e.decode(b.code, b.label)),
+    "interpolate": (Interpolate, lambda e, b: e.interpolate(b.a.model_dump(), b.b.model_dump(), b.steps, b.labels)),
+    "sample": (Sample, lambda e, b: e.sample(b.sampler, b.n, b.seed, b.label)),
+}
 
-    async def index(request):
-        table = render_markdown(cards.zoo_text(served.folder)) if served.names() else ""
-        context = {"table": table, "folder": served.folder, "names": served.names()}
-        return templates.TemplateResponse(request, "index.html", context)
 
-    async def entry_page(request):
+class Pages:
+    """The HTML pages and the card figures of a served zoo."""
+
+    def __init__(self, served):
+        self.served = served
+        self.templates = Jinja2Templates(directory=os.path.join(WEB, "templates"))
+
+    async def index(self, request):
+        names = self.served.names()
+        table = render_markdown(cards.zoo_text(self.served.folder)) if names else ""
+        context = {"table": table, "folder": self.served.folder, "names": names}
+        return self.templates.TemplateResponse(request, "index.html", context)
+
+    async def entry(self, request):
         name = request.path_params["name"]
-        path = served.path(name)
-        card = render_markdown(explore.card_markdown(path))
-        return templates.TemplateResponse(request, "entry.html", {"name": name, "card": card})
+        card = render_markdown(explore.card_markdown(self.served.path(name)))
+        return self.templates.TemplateResponse(request, "entry.html", {"name": name, "card": card})
 
-    async def entry_redirect(request):
-        served.path(request.path_params["name"])
+    async def entry_redirect(self, request):
+        self.served.path(request.path_params["name"])
         return RedirectResponse(f"/entries/{request.path_params['name']}/")
 
-    async def figure(request):
-        path = served.path(request.path_params["name"])
+    async def figure(self, request):
+        path = self.served.path(request.path_params["name"])
         file = request.path_params["file"]
         target = os.path.join(path, zoo.FIGURES_DIR, file)
         if not FIGURE_NAME.fullmatch(file) or not os.path.isfile(target):
             raise HTTPException(404, f"no figure '{file}'")
         return FileResponse(target, media_type="image/png")
+
+
+def create_app(zoo_folder):
+    """The Starlette app serving `zoo_folder`."""
+    served = Zoo(zoo_folder)
+    pages = Pages(served)
 
     async def info(request):
         return JSONResponse(served.explorer(request.path_params["name"]).info())
@@ -242,44 +260,24 @@ def create_app(zoo_folder):
         async def endpoint(request):
             explorer = served.explorer(request.path_params["name"])
             body = await _body(request, schema)
-            return JSONResponse(await _threaded(ask, explorer, body))
+            return JSONResponse(await run_in_threadpool(ask, explorer, body))  # off the event loop
 
         return endpoint
 
     api = "/api/entries/{name}"
     routes = [
-        Route("/", index),
-        Route("/entries/{name}", entry_redirect),
-        Route("/entries/{name}/", entry_page),
-        Route("/entries/{name}/figures/{file}", figure),
+        Route("/", pages.index),
+        Route("/entries/{name}", pages.entry_redirect),
+        Route("/entries/{name}/", pages.entry),
+        Route("/entries/{name}/figures/{file}", pages.figure),
         Route(api, info),
-        Route(
-            f"{api}/reconstruct",
-            answer(Reconstruct, lambda e, b: e.reconstruct(b.source.model_dump(), b.corrupt, b.label)),
-            methods=["POST"],
-        ),
-        Route(f"{api}/decode", answer(Decode, lambda e, b: e.decode(b.code, b.label)), methods=["POST"]),
-        Route(
-            f"{api}/interpolate",
-            answer(Interpolate, lambda e, b: e.interpolate(b.a.model_dump(), b.b.model_dump(), b.steps, b.labels)),
-            methods=["POST"],
-        ),
-        Route(
-            f"{api}/sample", answer(Sample, lambda e, b: e.sample(b.sampler, b.n, b.seed, b.label)), methods=["POST"]
-        ),
+        *(Route(f"{api}/{action}", answer(*ACTIONS[action]), methods=["POST"]) for action in ACTIONS),
         Mount("/static", StaticFiles(directory=os.path.join(WEB, "static")), name="static"),
     ]
     handlers = {HTTPException: _http_error, explore.RequestError: _request_error, Exception: _internal_error}
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.add_middleware(LimitBody)
     return app
-
-
-async def _threaded(ask, explorer, body):
-    """Runs a model call off the event loop (Starlette's thread pool)."""
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(ask, explorer, body)
 
 
 async def _http_error(request, exc):
@@ -298,7 +296,9 @@ async def _internal_error(request, exc):
 def bind(host="127.0.0.1", port=8000):
     """A listening socket on host:port (port 0: any free one); `OSError` when taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on connections of a socket that says
+    # it is TCP, and without it each response waits ~40 ms for a delayed ACK (Nagle's algorithm).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)

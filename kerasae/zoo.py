@@ -231,19 +231,21 @@ def read_metrics(path):
         raise ZooError(f"{os.path.join(path, METRICS_FILE)}: unreadable ({e})") from None
 
 
-def entries(zoo=None):
-    """(name, metrics) of every complete entry, sorted by name."""
+def names(zoo=None):
+    """The names of every complete entry, sorted (nothing read but the folder listings)."""
     zoo_root = root(zoo)
     if not os.path.isdir(zoo_root):
         return []
-    found = []
-    for name in sorted(os.listdir(zoo_root)):
-        path = os.path.join(zoo_root, name)
-        if name.startswith(".") or not os.path.isdir(path):
-            continue
-        if all(os.path.isfile(os.path.join(path, f)) for f in REQUIRED_FILES):
-            found.append((name, read_metrics(path)))
-    return found
+    return [
+        name
+        for name in sorted(os.listdir(zoo_root))
+        if not name.startswith(".") and all(os.path.isfile(os.path.join(zoo_root, name, f)) for f in REQUIRED_FILES)
+    ]
+
+
+def entries(zoo=None):
+    """(name, metrics) of every complete entry, sorted by name."""
+    return [(name, read_metrics(os.path.join(root(zoo), name))) for name in names(zoo)]
 
 
 def save_model(model, path):

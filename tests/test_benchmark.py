@@ -108,3 +108,19 @@ def test_cli_and_evaluation_memory_benchmarks_run(tmp_path):
     points = json.loads(memory_out.read_text())["points"]
     assert {p["model"] for p in points} == {"dense vae", "conv vae (gaussian)"} and len(points) == 2
     assert all(p["peak_after_mb"] >= p["peak_before_mb"] > 0 and np.isfinite(p["nll"]) for p in points)
+
+
+def test_the_serve_latency_benchmark_runs(tmp_path):
+    """benchmarks/serve.py drives `kerasae serve` in Chromium; once, in the jax suite (it starts its own
+    server process on this suite's backend)."""
+    from test_serve import chromium_path
+
+    if backend.NAME != "jax":
+        pytest.skip("the serve benchmark's smoke runs once, in the jax suite")
+    if not chromium_path() and not os.environ.get("KERASAE_REQUIRE_BROWSER"):
+        pytest.skip("no chromium on PATH (python3 tasks.py setup installs it as root; CI requires it)")
+    output = tmp_path / "serve.json"
+    _run("serve.py", "--smoke", "--output", str(output))
+    (row,) = json.loads(output.read_text())["results"]
+    assert row["entry"] == "vae-mnist" and row["backend"] == "jax" and row["moves"] >= 4
+    assert 0 < row["median_ms"] <= row["p95_ms"] <= row["max_ms"]
