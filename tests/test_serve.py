@@ -226,6 +226,27 @@ def test_cards_cannot_script_the_page():
 
 
 FEW_NLL = {"nll_samples": 5}
+
+
+def _colour_folder(root, size=12):
+    """60 RGB PNGs in two class folders: a coloured square or disc on black."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for kind in ("discs", "squares"):
+        (root / kind).mkdir()
+        for i in range(30):
+            cy, cx, r = rng.integers(4, size - 4, 2).tolist() + [3]
+            inside = (
+                (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+                if kind == "discs"
+                else np.maximum(abs(yy - cy), abs(xx - cx)) <= r
+            )
+            picture = np.zeros((size, size, 3), np.uint8)
+            picture[inside] = rng.integers(100, 256, 3)
+            Image.fromarray(picture).save(root / kind / f"{i:02d}.png")
+    return str(root)
+
+
 NO_NLL = {"nll_samples": 0}
 
 
@@ -237,6 +258,15 @@ def user_zoo(tmp_path_factory, mnist_like):
         "cae-2d": small_recipe("contractive_ae", mnist_like, 1, model={"latent_dim": 2}),
         "hvae-vamp": small_recipe("hvae", mnist_like, 1, model={"prior": "vamp", "pseudo_inputs": 20}, outputs=NO_NLL),
         "vae-2d": small_recipe("vae", mnist_like, 1, model={"latent_dim": 2}, outputs=FEW_NLL),
+        # A user's own colour photographs (a folder), with the discretized logistic likelihood.
+        "photos-rgb": small_recipe(
+            "vae",
+            _colour_folder(tmp_path_factory.mktemp("photos")),
+            1,
+            data={"dataset": "folder", "color_mode": "rgb", "binarize": "none", "test_split": 0.2},
+            loss={"likelihood": "logistic", "scale": "per_channel"},
+            outputs=FEW_NLL,
+        ),
     }
     for name, spec in specs.items():
         spec["name"] = name
@@ -256,15 +286,17 @@ def _files(folder):
 def test_a_users_zoo_of_other_families_is_served_and_left_as_it_was(user_zoo):
     before = _files(user_zoo)
     with TestClient(server.create_app(user_zoo)) as c:
-        assert all(f"/entries/{name}/" in c.get("/").text for name in ("cae-2d", "hvae-vamp", "vae-2d"))
+        assert all(f"/entries/{name}/" in c.get("/").text for name in ("cae-2d", "hvae-vamp", "vae-2d", "photos-rgb"))
         cae = c.get("/api/entries/cae-2d").json()
         assert cae["samplers"] == [] and cae["map"] and cae["sliders"]  # no sampler.npz: nothing fitted now
         hvae = c.get("/api/entries/hvae-vamp").json()
         assert hvae["code_size"] == 4 and hvae["samplers"] == ["prior", "gmm"]
-        for name in ("cae-2d", "hvae-vamp", "vae-2d"):
+        for name in ("cae-2d", "hvae-vamp", "vae-2d", "photos-rgb"):
             got = post(c, name, "reconstruct", {"source": {"image": png_url(stroke_digit(1))}})
             assert got.status_code == 200, got.text
             assert post(c, name, "decode", {"code": got.json()["code"]}).status_code == 200
+        photo = post(c, "photos-rgb", "reconstruct", {"source": {"test": 0}}).json()
+        assert pixels(photo["input"]).shape == (12, 12, 3) and pixels(photo["output"]).shape == (12, 12, 3)
         assert post(c, "hvae-vamp", "sample", {"sampler": "prior", "n": 3}).status_code == 200
         assert post(c, "cae-2d", "sample", {"sampler": "gmm"}).json()["error"].endswith("(offered: none)")
     assert _files(user_zoo) == before
@@ -297,7 +329,7 @@ def test_the_command_serves_a_folder_and_refuses_bad_arguments(user_zoo, tmp_pat
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        assert line.startswith(f"serving {os.path.abspath(user_zoo)} (3 entries) at http://127.0.0.1:"), line
+        assert line.startswith(f"serving {os.path.abspath(user_zoo)} (4 entries) at http://127.0.0.1:"), line
         url = line.split(" at ")[1].strip()
         import httpx
 
@@ -455,9 +487,11 @@ def test_moving_a_slider_changes_the_decoded_image(page, shipped_site):
     assert page.problems == []
 
 
-def test_the_2d_map_interpolation_and_samples_in_the_browser(page, user_zoo):
+def test_a_users_entries_the_2d_map_interpolation_and_samples_in_the_browser(page, user_zoo):
     site = Served(server.create_app(user_zoo))
     try:
+        for name in ("cae-2d", "hvae-vamp", "photos-rgb"):  # the other families' and a colour entry's pages
+            open_entry(page, site.url, name)
         open_entry(page, site.url, "vae-2d")
         images = []
         for u, v in ((0.1, 0.1), (0.9, 0.9)):
