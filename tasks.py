@@ -66,7 +66,7 @@ def browser():
     _say("installing Debian's chromium for the browser tests (apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "update", "-qq"], check=True, env=env)
-    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True, env=env)
+    _run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
 
 
 def train(args):
