@@ -18,7 +18,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from kerasae import cards, families, recipe, samplers, zoo
+from kerasae import families, recipe, samplers, zoo
 from kerasae.errors import KerasaeError
 
 # A drawing becomes an input the way MNIST's digits were made: its strokes' bounding box scaled
@@ -274,7 +274,3 @@ def card_markdown(entry):
             return f.read()
     return f"# {os.path.basename(entry)}\n\nThis entry has no card ({zoo.CARD_FILE})."
 
-
-def zoo_markdown(zoo_dir):
-    """The zoo's table, as `kerasae` writes it to zoo/README.md, made from the entries now there."""
-    return cards.zoo_text(zoo_dir)
