@@ -273,4 +273,3 @@ def card_markdown(entry):
         with open(path, encoding="utf-8") as f:
             return f.read()
     return f"# {os.path.basename(entry)}\n\nThis entry has no card ({zoo.CARD_FILE})."
-
