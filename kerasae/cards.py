@@ -2,19 +2,20 @@
 
 import os
 
-from kerasae import families, zoo
+from kerasae import data, families, zoo
 
 FIGURE_CAPTIONS = {
-    "reconstructions": "Test digits (top row) and their reconstructions after the epochs shown (the seed's Fig. 2).",
+    "reconstructions": "Test {subject}s (top row) and their reconstructions after the epochs shown "
+    "(the seed's Fig. 2).",
     "denoising": "Input, input with the training corruption, and the model's output (the seed's Fig. 3).",
     "filters": "First-layer weights, grey = 0, each tile scaled by its 99th percentile of |w| (the seed's Fig. 4).",
     "samples": "Images decoded from codes drawn from {prior}.",
-    "interpolation": "Decodes along the line between two test digits' latent means, after the epochs shown "
+    "interpolation": "Decodes along the line between two test {subject}s' latent means, after the epochs shown "
     "(the seed's Fig. 7).",
     "manifold": "Decodes of a grid over the 2-D latent space, spaced by Gaussian quantiles.",
-    "latent": "Test codes in 2-D (first two principal components when the code is wider), coloured by digit.",
+    "latent": "Test codes in 2-D (first two principal components when the code is wider), coloured by {label}.",
     "loss": "Training and validation loss terms per epoch.",
-    "traversals": "The first test digit's code with one unit (a row; the most active units) moved by -3..3 "
+    "traversals": "The first test {subject}'s code with one unit (a row; the most active units) moved by -3..3 "
     "standard deviations of that unit over the test codes.",
 }
 
@@ -141,7 +142,6 @@ def _fid_rows(fid):
 def entry_card(path, recipe, metrics):
     """Writes `<entry>/README.md`: recipe summary, data, metrics table, figures inline."""
     m = recipe["model"]
-    data = metrics["data"]
     lines = [
         f"# {metrics['name']}",
         "",
@@ -166,7 +166,7 @@ def entry_card(path, recipe, metrics):
         f"{'from ' + _family(metrics).prior + ', or with `--sampler gmm` ' if _family(metrics).generative else ''}"
         f"from a Gaussian mixture fitted to its training codes (`{zoo.SAMPLER_FILE}`).",
         "",
-        *_recipe_and_data(m, recipe, data),
+        *_recipe_and_data(m, recipe, metrics["data"]),
         "## Test metrics",
         "",
         "| metric | value | unit |",
@@ -184,9 +184,11 @@ def entry_card(path, recipe, metrics):
         ]
     lines += ["", "## Figures", ""]
     figure_dir = os.path.join(path, zoo.FIGURES_DIR)
+    subject = data.subject(recipe["data"].get("dataset", "mnist"))
+    label = "digit" if subject == "digit" else "label"  # a digit set's labels are its digits
     for figure, caption in FIGURE_CAPTIONS.items():
         if os.path.isfile(os.path.join(figure_dir, f"{figure}.png")):
-            caption = caption.format(prior=_family(metrics).prior)
+            caption = caption.format(prior=_family(metrics).prior, subject=subject, label=label)
             lines += [f"![{figure}]({zoo.FIGURES_DIR}/{figure}.png)", "", caption, ""]
     zoo.write_text(os.path.join(path, zoo.CARD_FILE), "\n".join(lines) + "\n")
 

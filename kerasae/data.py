@@ -211,6 +211,14 @@ def _as_labels(y, n, name, where):
 
 
 LOADERS = {"mnist": _load_mnist, "digits": _load_digits, "npz": _load_npz}
+# The data sets of handwritten digits: figure titles and card captions call their images digits.
+DIGIT_DATASETS = ("mnist", "digits")
+
+
+def subject(dataset):
+    """What a recipe's `data.dataset` holds, as figures and cards name it: "digit" or "image"."""
+    return "digit" if dataset in DIGIT_DATASETS else "image"
+
 
 NPY_FILES = ("x_train", "y_train", "x_test", "y_test")
 CHECK_ROWS = 4096

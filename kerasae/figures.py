@@ -99,7 +99,7 @@ def latent_scatter(codes, labels, path, title):
     fig, ax = plt.subplots(figsize=(6.0, 5.0))
     points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
     if labels is not None:
-        fig.colorbar(points, ax=ax, label="digit")
+        fig.colorbar(points, ax=ax, label="label")
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     ax.set_title(title)
@@ -169,7 +169,7 @@ def _filters(s, path):
 def _latent(s, path):
     d = s.dataset
     codes = s.model.encode(d.x_test, d.y_test if s.model.needs_labels else None)
-    latent_scatter(codes, d.y_test, path, f"{s.name}: test codes by digit")
+    latent_scatter(codes, d.y_test, path, f"{s.name}: test codes by label")
 
 
 TRAVERSAL_UNITS = 10
@@ -178,7 +178,7 @@ TRAVERSAL_STEPS = 9
 
 def _traversals(s, path):
     """Each of the most active code units varied over -3..3 of its standard deviation (over the
-    test codes) around the first test digit's code, the others held."""
+    test codes) around the first test image's code, the others held."""
     d, model = s.dataset, s.model
     codes = model.encode(d.x_test, d.y_test if model.needs_labels else None)
     spread = codes.std(axis=0)
