@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import numpy as np
@@ -15,16 +14,6 @@ os.environ["KERASAE_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# JAX compiles every train, test and predict function with XLA, and on a CPU that is most of a
-# small test's time. Tests build the same models over and over (and in subprocesses), so one
-# persistent compilation cache, shared by the whole run, compiles each program once. The cache is
-# keyed by the program, JAX's version and its flags: a hit runs exactly what a fresh compile would.
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"kerasae-tests-jax-{os.getuid()}")
-)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-# A size limit turns on the cache's file lock: processes of one run (CLI subprocesses) share it safely.
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")
