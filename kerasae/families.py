@@ -12,6 +12,7 @@ This module imports no Keras: the recipe schema reads it to validate without a b
 
 import dataclasses
 import importlib
+import math
 
 # Figures every family draws; "denoising" needs a corruption (the recipe checks that).
 FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denoising")
@@ -114,6 +115,11 @@ SCALE_RULES = (
 )
 
 
+def _stride(layers):
+    """The factor by which a list of layers scales an image's height and width (1 for dense sizes)."""
+    return math.prod(layer.strides for layer in layers if not isinstance(layer, int))
+
+
 def _variational(name, class_name, summary, loss, metrics=(), rules=(), **kwargs):
     return Family(
         name,
@@ -202,6 +208,13 @@ _TABLE = (
         # Its code is discrete: no traversals, no 2-D manifold.
         figures=tuple(f for f in FIGURES if f != "traversals") + ("samples", "interpolation"),
         metrics=METRICS + ("perplexity", "codes_in_use"),
+        rules=(
+            (
+                "model.decoder: a conv VQ-VAE's decoder starts from the code grid the encoder's strides "
+                "reach, so its strides must multiply to the same factor (or leave the decoder out: it mirrors)",
+                lambda model, loss: model.decoder is None or _stride(model.encoder) == _stride(model.decoder),
+            ),
+        ),
         prior="the code frequencies per position, fitted to the training codes",
     ),
     Family(

@@ -192,8 +192,10 @@ class Loop:
         """
         scoped = [RunScope(callback) for callback in callbacks]
         fit_callbacks = [self.clock, self.snapshots, self.guard, *scoped, self.one_epoch]
-        if self.recipe.loss.kl_warmup_epochs:
-            fit_callbacks.append(KLWarmup(self.recipe.loss.beta, self.recipe.loss.kl_warmup_epochs))
+        loss = self.recipe.loss
+        if loss.kl_warmup_epochs:
+            # Up to beta; the β-TCVAE has no beta (its terms carry their own weights): up to 1.
+            fit_callbacks.append(KLWarmup(1.0 if loss.beta is None else loss.beta, loss.kl_warmup_epochs))
         if self.recipe.train.tensorboard:
             fit_callbacks.append(keras.callbacks.TensorBoard(os.path.join(self.folder, "logs")))
         self.fit_arguments = {

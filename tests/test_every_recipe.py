@@ -7,7 +7,9 @@ Each recipe is either refused by `recipe.validate` with one located line per pro
 goes through build, a few training steps on tiny data, evaluation, figures, the entry, and a
 reload that gives the outputs the entry stored.
 
-CI runs a fixed, bounded set (two recipes per family, derandomized) on every backend.
+CI runs a fixed, bounded set on every backend: two draws per family from a seed of the backend's name
+(the same on every run, different across the suites). Hypothesis tries the simplest draw first, and
+that one is a wild recipe (refused: cheap), so each suite trains one recipe per family, its own.
 KERASAE_SWEEP_EXAMPLES=30 runs a longer sweep, 30 per family (and draws torch.compile on PyTorch,
 which costs ~30 s a model and is left out of the short one).
 """
@@ -16,16 +18,17 @@ import json
 import os
 import re
 import typing
+import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, seed, settings
 from hypothesis import strategies as st
 
 from kerasae import backend, families, recipe, train, zoo
 from kerasae.errors import RecipeError
 
-# Examples per family: 2 in CI (14 recipes per backend), more for a longer sweep.
+# Examples per family: 2 in CI (the simplest, refused, and one that trains), more for a longer sweep.
 EXAMPLES = int(os.environ.get("KERASAE_SWEEP_EXAMPLES", "2"))
 LONG = EXAMPLES > 2
 
@@ -49,7 +52,7 @@ SCALES = _choices(recipe.LossSection, "scale")
 def recipes(draw, family):
     # One recipe in six may break the schema's cross-field rules (another family's loss keys, figures
     # that do not apply): those must be refused. The others keep to the rules and must train.
-    wild = draw(st.integers(0, 5)) == 5
+    wild = draw(st.integers(0, 5)) == 0  # the simplest draw (Hypothesis's first) is wild
     variational = families.get(family).variational
     conv = draw(st.booleans()) and not families.get(family).model  # a hierarchy's layers are dense
     if conv:
@@ -160,7 +163,7 @@ def recipes(draw, family):
 
 
 # Keys added after the sweep's examples were fixed: drawn after every other key, so that the
-# derandomized examples drawn before them stay the recipes they were.
+# seeded examples drawn before them stay the recipes they were.
 LATER_KEYS = ("scale", "weight_penalty")
 
 
@@ -215,18 +218,27 @@ def _applies(name, r):
     return name in families.get(r.model.family).figures and (needs is None or needs[1](r))
 
 
-# No shrinking: each example trains a model, and a failure's drawn recipe is printed whole.
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.generate],
-)
 @pytest.mark.parametrize("family", recipe.FAMILIES)
-@given(data=st.data())
-def test_every_valid_recipe_trains_evaluates_writes_and_reloads(tmp_path_factory, family, data):
+def test_every_valid_recipe_trains_evaluates_writes_and_reloads(tmp_path_factory, family):
+    # Seeded by backend and family: a failure reproduces on its backend, and families do not all
+    # draw the same choices from one stream. No shrinking: each example trains a model, and a
+    # failure's drawn recipe is printed whole.
+    @seed(zlib.crc32(f"{backend.NAME} {family}".encode()))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+    @given(data=st.data())
+    def sweep(data):
+        _trains_evaluates_writes_and_reloads(tmp_path_factory, family, data)
+
+    sweep()
+
+
+def _trains_evaluates_writes_and_reloads(tmp_path_factory, family, data):
     drawn = data.draw(recipes(family))
     spec, shape, classes = drawn
     folder = str(tmp_path_factory.mktemp("sweep"))

@@ -310,6 +310,21 @@ def test_betatcvae_terms_sum_to_the_kl_and_estimate_the_aggregate_posterior_with
     assert correlated > independent + 1.0
 
 
+def test_betatcvae_kl_warmup_ramps_its_regularizer_up_to_one(mnist_like, tmp_path):
+    """The β-TCVAE has no beta: a warm-up scales its three weighted terms from 0 to 1."""
+    from kerasae import train
+
+    seen = []
+
+    class Weights(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(float(ops.convert_to_numpy(self.model.kl_weight)))
+
+    r = recipe.validate(small_recipe("betatcvae", mnist_like, epochs=3, loss={"kl_warmup_epochs": 2}))
+    train.run(r, str(tmp_path / "zoo"), verbose=0, callbacks=[Weights()])
+    assert seen == pytest.approx([0.0, 0.5, 1.0])
+
+
 def test_betatcvae_total_correlation_weight_lowers_the_total_correlation(mnist_like):
     _, low, _ = fit_small(mnist_like, "betatcvae", epochs=4, loss={"tc_weight": 0.0})
     _, high, _ = fit_small(mnist_like, "betatcvae", epochs=4, loss={"tc_weight": 20.0})
@@ -354,6 +369,23 @@ def test_vqvae_trains_its_encoder_through_the_quantizer_and_uses_its_codebook(mn
     # The code is made of codebook vectors: decoding a code, or a code nudged off the codebook, is the same.
     codes = model.encode(d.x_test[:4])
     np.testing.assert_allclose(model.decode(codes + 1e-3), model.decode(codes), atol=1e-5)
+
+
+def test_a_conv_vqvae_decoder_of_other_layers_decodes_the_code_grid_to_the_image():
+    """Its own decoder layers (not the mirror), as long as their strides multiply to the encoder's."""
+    spec = {
+        "name": "x",
+        "model": {
+            "family": "vqvae",
+            "encoder": [{"filters": 4, "kernel_size": 3, "strides": 2}, {"filters": 4, "kernel_size": 3, "strides": 3}],
+            "decoder": [{"filters": 3, "kernel_size": 3, "strides": 6}],
+            "latent_dim": 3,
+        },
+    }
+    model = builder.build(recipe.validate(spec), (13, 11, 1))
+    assert model.positions == 3 * 2  # ceil(13 / 6) x ceil(11 / 6)
+    x = np.random.default_rng(0).random((2, 13, 11, 1)).astype("float32")
+    assert model.reconstruct(x).shape == x.shape and model.encode(x).shape == (2, model.code_size)
 
 
 def test_vqvae_dead_codes_restart_at_the_batchs_worst_served_vectors():

@@ -138,6 +138,11 @@ def test_missing_required_keys(write_recipe):
             "model.latent_activation: the kl sparsity penalty needs 'sigmoid' codes",
         ),
         (
+            "name: x\nmodel: {family: vqvae, encoder: [{filters: 4, strides: 2}, {filters: 4, strides: 2}], "
+            "decoder: [{filters: 4, strides: 2}]}\n",
+            "model.decoder: a conv VQ-VAE's decoder starts from the code grid",
+        ),
+        (
             "name: x\nmodel: {family: ae}\ncorruption: {type: gaussian, p: 0.1}\n",
             "corruption.p: does not apply to gaussian corruption",
         ),
