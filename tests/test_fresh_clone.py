@@ -82,3 +82,57 @@ def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(t
     error, kind = loaded.stdout.split()
     assert kind == "DenoisingAutoencoder" and float(error) < 1e-4
     assert np.isfinite(float(error))
+
+
+def _port_free(port):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_the_readme_serve_command_opens_the_shipped_zoo_at_port_8000(tmp_path):
+    """`.venv/bin/kerasae serve` as the README has it: no options, so ./zoo at http://127.0.0.1:8000/."""
+    import signal
+
+    import httpx
+
+    if not _port_free(8000):
+        if os.environ.get("KERASAE_REQUIRE_BROWSER"):  # CI: nothing else listens there
+            pytest.fail("port 8000 is taken on this machine")
+        pytest.skip("port 8000 is taken on this machine (another `kerasae serve`?)")
+    clone = _clone(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    env.pop("KERASAE_ZOO", None)
+    process = subprocess.Popen(
+        [str(clone / ".venv" / "bin" / "kerasae"), "serve"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        names = sorted(n for n in os.listdir(clone / "zoo") if (clone / "zoo" / n / "model.keras").is_file())
+        first = process.stdout.readline()
+        assert first == f"serving {clone / 'zoo'} ({len(names)} entries) at http://127.0.0.1:8000/\n", first
+        index = httpx.get("http://127.0.0.1:8000/", timeout=60)
+        assert index.status_code == 200
+        for name in names:
+            assert f'href="/entries/{name}/"' in index.text, name
+        page = httpx.get("http://127.0.0.1:8000/entries/dae-mnist/", timeout=60)
+        assert page.status_code == 200 and "<h1>dae-mnist</h1>" in page.text
+        answer = httpx.post(
+            "http://127.0.0.1:8000/api/entries/dae-mnist/reconstruct", json={"source": {"test": 0}}, timeout=300
+        )
+        assert answer.status_code == 200 and answer.json()["output"].startswith("data:image/png;base64,")
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        _, errors = process.communicate(timeout=60)
+    # Ctrl-C ends it as it ends every kerasae command: one line, exit code 130 (128 + SIGINT).
+    assert process.returncode == 130 and errors.strip().splitlines()[-1] == "interrupted", errors[-2000:]
+    assert "Traceback" not in errors
