@@ -230,8 +230,7 @@ def _recipe_and_data(m, recipe, data):
         "| --- | --- |",
         *_architecture_rows(m, code),
         f"| loss | {', '.join(f'{k} {v}' for k, v in recipe['loss'].items())} |",
-        f"| corruption | {recipe['corruption']['type']} "
-        f"{'' if recipe['corruption']['type'] == 'none' else recipe['corruption']} |",
+        f"| corruption | {_corruption(recipe['corruption'])} |",
         f"| training | {recipe['train']['optimizer']}, learning rate {_schedule(recipe['train'])}, "
         f"batch {recipe['train']['batch_size']}, seed {recipe['train']['seed']} |",
         "",
@@ -245,6 +244,12 @@ def _recipe_and_data(m, recipe, data):
         f"`{data['sha256']['x_train'][:16]}…`, x_test `{data['sha256']['x_test'][:16]}…`.",
         "",
     ]
+
+
+def _corruption(corruption):
+    """'masking, p 0.2': the type, then its keys that are set."""
+    keys = ", ".join(f"{k} {v}" for k, v in corruption.items() if k != "type" and v is not None)
+    return f"{corruption['type']}, {keys}" if keys else corruption["type"]
 
 
 def _fid_note(fid):

@@ -172,3 +172,8 @@ def test_the_machine_path_check_sees_a_path():
     assert _machine_path(b"from `C:\\Users\\me\\mnist.npz`") and _machine_path(b'"D:\\\\data"')
     assert not _machine_path(b"mnist.npz of keras.datasets.mnist via $KERASAE_DATA_DIR; figures/loss.png")
     assert not _machine_path(b"\xff\xfeZ:\\R")  # binary
+
+
+def test_a_card_names_the_corruption_by_its_settings():
+    assert "| corruption | masking, p 0.2 |" in shipped_text(os.path.join(ZOO, "dae-mnist"))
+    assert "| corruption | none |" in shipped_text(os.path.join(ZOO, "vae-mnist"))
