@@ -349,7 +349,9 @@ def zoo_text(zoo_dir=None):
         "",
         "Load any entry with `import kerasae, keras; keras.saving.load_model('zoo/<entry>/model.keras')`.",
         "Test-set numbers, per image; each entry's README has its figures and the full table. A conditional family's "
-        "ELBO and NLL are of the image given its digit, -log p(x | y): not comparable with the others'.",
+        "ELBO and NLL are of the image given its digit, -log p(x | y): not comparable with the others'. Probe acc.: "
+        "a linear classifier of the digit from the code; a conditional family is given the digit, so its code is "
+        "meant to leave it out and its probe is low by design.",
         "",
         "| " + " | ".join(ZOO_COLUMNS) + " |",
         "| " + " | ".join("---" for _ in ZOO_COLUMNS) + " |",

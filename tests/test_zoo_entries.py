@@ -177,3 +177,9 @@ def test_the_machine_path_check_sees_a_path():
 def test_a_card_names_the_corruption_by_its_settings():
     assert "| corruption | masking, p 0.2 |" in shipped_text(os.path.join(ZOO, "dae-mnist"))
     assert "| corruption | none |" in shipped_text(os.path.join(ZOO, "vae-mnist"))
+
+
+def test_the_zoo_table_says_why_a_conditional_probe_is_low():
+    with open(os.path.join(ZOO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert "a conditional family is given the digit, so its code is meant to leave it out" in text
