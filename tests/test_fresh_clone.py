@@ -85,13 +85,12 @@ def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(t
 
 
 def _port_free(port):
-    import socket
+    from kerasae import server
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+    try:
+        server.bind("127.0.0.1", port).close()
+    except OSError:
+        return False
     return True
 
 
@@ -117,7 +116,9 @@ def test_the_readme_serve_command_opens_the_shipped_zoo_at_port_8000(tmp_path):
         text=True,
     )
     try:
-        names = sorted(n for n in os.listdir(clone / "zoo") if (clone / "zoo" / n / "model.keras").is_file())
+        from kerasae import zoo
+
+        names = zoo.names(str(clone / "zoo"))
         first = process.stdout.readline()
         assert first == f"serving {clone / 'zoo'} ({len(names)} entries) at http://127.0.0.1:8000/\n", first
         index = httpx.get("http://127.0.0.1:8000/", timeout=60)
