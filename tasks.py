@@ -3,6 +3,7 @@
 
     python3 tasks.py train [RECIPE] [kerasae train options]   # default: recipes/dae.yaml
     python3 tasks.py test [pytest options]                     # the suite on tensorflow, jax, torch
+    python3 tasks.py test --slow                               # ... with the slow tier (before a release)
     python3 tasks.py lint                                      # ruff check and ruff format --check
 
 Each creates `.venv/` in the checkout when it is missing and (re)install the
@@ -75,37 +76,50 @@ def train(args):
     return _run([os.path.join(VENV, "bin", "kerasae"), "train", recipe, *rest]).returncode
 
 
-def _counts(junit):
-    """(passed, failed, skipped) from a pytest JUnit XML report."""
+def _report(junit):
+    """(passed, failed, skipped, skip lines) from a pytest JUnit XML report."""
     try:
         suite = ET.parse(junit).getroot()
     except (OSError, ET.ParseError):
-        return 0, 1, 0
+        return 0, 1, 0, []
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
     failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-    return tests - failed - skipped, failed, skipped
+    skips = [
+        f"{case.get('classname')}::{case.get('name')}: {skip.get('message')}"
+        for case in suite.iter("testcase")
+        for skip in case.findall("skipped")
+    ]
+    return tests - failed - skipped, failed, skipped, skips
 
 
 def test(args):
-    """Runs the same pytest suite once per backend, then prints one total line."""
+    """Runs the suite once per backend (backend-independent tests in one of them), then one total line."""
     totals = [0, 0, 0]
     status = 0
     backends = os.environ.get("KERASAE_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
+    # Tests marked `once` run in one suite: torch's, the shortest, unless it is not among them.
+    once = os.environ.get("KERASAE_ONCE_BACKEND", "torch" if "torch" in backends else backends[0])
     # Two pytest workers (pytest-xdist), a test file each at a time, so a module's fixtures are built
     # once: on 2 cores the jax suite took 656 s instead of 934 s (tests wait on subprocesses, the
     # browser and Python as much as on arithmetic). KERASAE_TEST_WORKERS=1 runs one process.
     workers = int(os.environ.get("KERASAE_TEST_WORKERS", "2"))
     parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+    # CI (.ci/run) allows no skip: every test it has must run.
+    no_skips = bool(os.environ.get("KERASAE_NO_SKIPS"))
     for backend in backends:
         junit = os.path.join(VENV, f"junit-{backend}.xml")
-        env = {**os.environ, "KERAS_BACKEND": backend}
-        _say(f"pytest on KERAS_BACKEND={backend}")
+        env = {**os.environ, "KERAS_BACKEND": backend, "KERASAE_ONCE_BACKEND": once}
+        _say(f"pytest on KERAS_BACKEND={backend}" + (" (with the backend-independent tests)" if backend == once else ""))
         start = time.time()
-        pytest = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", *parallel, f"--junitxml={junit}", *args]
-        rc = _run(pytest, env=env).returncode
-        passed, failed, skipped = _counts(junit)
+        pytest = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", *parallel, "--durations=25"]
+        rc = _run([*pytest, f"--junitxml={junit}", *args], env=env).returncode
+        passed, failed, skipped, skips = _report(junit)
         _say(f"{backend}: {passed} passed, {failed} failed, {skipped} skipped in {time.time() - start:.0f} s")
+        if skips and no_skips:
+            _say(f"{backend}: {skipped} skipped, and $KERASAE_NO_SKIPS allows none:")
+            print("\n".join(f"  {line}" for line in skips), flush=True)
+            rc = rc or 1
         totals = [t + c for t, c in zip(totals, (passed, failed, skipped))]
         status = status or rc
     print(f"total: {totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")

@@ -82,15 +82,18 @@ def _zoo_commands(sub):
     export.add_argument("--zoo")
 
 
+OUTPUT_HELP = "a .png file: a grid to look at; a .npz file: the arrays ({arrays}) for further use"
+
+
 def _image_commands(sub):
-    denoise = sub.add_parser("denoise", help="denoise images with a zoo entry; writes a PNG grid")
+    denoise = sub.add_parser("denoise", help="denoise images with a zoo entry; writes a PNG grid or the arrays")
     denoise.add_argument("entry", help="entry name or folder")
     denoise.add_argument("--input", required=True, help=".npy or .npz (first array) of images")
-    denoise.add_argument("--output", required=True, help="PNG file to write")
+    denoise.add_argument("--output", required=True, help=OUTPUT_HELP.format(arrays="input, [noisy,] output"))
     denoise.add_argument("--corrupt", action="store_true", help="corrupt the inputs with the model's noise first")
     denoise.add_argument("--zoo")
 
-    sample = sub.add_parser("sample", help="draw images from a zoo entry; writes a PNG grid")
+    sample = sub.add_parser("sample", help="draw images from a zoo entry; writes a PNG grid or the arrays")
     sample.add_argument("entry")
     sample.add_argument(
         "--sampler",
@@ -103,14 +106,14 @@ def _image_commands(sub):
     sample.add_argument(
         "--digits", help="conditional families: comma-separated classes to draw, e.g. 0,1,2 (default: cycle)"
     )
-    sample.add_argument("--output", required=True)
+    sample.add_argument("--output", required=True, help=OUTPUT_HELP.format(arrays="images, [labels]"))
     sample.add_argument("--zoo")
 
     interp = sub.add_parser("interpolate", help="decode a walk between two test digits' codes")
     interp.add_argument("entry")
     interp.add_argument("--steps", type=int, default=10)
     interp.add_argument("--pairs", type=int, default=4, help="number of test-digit pairs (rows)")
-    interp.add_argument("--output", required=True)
+    interp.add_argument("--output", required=True, help=OUTPUT_HELP.format(arrays="images (pairs, steps, ...), pairs"))
     interp.add_argument("--zoo")
 
 
@@ -265,7 +268,7 @@ def _load_images(path):
 
 
 def _denoise(args):
-    from kerasae import figures, zoo
+    from kerasae import zoo
 
     model = zoo.load(args.entry, args.zoo)
     if model.corruption is None:
@@ -278,19 +281,32 @@ def _denoise(args):
             f"{args.entry}: a {type(model).__name__} needs a label per image; denoise it from Python "
             "with model.denoise(images, labels)"
         )
-    x = _load_images(args.input)[:16]
-    rows = [("input", x)]
+    x = _load_images(args.input)
+    arrays = {"input": x}
     if args.corrupt:
-        x = model.corrupt(x)
-        rows.append(("noisy", x))
-    rows.append(("output", model.denoise(x)))
-    figures.image_rows(rows, args.output, f"{args.entry}: denoising")
-    print(f"wrote {args.output}")
+        x = arrays["noisy"] = model.corrupt(x)
+    arrays["output"] = model.denoise(x)
+    rows = [(name, images[:16]) for name, images in arrays.items()]
+    _write_images(args.output, f"{args.entry}: denoising", rows, arrays)
     return 0
 
 
+def _write_images(path, title, rows, arrays):
+    """The images as a PNG grid, one labelled row per (label, images) pair; or, to a .npz path,
+    the arrays themselves."""
+    from kerasae import figures
+
+    if path.lower().endswith(".npz"):
+        import numpy as np
+
+        np.savez(path, **arrays)
+    else:
+        figures.image_rows(rows, path, title)
+    print(f"wrote {path}")
+
+
 def _sample(args):
-    from kerasae import figures, samplers, zoo
+    from kerasae import samplers, zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     model = zoo.load(entry)
@@ -312,8 +328,8 @@ def _sample(args):
     per_row = 8
     rows = [("", images[i : i + per_row]) for i in range(0, len(images), per_row)]
     source = "the prior" if sampler == "prior" else "a Gaussian mixture fitted to its training codes"
-    figures.image_rows(rows, args.output, f"{args.entry}: samples from {source}")
-    print(f"wrote {args.output}")
+    arrays = {"images": images} | ({"labels": digits} if digits else {})
+    _write_images(args.output, f"{args.entry}: samples from {source}", rows, arrays)
     return 0
 
 
@@ -328,20 +344,19 @@ def _digits(text, num_classes):
 
 
 def _interpolate(args):
-    from kerasae import data, figures, recipe, zoo
+    from kerasae import data, recipe, zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     model = zoo.load(entry)
     r = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
     d = data.load(r.data, seed=r.train.seed)
     x, y = d.x_test, d.y_test
-    rows = []
-    for i in range(min(args.pairs, len(x) // 2)):
-        a, b = 2 * i, 2 * i + 1
+    rows, pairs = [], [(2 * i, 2 * i + 1) for i in range(min(args.pairs, len(x) // 2))]
+    for a, b in pairs:
         extra = {"labels": (y[a], y[b])} if model.needs_labels else {}
         rows.append((f"test {a} -> {b}", model.interpolate(x[a], x[b], args.steps, **extra)))
-    figures.image_rows(rows, args.output, f"{args.entry}: latent interpolation")
-    print(f"wrote {args.output}")
+    arrays = {"images": [images for _, images in rows], "pairs": pairs}
+    _write_images(args.output, f"{args.entry}: latent interpolation", rows, arrays)
     return 0
 
 

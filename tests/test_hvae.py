@@ -128,6 +128,7 @@ def test_a_flow_step_is_autoregressive_and_its_log_determinant_is_exact():
     np.testing.assert_allclose(float(ops.convert_to_numpy(log_det)[0]), log_abs_det, atol=2e-3)
 
 
+@pytest.mark.once
 def test_made_masks_connect_each_output_to_the_units_before_it():
     inputs, outputs = made_masks(4, 9)
     reach = (inputs @ outputs) > 0  # reach[j, i]: unit j feeds output i through some hidden unit
@@ -187,6 +188,7 @@ def test_the_evaluation_counts_active_units_per_layer(mnist_like):
     assert metrics["active_units_per_layer"] == [int((m.var(0) > evaluate.ACTIVE_UNIT_THRESHOLD).sum()) for m in means]
 
 
+@pytest.mark.once
 @pytest.mark.parametrize(
     "model_keys, problem",
     [
@@ -208,6 +210,7 @@ def test_hierarchy_keys_are_validated(mnist_like, model_keys, problem):
     assert any(p.startswith(problem) for p in e.value.problems), e.value.problems
 
 
+@pytest.mark.once
 def test_hierarchy_keys_belong_to_their_family(mnist_like):
     spec = small_recipe("vae", mnist_like)
     spec["model"]["prior"] = "vamp"
@@ -220,6 +223,7 @@ def test_hierarchy_keys_belong_to_their_family(mnist_like):
     assert resolved.model.prior == "standard" and resolved.model.latent_dim == SMALL_HIERARCHY[-1]["latent_dim"]
 
 
+@pytest.mark.once
 def test_an_hvae_entrys_resolved_recipe_loads_again(tmp_path):
     """The recipe.yaml an entry stores (`to_dict`) is what `kerasae eval`, `interpolate` and `serve` read back."""
     for name in ("hvae.yaml", "hvae-best.yaml"):
@@ -229,6 +233,7 @@ def test_an_hvae_entrys_resolved_recipe_loads_again(tmp_path):
         assert recipe.load(str(stored)).to_dict() == resolved, name
 
 
+@pytest.mark.once
 def test_the_card_lists_the_stochastic_layers_and_the_published_two_layer_numbers(mnist_like, tmp_path):
     spec = small_recipe("hvae", mnist_like)
     spec["model"].update({"inference": "ladder", "prior": "vamp", "pseudo_inputs": 7})

@@ -48,6 +48,7 @@ def _section(**keys):
     return recipe.validate({"name": "x", "model": {"family": "ae"}, "data": keys}).data
 
 
+@pytest.mark.once
 def test_a_folder_reads_its_classes_skips_the_corrupt_file_and_splits_by_the_seed(shapes_folder):
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\): .*squares/broken.png"):
         d = data.load(_section(dataset="folder", path=shapes_folder, validation_split=0.1), seed=3)
@@ -65,6 +66,7 @@ def test_a_folder_reads_its_classes_skips_the_corrupt_file_and_splits_by_the_see
     assert not np.array_equal(other.x_test, d.x_test)
 
 
+@pytest.mark.once
 def test_grayscale_and_resizing_by_crop_or_pad(shapes_folder):
     with pytest.warns(UserWarning):
         gray = data.load(_section(dataset="folder", path=shapes_folder, color_mode="grayscale", image_size=[8, 12]))
@@ -75,6 +77,7 @@ def test_grayscale_and_resizing_by_crop_or_pad(shapes_folder):
     assert gray.x_test[:, :, :2].max() > 0  # a crop fills the frame
 
 
+@pytest.mark.once
 def test_mixed_sizes_unreadable_and_empty_folders_are_named(tmp_path):
     (tmp_path / "mixed").mkdir()
     Image.new("RGB", (10, 10)).save(tmp_path / "mixed" / "a.png")
@@ -101,6 +104,7 @@ def test_mixed_sizes_unreadable_and_empty_folders_are_named(tmp_path):
     assert not (tmp_path / "zoo").exists() or os.listdir(tmp_path / "zoo") == [zoo.RUNS_DIR]  # its lock file only
 
 
+@pytest.mark.once
 def test_image_keys_belong_to_image_datasets():
     from kerasae.errors import RecipeError
 
@@ -182,7 +186,8 @@ def test_a_conv_vae_trains_on_a_folder_of_images(shapes_folder, tmp_path, monkey
 @pytest.fixture(scope="module")
 def saved_hf_dataset(tmp_path_factory, shapes_folder):
     """The shapes as a Hugging Face dataset with an image and a label column, saved to disk."""
-    datasets = pytest.importorskip("datasets")
+    import datasets  # kerasae[hf], in the dev extras
+
     paths, labels, _ = images.list_folder(shapes_folder)
     keep = [i for i, p in enumerate(paths) if "broken" not in p]
     table = datasets.Dataset.from_dict(
@@ -194,6 +199,7 @@ def saved_hf_dataset(tmp_path_factory, shapes_folder):
     return path
 
 
+@pytest.mark.once
 def test_a_saved_huggingface_dataset_reads_its_splits_and_labels(saved_hf_dataset):
     d = data.load(_section(dataset="huggingface", path=saved_hf_dataset), seed=0)
     assert d.record["sizes"]["test"] == 24 and d.x_test.shape == (24, SIZE, SIZE, 3)
@@ -218,6 +224,7 @@ def test_a_conv_vae_trains_on_a_saved_huggingface_dataset(saved_hf_dataset, tmp_
     _trains_and_reloads(spec, tmp_path, reads)
 
 
+@pytest.mark.once
 def test_patches_of_the_sample_photographs_and_their_zca_whitening():
     raw = data.load(_section(dataset="patches", patches=4000, patch_size=6), seed=0)
     assert raw.x_train.shape[1:] == (6, 6, 1) and 0 <= raw.x_train.min() and raw.x_train.max() <= 1
@@ -252,6 +259,7 @@ def test_the_readmes_own_images_recipe_trains_as_written(shapes_folder, tmp_path
     assert np.isfinite(metrics["evaluation"]["nll"])
 
 
+@pytest.mark.once
 def test_the_edge_measure_tells_gabor_filters_from_noise():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:8, :8].astype(float)
@@ -313,6 +321,7 @@ def test_the_learned_gaussian_is_the_normal_density():
     np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-4)
 
 
+@pytest.mark.once
 def test_scales_belong_to_their_likelihoods():
     from kerasae.errors import RecipeError
 

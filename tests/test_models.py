@@ -1,6 +1,7 @@
 """Every family trains (loss falls), saves and reloads: same process, fresh process, other backends."""
 
 import json
+import types
 
 import keras
 import numpy as np
@@ -36,8 +37,8 @@ def _extra(family):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_loss_falls_and_metrics_are_reported(mnist_like, family):
-    model, history, _ = fit_small(mnist_like, family, **_extra(family))
+def test_loss_falls_and_metrics_are_reported(fitted, family):
+    history = fitted.histories[family]
     assert history["loss"][-1] < history["loss"][0]
     assert history["val_loss"][-1] < history["val_loss"][0]
     expected = {"loss", "reconstruction_loss"} | {
@@ -100,24 +101,6 @@ def test_bce_loss_is_summed_per_image():
     logits = np.zeros((3, 28, 28, 1), np.float32)  # p = 0.5 everywhere
     loss = keras.ops.convert_to_numpy(model.reconstruction_loss(x, logits))
     np.testing.assert_allclose(loss, 784 * np.log(2.0), rtol=1e-5)
-
-
-def test_denoiser_output_is_closer_to_clean_than_its_noisy_input(mnist_like):
-    # Gaussian noise here: on 480 small images, 20% masking barely moves the
-    # input; the seed's masking DAE is checked on real MNIST in test_mnist.py.
-    model, _, d = fit_small(
-        mnist_like,
-        "dae",
-        epochs=10,
-        model={"encoder": [], "latent_dim": 64, "latent_activation": "sigmoid"},
-        train={"learning_rate": 0.01},
-        corruption={"type": "gaussian", "sigma": 0.4},
-    )
-    clean = d.x_test
-    noisy = model.corrupt(clean)
-    assert np.mean((noisy - clean) ** 2) > 0
-    denoised = model.denoise(noisy)
-    assert np.mean((denoised - clean) ** 2) < np.mean((noisy - clean) ** 2)
 
 
 def test_vae_generate_and_interpolate(mnist_like):
@@ -184,9 +167,9 @@ def test_train_jit_compile_sets_the_compiled_step(tmp_path, mnist_like, jit):
     assert losses[1] < losses[0] and np.isfinite(metrics["test"]["loss"])
 
 
-def test_same_seed_same_result(mnist_like):
-    first, h1, _ = fit_small(mnist_like, "vae", epochs=1)
-    second, h2, _ = fit_small(mnist_like, "vae", epochs=1)
+def test_same_seed_same_result(fitted, mnist_like):
+    first, h1 = fitted.models["vae"], fitted.histories["vae"]
+    second, h2, _ = fit_small(mnist_like, "vae", epochs=FITTED_EPOCHS)
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
     # The logged epoch mean may differ in the last float32 bit (XLA may compile the
@@ -222,23 +205,17 @@ def test_several_steps_per_call_train_as_single_steps(mnist_like, images):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_save_and_reload_reproduces_outputs(tmp_path, mnist_like, family):
-    model, _, d = fit_small(mnist_like, family, epochs=1, **_extra(family))
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
+def test_save_and_reload_reproduces_outputs(fitted, family):
+    model = fitted.models[family]
+    restored = keras.saving.load_model(str(fitted.folder / f"{family}.keras"))
     assert type(restored) is type(model) and restored.get_config() == model.get_config()
-    x, y = d.x_test, d.y_test
-    np.testing.assert_array_equal(restored.reconstruct(x, y), model.reconstruct(x, y))
-    np.testing.assert_array_equal(restored.encode(x, y), model.encode(x, y))
+    x, y = fitted.x, fitted.y
+    np.testing.assert_array_equal(restored.reconstruct(x, y), fitted.outputs[family])
+    np.testing.assert_array_equal(restored.encode(x, y), fitted.codes[family])
     # Training-mode randomness (sampling, corruption) is seeded: the same losses after reload.
-    xb, yb = keras.ops.convert_to_tensor(x[:32]), keras.ops.convert_to_tensor(y[:32])
-    before = model.compute_losses(xb, yb, training=True)
-    after = restored.compute_losses(xb, yb, training=True)
-    for name in before:
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(after[name]), keras.ops.convert_to_numpy(before[name]), rtol=1e-5
-        )
+    after = restored.compute_losses(*_batch(fitted), training=True)
+    for name, value in fitted.training_losses[family].items():
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(after[name]), value, rtol=1e-5)
 
 
 LOAD_AND_PREDICT = """
@@ -254,46 +231,55 @@ LOAD_AND_PREDICT = """
     print(json.dumps({"backend": keras.backend.backend(), "classes": names}))
 """
 
+FITTED_EPOCHS = 3
+
+
+def _batch(fitted):
+    return keras.ops.convert_to_tensor(fitted.x[:32]), keras.ops.convert_to_tensor(fitted.y[:32])
+
 
 @pytest.fixture(scope="module")
-def saved_families(tmp_path_factory, mnist_like):
-    """One briefly trained model of every family, saved as <family>.keras, with test inputs."""
+def fitted(tmp_path_factory, mnist_like):
+    """Every family fitted once, for three epochs, and saved as <family>.keras beside 64 test images:
+    the loss, reload and other-backend tests share these fits."""
     folder = tmp_path_factory.mktemp("families")
-    models = {}
+    fits = types.SimpleNamespace(folder=folder, models={}, histories={}, outputs={}, codes={}, training_losses={})
     for family in sorted(FAMILIES):
-        model, _, d = fit_small(mnist_like, family, epochs=1, **_extra(family))
+        model, history, d = fit_small(mnist_like, family, epochs=FITTED_EPOCHS, **_extra(family))
         model.save(str(folder / f"{family}.keras"))
-        models[family] = model
-    np.save(folder / "x.npy", d.x_test[:64])
-    np.save(folder / "y.npy", d.y_test[:64])
+        fits.models[family], fits.histories[family] = model, history
+        fits.x, fits.y = d.x_test[:64], d.y_test[:64]
+        fits.outputs[family], fits.codes[family] = model.reconstruct(fits.x, fits.y), model.encode(fits.x, fits.y)
+        # The losses of a training-mode call on the model as saved: a reload must draw the same noise.
+        # (The call moves the model's state on: a VQ-VAE's codebook, the seed; the outputs come first.)
+        losses = model.compute_losses(*_batch(fits), training=True)
+        fits.training_losses[family] = {k: keras.ops.convert_to_numpy(v) for k, v in losses.items()}
+    np.save(folder / "x.npy", fits.x)
+    np.save(folder / "y.npy", fits.y)
     (folder / "families.json").write_text(json.dumps(sorted(FAMILIES)))
-    return folder, models, d.x_test[:64], d.y_test[:64]
+    return fits
 
 
-def _load_elsewhere(saved_families, target_backend):
-    folder, models, x, y = saved_families
+def _load_elsewhere(fitted, target_backend):
+    folder, models, x, y = fitted.folder, fitted.models, fitted.x, fitted.y
     printed = json.loads(run_python(LOAD_AND_PREDICT, backend=target_backend, args=[str(folder)]).splitlines()[-1])
     assert printed["backend"] == target_backend
     assert printed["classes"] == {family: type(model).__name__ for family, model in models.items()}
     return folder, models, x, y
 
 
-def test_fresh_process_loads_with_import_kerasae_only(saved_families):
-    folder, models, x, y = _load_elsewhere(saved_families, backend.NAME)
-    for family, model in models.items():
-        np.testing.assert_array_equal(np.load(folder / f"{family}-out.npy"), model.reconstruct(x, y), err_msg=family)
+def test_fresh_process_loads_with_import_kerasae_only(fitted):
+    folder, models, x, y = _load_elsewhere(fitted, backend.NAME)
+    for family in models:
+        np.testing.assert_array_equal(np.load(folder / f"{family}-out.npy"), fitted.outputs[family], err_msg=family)
 
 
 @pytest.mark.parametrize("other", OTHER_BACKENDS)
-def test_every_family_saved_here_loads_on_the_other_backends(saved_families, other):
-    folder, models, x, y = _load_elsewhere(saved_families, other)
-    for family, model in models.items():
-        np.testing.assert_allclose(
-            np.load(folder / f"{family}-out.npy"), model.reconstruct(x, y), atol=1e-5, err_msg=family
-        )
-        np.testing.assert_allclose(
-            np.load(folder / f"{family}-codes.npy"), model.encode(x, y), atol=1e-5, err_msg=family
-        )
+def test_every_family_saved_here_loads_on_the_other_backends(fitted, other):
+    folder, models, x, y = _load_elsewhere(fitted, other)
+    for family in models:
+        for name, stored in (("out", fitted.outputs), ("codes", fitted.codes)):
+            np.testing.assert_allclose(np.load(folder / f"{family}-{name}.npy"), stored[family], atol=1e-5, err_msg=family)
 
 
 # On PyTorch kerasae swaps Keras's Adam update for torch's fused kernel (backend/torch.py); elsewhere the

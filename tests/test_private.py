@@ -23,6 +23,7 @@ def test_each_private_name_is_in_the_installed_versions(name):
     )
 
 
+@pytest.mark.once
 def test_the_list_names_every_private_name_in_the_code():
     """A private attribute of Keras, JAX or PyTorch written anywhere in kerasae is declared."""
     import re
@@ -102,7 +103,7 @@ def test_without_the_compiled_flag_an_entry_keeps_the_optimizer_and_still_loads(
     np.testing.assert_allclose(keras.saving.load_model(full).reconstruct(x), model.reconstruct(x), rtol=1e-6)
 
 
-@pytest.mark.skipif(backend.NAME != "torch", reason="the fused Adam update is the torch backend's")
+@pytest.mark.backends("torch")
 def test_without_the_fused_adam_hooks_torch_trains_the_same_weights(missing):
     from kerasae.models import Autoencoder
 

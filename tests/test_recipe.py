@@ -10,6 +10,9 @@ from kerasae import recipe
 from kerasae.errors import RecipeError
 from kerasae.families import FAMILIES
 
+# The recipe schema: no backend computes here.
+pytestmark = pytest.mark.once
+
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(RECIPES, "*.yaml"))))
 def test_shipped_recipes_validate(path):

@@ -16,6 +16,9 @@ from kerasae import data, recipe
 from kerasae.errors import DataError, RecipeError
 from kerasae.recipe import DataSection
 
+# Recipes and data files are read and checked before any backend computes.
+pytestmark = pytest.mark.once
+
 BROKEN = os.path.join(os.path.dirname(__file__), "broken")
 
 

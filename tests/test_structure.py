@@ -9,6 +9,9 @@ import pytest
 
 from kerasae import families
 
+# The code's text, read as text.
+pytestmark = pytest.mark.once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "kerasae")
 MAX_FUNCTION_LINES = 60
