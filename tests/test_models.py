@@ -279,7 +279,8 @@ def test_every_family_saved_here_loads_on_the_other_backends(fitted, other):
     folder, models, x, y = _load_elsewhere(fitted, other)
     for family in models:
         for name, stored in (("out", fitted.outputs), ("codes", fitted.codes)):
-            np.testing.assert_allclose(np.load(folder / f"{family}-{name}.npy"), stored[family], atol=1e-5, err_msg=family)
+            got = np.load(folder / f"{family}-{name}.npy")
+            np.testing.assert_allclose(got, stored[family], atol=1e-5, err_msg=family)
 
 
 # On PyTorch kerasae swaps Keras's Adam update for torch's fused kernel (backend/torch.py); elsewhere the
