@@ -64,11 +64,19 @@ def test_train_writes_a_complete_entry(tmp_path, mnist_like, zoo_dir, capsys):
 
     model = zoo.load("test-dae", zoo_dir)
     assert type(model).__name__ == "DenoisingAutoencoder"
+    _gives_its_stored_outputs(model, entry)
 
     capsys.readouterr()
     assert cli.main(["zoo", "list", "--zoo", zoo_dir]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["name", "family", "latent"] and table[1].split()[:3] == ["test-dae", "dae", "8"]
+
+
+def _gives_its_stored_outputs(model, entry):
+    """The reloaded model's reconstructions and codes of the entry's check images are those stored."""
+    with np.load(os.path.join(entry, zoo.CHECK_FILE)) as check:
+        np.testing.assert_allclose(model.reconstruct(check["x"]), check["reconstructions"], atol=1e-5)
+        np.testing.assert_allclose(model.encode(check["x"]), check["codes"], atol=1e-5)
 
 
 def test_a_name_the_zoo_holds_trains_into_a_new_version(tmp_path, mnist_like, shared_zoo, zoo_dir, capsys):
@@ -370,7 +378,9 @@ def test_load_finds_a_name_along_the_zoo_path(tmp_path, shared_zoo, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(zoo.ZOO_ENV, os.pathsep.join([first, second]))
     assert zoo.resolve("test-ae") == os.path.join(second, "test-ae")
-    assert type(kerasae.load("test-ae")).__name__ == "Autoencoder"
+    model = kerasae.load("test-ae")
+    assert type(model).__name__ == "Autoencoder"
+    _gives_its_stored_outputs(model, os.path.join(second, "test-ae"))
     with pytest.raises(zoo.ZooError, match=f"no zoo entry named 'test-vae' in {first}, {second}, zoo, "):
         kerasae.load("test-vae")
 
@@ -417,7 +427,8 @@ def test_commands_that_compute_nothing_import_no_backend(args):
 
 
 def test_import_kerasae_registers_its_classes_once_keras_is_imported(tmp_path, mnist_like):
-    entry = os.path.join(ROOT, "zoo", "cvae-mnist", zoo.MODEL_FILE)
+    entry = os.path.join(ROOT, "zoo", "cvae-mnist")
+    model, check = os.path.join(entry, zoo.MODEL_FILE), os.path.join(entry, zoo.CHECK_FILE)
     for first, then in (
         ("import kerasae", "import keras"),
         ("import keras", "import kerasae"),
@@ -425,10 +436,13 @@ def test_import_kerasae_registers_its_classes_once_keras_is_imported(tmp_path, m
     ):
         code = (
             f"import sys\n{first}\n{then}\nassert 'kerasae.models' in sys.modules\n"
-            f"m = keras.saving.load_model({entry!r})\nprint(type(m).__name__)"
+            f"m = keras.saving.load_model({model!r})\nimport numpy as np\nc = np.load({check!r})\n"
+            "print(type(m).__name__, np.abs(m.reconstruct(c['x'], c['y']) - c['reconstructions']).max())"
         )
         result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0 and result.stdout.strip() == "CVAE", (first, result.stderr[-1500:])
+        assert result.returncode == 0, (first, result.stderr[-1500:])
+        kind, error = result.stdout.split()
+        assert kind == "CVAE" and float(error) < 1e-4, (first, result.stdout)
     lazy = subprocess.run(
         [sys.executable, "-c", "import sys, kerasae; print('keras' in sys.modules, kerasae.CVAE.__name__)"],
         capture_output=True,

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import keras
 import numpy as np
@@ -14,7 +15,7 @@ import yaml
 from conftest import ROOT
 from PIL import Image
 
-from kerasae import data, filters, images, recipe, train, zoo
+from kerasae import data, evaluate, filters, images, recipe, train, zoo
 from kerasae.errors import DataError
 
 SIZE = 16
@@ -158,9 +159,7 @@ def _learned_its_scale(model, metrics, loss, entry):
     assert log_scale.shape == ((3,) if loss["scale"] == "per_channel" else (SIZE, SIZE, 3))
     assert np.abs(log_scale - np.log(0.1)).max() > 0.05
     ev = metrics["evaluation"]
-    dims = SIZE * SIZE * 3
-    offset = dims * np.log(255) if loss["likelihood"] == "gaussian" else 0.0
-    assert ev["nll_bits_per_dim"] == pytest.approx((ev["nll"] + offset) / (dims * np.log(2)))
+    assert ev["nll_bits_per_dim"] == pytest.approx(evaluate.bits_per_dim(ev["nll"], model))  # checked below
     assert ev["nll_bits_per_dim"] > 0
     if loss["likelihood"] == "logistic":  # already better than coding each 8-bit value uniformly
         assert ev["nll_bits_per_dim"] < 8
@@ -257,6 +256,27 @@ def test_the_readmes_own_images_recipe_trains_as_written(shapes_folder, tmp_path
         entry, metrics = train.run(recipe.validate(spec), str(tmp_path / "zoo"), verbose=0)
     assert metrics["data"]["image_shape"] == [64, 64, 3] and metrics["data"]["classes"] == ["discs", "squares"]
     assert np.isfinite(metrics["evaluation"]["nll"])
+
+
+@pytest.mark.once
+def test_bits_per_dimension_are_those_of_the_8_bit_values():
+    """Against first principles: the probability a Gaussian density gives each value's bin of width
+    1/255 (scipy's normal CDF at its edges); a fair coin per value; 256 equally likely values."""
+    from scipy.stats import norm
+
+    shape = (5, 5, 3)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, shape) / 255.0
+    mean, sd = np.clip(x + rng.normal(0.0, 0.05, shape), 0.0, 1.0), 0.1
+    density_nll = -norm.logpdf(x, mean, sd).sum()  # nats per image, as the evaluation reports it
+    bins = norm.cdf(x + 0.5 / 255, mean, sd) - norm.cdf(x - 0.5 / 255, mean, sd)
+    expected = -np.log2(bins).sum() / x.size
+    gaussian = types.SimpleNamespace(image_shape=shape, likelihood="gaussian")
+    assert evaluate.bits_per_dim(density_nll, gaussian) == pytest.approx(expected, rel=1e-4)
+    coin = types.SimpleNamespace(image_shape=shape, likelihood="bernoulli")
+    assert evaluate.bits_per_dim(x.size * np.log(2.0), coin) == pytest.approx(1.0)
+    uniform = types.SimpleNamespace(image_shape=shape, likelihood="logistic")
+    assert evaluate.bits_per_dim(x.size * np.log(256.0), uniform) == pytest.approx(8.0)
 
 
 @pytest.mark.once

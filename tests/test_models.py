@@ -338,6 +338,8 @@ def test_mixed_precision_trains_with_float32_weights_codes_and_losses(tmp_path, 
     x = data.load(r.data, seed=r.train.seed).x_test[:16]
     codes, images = model.encode(x), model.reconstruct(x)
     assert codes.dtype == np.float32 and images.dtype == np.float32 and np.isfinite(images).all()
+    with np.load(f"{entry}/check.npz") as check:  # the outputs it was shipped with, in the half type too
+        np.testing.assert_allclose(model.reconstruct(check["x"]), check["reconstructions"], atol=1e-4)
     terms = model.compute_losses(keras.ops.convert_to_tensor(x), training=False)
     assert all(keras.backend.standardize_dtype(v.dtype) == "float32" for v in terms.values())
     fresh = builder.build(r, model.image_shape)

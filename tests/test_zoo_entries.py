@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 
 import keras
 import numpy as np
 import pytest
-from conftest import REQUIRE_DATA_ENV, ROOT, unavailable
+from conftest import REQUIRE_DATA_ENV, ROOT, full_mnist, unavailable
 
 import kerasae
 from kerasae import cards, data, evaluate, recipe, zoo
@@ -93,6 +94,32 @@ def test_entry_reproduces_its_stored_test_metrics(name):
             dataset.x_test, *([labels] if model.needs_labels else []), batch_size=500, verbose=0, return_dict=True
         )
         assert -(terms["reconstruction_loss"] + terms["kl_loss"]) == pytest.approx(stored["elbo"], abs=0.5)
+
+
+def _flat(metrics, prefix=""):
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        elif key != "seconds":
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.once
+@pytest.mark.mnist
+def test_kerasae_eval_on_a_shipped_entry_reproduces_its_metrics_and_card(tmp_path):
+    """The command as a user runs it, on a copy of the shipped linear AE (eval rewrites metrics and cards)."""
+    full_mnist()
+    entry = shutil.copytree(os.path.join(ZOO, "ae-linear-mnist"), tmp_path / "zoo" / "ae-linear-mnist")
+    command = [os.path.join(os.path.dirname(sys.executable), "kerasae"), "eval", str(entry), "--json"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fresh, stored = dict(_flat(json.loads(result.stdout))), dict(_flat(_metrics("ae-linear-mnist")["evaluation"]))
+    assert fresh.keys() == stored.keys()
+    for key, value in stored.items():
+        assert fresh[key] == (value if isinstance(value, (str, bool)) else pytest.approx(value, rel=1e-4)), key
+    # The seed's claim on the real thing: the linear AE's decoder spans PCA's subspace, within 5 degrees.
+    assert 0 <= max(json.loads(result.stdout)["principal_angles_deg"]) < 5.0
+    assert (entry / zoo.CARD_FILE).read_text(encoding="utf-8") == shipped_text(os.path.join(ZOO, "ae-linear-mnist"))
 
 
 @pytest.mark.once
