@@ -43,10 +43,23 @@ def _weights(entry):
     return zoo.load(entry).get_weights()
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mnist_like):
+    """family -> (entry, metrics) of the four-epoch run that interrupted runs must reach, trained once."""
+    runs = {}
+
+    def run(family):
+        if family not in runs:
+            runs[family] = train.run(_recipe(mnist_like, family), str(tmp_path_factory.mktemp("straight")), verbose=0)
+        return runs[family]
+
+    return run
+
+
 @pytest.mark.parametrize("family", ["vae", "dae"])
-def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path, mnist_like, family):
+def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path, mnist_like, uninterrupted, family):
     r = _recipe(mnist_like, family)
-    straight, straight_metrics = train.run(r, str(tmp_path / "a"), verbose=0)
+    straight, straight_metrics = uninterrupted(family)
     zoo_b = str(tmp_path / "b")
     # The signal lands before step 6 of epoch 3 (batch index 5); that step finishes, then a
     # checkpoint inside the epoch is written.
@@ -81,9 +94,9 @@ class KillAt(keras.callbacks.Callback):
             raise KeyboardInterrupt  # not a signal kerasae handles: nothing is saved on the way out
 
 
-def test_step_checkpoints_resume_inside_an_epoch(tmp_path, mnist_like):
-    r = _recipe(mnist_like, "vae", epochs=2)
-    straight, _ = train.run(r, str(tmp_path / "a"), verbose=0)
+def test_step_checkpoints_resume_inside_an_epoch(tmp_path, mnist_like, uninterrupted):
+    r = _recipe(mnist_like, "vae")
+    straight, _ = uninterrupted("vae")
     every = recipe.validate({**r.to_dict(), "train": {**r.to_dict()["train"], "checkpoint_every_steps": 4}})
     zoo_b = str(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):  # 15 steps per epoch: dies at step 7 of epoch 2
