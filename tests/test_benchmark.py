@@ -45,6 +45,7 @@ def test_the_benchmark_runs_the_real_command_end_to_end(tmp_path):
     assert f"| {recipe} | kerasae {backend.NAME} |" in out and f"| {recipe} | PyTorch eager |" in out
 
 
+@pytest.mark.slow
 def test_the_draw_cost_diagnostic_runs(tmp_path):
     """benchmarks/rng.py (the cost of the random draws), in its smallest setting, on this backend."""
     rng_output = tmp_path / "rng.json"
@@ -88,6 +89,7 @@ def test_the_diagnostics_run(tmp_path):
         assert run["epochs"] >= 1 and -800 < run["test_elbo"] < 0
 
 
+@pytest.mark.once
 def test_the_evaluation_memory_benchmark_runs(tmp_path):
     output = tmp_path / "eval_memory.json"
     _run("eval_memory.py", "--smoke", "--backend", backend.NAME, "--output", str(output))

@@ -241,7 +241,7 @@ def test_samples_of_the_shipped_vae_are_digits_of_every_kind_and_follow_the_seed
 
 @pytest.mark.mnist
 def test_digits_asked_of_the_shipped_cvae_are_drawn(tmp_path, capsys):
-    asked = list(range(10)) * 3
+    asked = [3, 8, 1, 9, 0, 7, 2, 6, 5, 4] * 3  # not the default cycle 0, 1, 2, ...
     digits = ["sample", "cvae-mnist", "--digits", ",".join(map(str, asked))]
     assert cli.main([*digits, "--output", str(tmp_path / "digits.npz")]) == 0, capsys.readouterr().err
     got = np.load(tmp_path / "digits.npz")

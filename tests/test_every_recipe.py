@@ -13,7 +13,8 @@ to them). CI runs a fixed, bounded set on every backend: two draws per family fr
 backend's name (the same on every run, different across the suites). Hypothesis tries the simplest
 draw first, a wild one (refused: cheap); each family must train at least one recipe per suite, which
 the test asserts. `python3 tasks.py test --slow` (KERASAE_SWEEP_EXAMPLES=30) runs a longer sweep, 30
-per family (and draws torch.compile on PyTorch, ~30 s a model, left out of the short one).
+per family (and draws torch.compile on PyTorch and JAX without jit, ~30 s a model, left out of the
+short one).
 """
 
 import json
@@ -130,7 +131,7 @@ def recipes(draw, family):
         "learning_rate_schedule": schedule,
         "seed": draw(st.integers(0, 5)),
         "steps_per_execution": draw(st.sampled_from([None, 1, 3])),
-        "jit_compile": draw(st.sampled_from([None, False, True] if LONG or backend.NAME != "torch" else [None, False])),
+        "jit_compile": draw(st.sampled_from(JIT_CHOICES if LONG else SHORT_JIT_CHOICES[backend.NAME])),
         "checkpoint_every_steps": draw(st.sampled_from([None, None, 2])),
         "tensorboard": draw(st.integers(0, 9)) == 9,
     }
@@ -165,6 +166,12 @@ def recipes(draw, family):
         shape,
         classes,
     )
+
+
+JIT_CHOICES = [None, False, True]
+# The short sweep leaves out what costs ~30 s a model: torch.compile, and JAX without jit (every op
+# compiled on its own); test_models.py checks `jit_compile` on every backend.
+SHORT_JIT_CHOICES = {"tensorflow": JIT_CHOICES, "jax": [None, True], "torch": [None, False]}
 
 
 # Keys added after the sweep's examples were fixed: drawn after every other key, so that the

@@ -212,6 +212,7 @@ def test_a_saved_huggingface_dataset_reads_its_splits_and_labels(saved_hf_datase
         data.load(_section(dataset="huggingface", path="someone/no-such-dataset"))
 
 
+@pytest.mark.once  # the data source is what it checks; the folder test above trains on every backend
 def test_a_conv_vae_trains_on_a_saved_huggingface_dataset(saved_hf_dataset, tmp_path, monkeypatch):
     reads = []
     read = images.DatasetRows.read
@@ -240,6 +241,7 @@ def test_patches_of_the_sample_photographs_and_their_zca_whitening():
     assert rgb.x_train.shape[1:] == (5, 5, 3)
 
 
+@pytest.mark.once  # the data source is what it checks; the folder test above trains on every backend
 def test_the_readmes_own_images_recipe_trains_as_written(shapes_folder, tmp_path, monkeypatch):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         readme = f.read()

@@ -9,7 +9,9 @@ from conftest import FULL_MNIST_SIZES, RECIPES, full_mnist
 
 from kerasae import cli, data, recipe, zoo
 
-pytestmark = pytest.mark.mnist
+# Training on the full set is the same claim on every backend (the sweep and test_models check that
+# each backend trains every family): it runs in one suite.
+pytestmark = [pytest.mark.mnist, pytest.mark.once]
 
 
 @pytest.fixture(autouse=True)
