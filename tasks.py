@@ -110,7 +110,7 @@ def test(args):
     for backend in backends:
         junit = os.path.join(VENV, f"junit-{backend}.xml")
         env = {**os.environ, "KERAS_BACKEND": backend, "KERASAE_ONCE_BACKEND": once}
-        _say(f"pytest on KERAS_BACKEND={backend}" + (" (with the backend-independent tests)" if backend == once else ""))
+        _say(f"pytest on KERAS_BACKEND={backend}" + (" (and the backend-independent tests)" if backend == once else ""))
         start = time.time()
         pytest = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", *parallel, "--durations=25"]
         rc = _run([*pytest, f"--junitxml={junit}", *args], env=env).returncode
