@@ -84,15 +84,20 @@ def test_a_conv_model_trains_on_batches_of_one_grey_image():
     # A batch of one image (batch_size 1, or the last batch of an epoch) through a conv layer with one
     # output channel (the decoder's last on grey images): PyTorch's CPU convolution refused the gradient
     # of the kernel view Keras hands it; kerasae.backend.torch copies that kernel.
-    conv = [{"filters": 5, "kernel_size": 3, "strides": 3}, {"filters": 6, "kernel_size": 4, "strides": 2}]
-    model = FAMILIES["ae"].model_class(image_shape=(4, 8, 1), encoder_layers=conv, latent_dim=4)
-    model.compile(optimizer="sgd")
-    x = np.random.default_rng(0).random((3, 4, 8, 1)).astype("float32")
-    before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
-    history = model.fit(x, batch_size=2, epochs=2, shuffle=False, verbose=0).history  # batches of 2, then 1
-    assert np.all(np.isfinite(history["loss"]))
-    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
-    assert all(not np.array_equal(a, b) for a, b in zip(before, after))  # every weight got its gradient
+    # The same for a transposed conv from one input channel (an encoder whose last conv has one filter):
+    # "grad_weight needs to be contiguous", found by the 30-examples sweep.
+    for conv in (
+        [{"filters": 5, "kernel_size": 3, "strides": 3}, {"filters": 6, "kernel_size": 4, "strides": 2}],
+        [{"filters": 5, "kernel_size": 3, "strides": 2}, {"filters": 1, "kernel_size": 3, "strides": 2}],
+    ):
+        model = FAMILIES["ae"].model_class(image_shape=(4, 8, 1), encoder_layers=conv, latent_dim=4)
+        model.compile(optimizer="sgd")
+        x = np.random.default_rng(0).random((3, 4, 8, 1)).astype("float32")
+        before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+        history = model.fit(x, batch_size=2, epochs=2, shuffle=False, verbose=0).history  # batches of 2, then 1
+        assert np.all(np.isfinite(history["loss"]))
+        after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+        assert all(not np.array_equal(a, b) for a, b in zip(before, after)), conv  # every weight got its gradient
 
 
 def test_bce_loss_is_summed_per_image():

@@ -141,6 +141,14 @@ NAMES = (
         backend="torch",
     ),
     Private(
+        "keras.src.backend.torch.nn._transpose_conv_kernel",
+        "backend.torch._dense_conv_kernel: dense transposed-conv kernels for a batch of one image",
+        "Keras's own kernel view: a transposed conv from one input channel fails to train on a batch of one image "
+        "on a CPU (PyTorch's 'grad_weight needs to be contiguous')",
+        lambda: _attribute("keras.src.backend.torch.nn", "_transpose_conv_kernel"),
+        backend="torch",
+    ),
+    Private(
         "keras.Variable._value, _layout (JAX)",
         "backend.distribute.host_local: a process's copy of a global array for saving on several hosts",
         "multi-host runs on JAX stop with an error before training (single-host runs are unaffected)",

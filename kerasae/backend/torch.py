@@ -99,10 +99,25 @@ def _to_channels_last(tensor):
     return tensor.clone(memory_format=fmt)  # dense channels-last strides, as Keras's copy gives
 
 
+def _dense_conv_kernel(kernel):
+    """Keras's `_transpose_conv_kernel` (its (kh, kw, in, out) kernel permuted to PyTorch's order) as a
+    dense copy. A transposed convolution from ONE input channel (a decoder after an encoder whose last
+    conv has one filter) hands PyTorch a permuted view whose gradient its CPU backward allocates with
+    the view's strides and then refuses on a batch of one image: "grad_weight needs to be contiguous".
+    The copy is of a kernel, once a step."""
+    return _keras_transpose_conv_kernel(kernel).contiguous()
+
+
 if private.available("keras.src.backend.torch.nn._maybe_convert_to_channels_last"):
     import keras.src.backend.torch.nn as _keras_torch_nn
 
     _keras_torch_nn._maybe_convert_to_channels_last = _to_channels_last
+
+if private.available("keras.src.backend.torch.nn._transpose_conv_kernel"):
+    import keras.src.backend.torch.nn as _keras_torch_nn
+
+    _keras_transpose_conv_kernel = _keras_torch_nn._transpose_conv_kernel
+    _keras_torch_nn._transpose_conv_kernel = _dense_conv_kernel
 
 
 class Trainer(LossTracking):
