@@ -426,6 +426,7 @@ def test_commands_that_compute_nothing_import_no_backend(args):
     assert code in ("0", "None") and imported == "[]", result.stdout[-500:] + result.stderr[-500:]
 
 
+@pytest.mark.once  # the import hooks are backend-independent; loading on each backend: test_zoo_entries
 def test_import_kerasae_registers_its_classes_once_keras_is_imported(tmp_path, mnist_like):
     entry = os.path.join(ROOT, "zoo", "cvae-mnist")
     model, check = os.path.join(entry, zoo.MODEL_FILE), os.path.join(entry, zoo.CHECK_FILE)
