@@ -227,7 +227,6 @@ def test_an_interpolation_runs_from_one_test_digits_reconstruction_to_the_others
     _is_a_picture(interpolate, tmp_path / "walk.png", capsys)
 
 
-@pytest.mark.mnist
 def test_samples_of_the_shipped_vae_are_digits_of_every_kind_and_follow_the_seed(tmp_path, capsys):
     sample = ["sample", "vae-mnist", "--n", "64", "--sampler", "prior"]
     for seed in ("0", "0", "1"):
@@ -239,7 +238,6 @@ def test_samples_of_the_shipped_vae_are_digits_of_every_kind_and_follow_the_seed
     _is_a_picture(sample + ["--seed", "0"], tmp_path / "samples.png", capsys)
 
 
-@pytest.mark.mnist
 def test_digits_asked_of_the_shipped_cvae_are_drawn(tmp_path, capsys):
     asked = [3, 8, 1, 9, 0, 7, 2, 6, 5, 4] * 3  # not the default cycle 0, 1, 2, ...
     digits = ["sample", "cvae-mnist", "--digits", ",".join(map(str, asked))]
