@@ -1,5 +1,6 @@
 """Custom layers: the reparametrization `Sampling`, input `Corruption`, dynamic binarization, the
-VQ-VAE's `VectorQuantizer`, the inverse autoregressive flow's `AutoregressiveFlowStep`.
+VQ-VAE's `VectorQuantizer`, the inverse autoregressive flow's `AutoregressiveFlowStep`, and the
+conv networks' `Conv2D` / `Conv2DTranspose`.
 
 Each random layer owns a `keras.random.SeedGenerator`: unseeded random calls fail inside
 traced JAX code, and a seeded generator makes runs repeatable on every backend.
@@ -153,6 +154,52 @@ class DynamicBinarization(SeededLayer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+def _check_conv(layer):
+    """kerasae's conv layers compute "same"-padded, channels-last, undilated convolutions only."""
+    settings = {
+        "padding": (layer.padding, "same"),
+        "data_format": (layer.data_format, "channels_last"),
+        "dilation_rate": (tuple(layer.dilation_rate), (1, 1)),
+        "output_padding": (getattr(layer, "output_padding", None), None),
+    }
+    for name, (value, supported) in settings.items():
+        if value != supported:
+            raise ValueError(
+                f"kerasae.layers.{type(layer).__name__} supports {name}={supported!r} only. Received: {name}={value!r}"
+            )
+
+
+@keras.saving.register_keras_serializable(package="kerasae")
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` ("same" padding) computed by `kerasae.backend.conv`: the same weights,
+    config and outputs, in the form each backend runs fastest (on JAX on a CPU, strided
+    convolutions as space-to-depth, whose gradients XLA compiles well)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_conv(self)
+
+    def convolution_op(self, inputs, kernel):
+        return backend.conv(inputs, ops.convert_to_tensor(kernel), self.strides)
+
+
+@keras.saving.register_keras_serializable(package="kerasae")
+class Conv2DTranspose(keras.layers.Conv2DTranspose):
+    """`keras.layers.Conv2DTranspose` ("same" padding) computed by `kerasae.backend.conv_transpose`:
+    the same weights, config and outputs; on JAX on a CPU, a sub-pixel convolution (one stride-1
+    convolution to strides^2 times the filters, then depth to space), ~30x faster to train there."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_conv(self)
+
+    def call(self, inputs):
+        outputs = backend.conv_transpose(inputs, ops.convert_to_tensor(self.kernel), self.strides)
+        if self.use_bias:
+            outputs = ops.add(outputs, self.bias)
+        return outputs if self.activation is None else self.activation(outputs)
 
 
 def _build_now(layer):

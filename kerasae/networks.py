@@ -3,12 +3,15 @@
 A layer list is either dense sizes (`[400, 200]`) or conv specs
 (`[{"filters": 32, "kernel_size": 3, "strides": 2}, ...]`). The decoder mirrors
 the encoder when no decoder list is given. The decoder ends with a separate
-`Activation` layer named "output" so losses can use the logits before it.
+`Activation` layer named "output" so losses can use the logits before it. Conv layers are
+kerasae's `Conv2D` / `Conv2DTranspose`: Keras's, computed in the form each backend runs fastest.
 """
 
 import math
 
 import keras
+
+from kerasae import layers as kerasae_layers
 
 
 def is_conv(layers):
@@ -43,7 +46,7 @@ def build_encoder(image_shape, layers, activation, heads, condition_dim=0, grid_
     h = image
     if is_conv(layers):
         for i, spec in enumerate(layers):
-            h = keras.layers.Conv2D(
+            h = kerasae_layers.Conv2D(
                 spec["filters"],
                 spec["kernel_size"],
                 strides=spec["strides"],
@@ -97,7 +100,7 @@ def build_decoder(latent_dim, layers, activation, image_shape, output_activation
             model.add(keras.layers.Reshape((h, w, layers[0]["filters"]), name="unflatten"))
         for i, spec in enumerate(layers):
             model.add(
-                keras.layers.Conv2DTranspose(
+                kerasae_layers.Conv2DTranspose(
                     spec["filters"],
                     spec["kernel_size"],
                     strides=spec["strides"],
@@ -107,7 +110,7 @@ def build_decoder(latent_dim, layers, activation, image_shape, output_activation
                 )
             )
             h, w = h * spec["strides"], w * spec["strides"]
-        model.add(keras.layers.Conv2D(channels, layers[-1]["kernel_size"], padding="same", name="logits"))
+        model.add(kerasae_layers.Conv2D(channels, layers[-1]["kernel_size"], padding="same", name="logits"))
         if (h, w) != (height, width):
             dh, dw = h - height, w - width
             model.add(keras.layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="crop"))

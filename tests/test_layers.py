@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from kerasae import backend
 from kerasae.layers import Corruption, DynamicBinarization, Sampling
 
 
@@ -94,3 +95,62 @@ def test_dynamic_binarization_follows_the_grey_levels():
 def test_bad_corruption_kind_names_the_argument():
     with pytest.raises(ValueError, match="Received: kind=blur"):
         Corruption("blur")
+
+
+CONV_CASES = [(3, 2, (7, 6)), (3, 1, (5, 5)), (4, 2, (6, 7)), (5, 3, (5, 4)), (1, 2, (5, 5)), (2, 3, (4, 4))]
+
+
+def _one_sgd_step(model, x, target, jit_compile="auto"):
+    """The model's weights after one SGD step on a squared error: a function of its gradients."""
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", jit_compile=jit_compile)
+    model.train_on_batch(x, target)
+    return [ops.convert_to_numpy(w) for w in model.weights]
+
+
+@pytest.mark.parametrize("kernel_size,strides,size", CONV_CASES)
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "transposed"])
+def test_conv_layers_compute_keras_layers_function_and_gradients(kernel_size, strides, size, transposed):
+    """kerasae's Conv2D / Conv2DTranspose hold Keras's weights and compute Keras's function (on JAX
+    on a CPU as space-to-depth and sub-pixel convolutions): the same outputs, and the same weights
+    after a training step, to 1e-5, for odd and even sizes, kernels smaller and larger than the stride,
+    and more and fewer than MATMUL_GRAD_MIN_FILTERS filters."""
+    from kerasae import layers
+
+    rng = np.random.default_rng(kernel_size * 10 + strides)
+    x = rng.normal(size=(3, *size, 3)).astype("float32")
+    for filters in (2, 9):
+        pair = [
+            kind(filters, kernel_size, strides=strides, padding="same", activation="relu")
+            for kind in (
+                (layers.Conv2DTranspose, keras.layers.Conv2DTranspose)
+                if transposed
+                else (layers.Conv2D, keras.layers.Conv2D)
+            )
+        ]
+        models = [keras.Sequential([keras.Input(x.shape[1:]), layer]) for layer in pair]
+        models[0].set_weights([rng.normal(size=w.shape).astype("float32") for w in models[0].weights])
+        models[1].set_weights(models[0].get_weights())
+        ours, theirs = (ops.convert_to_numpy(m(x)) for m in models)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+        target = rng.normal(size=ours.shape).astype("float32")
+        # (TensorFlow's own CPU gradient of Keras's layer crashes for kernels smaller than their
+        # strides, which kerasae's layer pads: there the reference step runs under XLA.)
+        reference_jit = backend.NAME == "tensorflow" or "auto"
+        steps = _one_sgd_step(models[0], x, target), _one_sgd_step(models[1], x, target, reference_jit)
+        for a, b in zip(*steps):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_conv_layers_config_round_trip_and_refuse_what_they_do_not_compute():
+    from kerasae import layers
+
+    for layer in (
+        layers.Conv2D(4, 3, strides=2, padding="same"),
+        layers.Conv2DTranspose(4, 3, strides=2, padding="same"),
+    ):
+        restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+        assert type(restored) is type(layer) and restored.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="padding='same' only. Received: padding='valid'"):
+        layers.Conv2D(4, 3, padding="valid")
+    with pytest.raises(ValueError, match="dilation_rate=.* Received: dilation_rate=\\(2, 2\\)"):
+        layers.Conv2DTranspose(4, 3, padding="same", dilation_rate=2)

@@ -245,12 +245,15 @@ def _batch(fitted):
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, mnist_like):
-    """Every family fitted once, for three epochs, and saved as <family>.keras beside 64 test images:
-    the loss, reload and other-backend tests share these fits."""
+    """Every family fitted once, for three epochs, and saved as <family>.keras beside 64 test images,
+    and a conv VAE (kerasae's conv layers) as conv-vae.keras: the loss, reload and other-backend tests
+    share these fits."""
     folder = tmp_path_factory.mktemp("families")
     fits = types.SimpleNamespace(folder=folder, models={}, histories={}, outputs={}, codes={}, training_losses={})
-    for family in sorted(FAMILIES):
-        model, history, d = fit_small(mnist_like, family, epochs=FITTED_EPOCHS, **_extra(family))
+    runs = {family: (family, _extra(family)) for family in FAMILIES}
+    runs["conv-vae"] = ("vae", {"model": {"encoder": [{"filters": 8, "kernel_size": 3, "strides": 2}] * 2}})
+    for family, (family_name, sections) in sorted(runs.items()):
+        model, history, d = fit_small(mnist_like, family_name, epochs=FITTED_EPOCHS, **sections)
         model.save(str(folder / f"{family}.keras"))
         fits.models[family], fits.histories[family] = model, history
         fits.x, fits.y = d.x_test[:64], d.y_test[:64]
@@ -261,7 +264,7 @@ def fitted(tmp_path_factory, mnist_like):
         fits.training_losses[family] = {k: keras.ops.convert_to_numpy(v) for k, v in losses.items()}
     np.save(folder / "x.npy", fits.x)
     np.save(folder / "y.npy", fits.y)
-    (folder / "families.json").write_text(json.dumps(sorted(FAMILIES)))
+    (folder / "families.json").write_text(json.dumps(sorted(runs)))
     return fits
 
 

@@ -8,11 +8,14 @@ a dict whose "loss" entry is minimised. Each backend's module turns that into `t
   with a named algorithm; in-memory arrays as one `tf.data` pipeline per run.
 - `jax.py`: a stateless step returning its new state; the steps as one `lax.scan`.
 - `torch.py`: `backward()`; Adam's update in one fused kernel.
+- `jax_conv.py`: strided and transposed convolutions as stride-1 ones, for XLA on a CPU.
 - `distribute.py`: data-parallel training on several devices or hosts.
 - `private.py`: every private Keras / JAX / PyTorch name used, with its public fallback.
 
 Each backend module defines the same names: `Trainer`, `random`, `coarse_uniform`,
-`array_feed`, `array_batches` (None where the trainer slices numpy itself) and `hardware`.
+`array_feed`, `array_batches` (None where the trainer slices numpy itself), `hardware`, and
+`conv` / `conv_transpose` ("same"-padded 2-D convolutions: on a CPU, JAX's are rewritten in
+`jax_conv.py` as convolutions XLA compiles well; the others are Keras's).
 Everything else in kerasae is backend-neutral.
 """
 
@@ -35,11 +38,38 @@ if NAME != "tensorflow" and private.available("keras.src.utils.module_utils.tens
         module_utils.tensorflow._available = False
 
 if NAME == "tensorflow":
-    from kerasae.backend.tensorflow import Trainer, array_batches, array_feed, coarse_uniform, hardware, random
+    from kerasae.backend.tensorflow import (
+        Trainer,
+        array_batches,
+        array_feed,
+        coarse_uniform,
+        conv,
+        conv_transpose,
+        hardware,
+        random,
+    )
 elif NAME == "jax":
-    from kerasae.backend.jax import Trainer, array_batches, array_feed, coarse_uniform, hardware, random
+    from kerasae.backend.jax import (
+        Trainer,
+        array_batches,
+        array_feed,
+        coarse_uniform,
+        conv,
+        conv_transpose,
+        hardware,
+        random,
+    )
 elif NAME == "torch":
-    from kerasae.backend.torch import Trainer, array_batches, array_feed, coarse_uniform, hardware, random
+    from kerasae.backend.torch import (
+        Trainer,
+        array_batches,
+        array_feed,
+        coarse_uniform,
+        conv,
+        conv_transpose,
+        hardware,
+        random,
+    )
 else:  # pragma: no cover -- Keras ships these three trainers and numpy/openvino (inference only)
     raise ImportError(f"kerasae trains on the tensorflow, jax and torch backends. Received: KERAS_BACKEND={NAME}")
 
@@ -62,6 +92,8 @@ __all__ = [
     "array_feed",
     "array_batches",
     "hardware",
+    "conv",
+    "conv_transpose",
     "Replicas",
     "distributed",
     "host_local",

@@ -29,6 +29,27 @@ def take_group(iterator, steps, stack):
     return batches, False
 
 
+def split_same_shape(batches, stack):
+    """(the leading batches of the first batch's shape, stacked, or None when fewer than two;
+    the batches after them): a short group's full batches can still run as one compiled loop."""
+    shapes = [tuple(tuple(leaf.shape) for leaf in keras.tree.flatten(batch)) for batch in batches]
+    same = next((i for i, shape in enumerate(shapes) if shape != shapes[0]), len(shapes))
+    if same < 2:
+        return None, batches
+    return keras.tree.map_structure(lambda *leaves: stack(leaves), *batches[:same]), batches[same:]
+
+
 def no_feed(*args):
     """JAX and PyTorch slice numpy arrays batch by batch: no data pipeline to build (None)."""
     return None
+
+
+def conv(x, kernel, strides):
+    """Keras's "same"-padded 2-D convolution of channels-last images (kernel (kh, kw, in, out))."""
+    return keras.ops.conv(x, kernel, strides=strides, padding="same")
+
+
+def conv_transpose(x, kernel, strides):
+    """Keras's "same"-padded 2-D transposed convolution (kernel (kh, kw, out, in)): the output is
+    `strides` times the input's size."""
+    return keras.ops.conv_transpose(x, kernel, strides=strides, padding="same")

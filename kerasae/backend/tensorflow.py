@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasae import _quiet_native_stderr
-from kerasae.backend import private
-from kerasae.backend.common import LossTracking, take_group
+from kerasae.backend import common, private
+from kerasae.backend.common import LossTracking, conv, take_group  # noqa: F401 -- Keras's convolution
 
 # TensorFlow looks for its devices on first use; on a machine without a GPU, its CUDA plugin then
 # writes "failed call to cuInit: ... UNKNOWN ERROR (303)" to stderr, an error line before every
@@ -193,6 +193,19 @@ class Trainer(LossTracking):
 
         self.train_function = train_function
         return self.train_function
+
+
+def conv_transpose(x, kernel, strides):
+    """Keras's "same"-padded transposed convolution, a kernel smaller than its strides first padded
+    with zero taps up to them (the same function: "same" padding puts no tap before the first).
+    TensorFlow 2.21's CPU kernel gradient of a 1x1 transposed convolution with strides crashes the
+    process (oneDNN; a segmentation fault with 8 or 9 filters on 5x5 inputs, for one); a 2x2 kernel
+    runs."""
+    kh, kw = kernel.shape[:2]
+    sh, sw = (strides, strides) if isinstance(strides, int) else strides
+    if kh < sh or kw < sw:
+        kernel = tf.pad(kernel, [[0, max(sh - kh, 0)], [0, max(sw - kw, 0)], [0, 0], [0, 0]])
+    return common.conv_transpose(x, kernel, strides)
 
 
 def hardware():

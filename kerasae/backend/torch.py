@@ -12,7 +12,7 @@ import keras
 import torch
 
 from kerasae.backend import private
-from kerasae.backend.common import LossTracking, no_feed
+from kerasae.backend.common import LossTracking, conv, conv_transpose, no_feed  # noqa: F401 -- Keras's convolutions
 
 array_feed = array_batches = no_feed
 
