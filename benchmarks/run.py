@@ -135,8 +135,9 @@ def _masks(kind, p, u):
     return ~hit, (u < 0.5 * p) if kind == "salt_and_pepper" else None
 
 
-def torch_loop(work, epochs):
-    """The loop a user writes by hand in eager PyTorch; returns the times of its epoch ends."""
+def torch_reference(work):
+    """The model a user writes by hand in eager PyTorch: (its loss function of a batch and
+    `training`, its Adam optimizer)."""
     import torch
     from torch import nn
 
@@ -195,6 +196,14 @@ def torch_loop(work, epochs):
         logits = decoder(h)
         return (nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1) + kl).mean()
 
+    return losses, optimizer
+
+
+def torch_loop(work, epochs):
+    """The loop a user writes by hand in eager PyTorch; returns the times of its epoch ends."""
+    import torch
+
+    losses, optimizer = torch_reference(work)
     x = torch.from_numpy(work["x"].reshape(len(work["x"]), -1))
     x_val = torch.from_numpy(work["x_val"].reshape(len(work["x_val"]), -1))
     if work["bernoulli"]:  # held-out images binarized once, as kerasae does
