@@ -38,40 +38,22 @@ if NAME != "tensorflow" and private.available("keras.src.utils.module_utils.tens
         module_utils.tensorflow._available = False
 
 if NAME == "tensorflow":
-    from kerasae.backend.tensorflow import (
-        Trainer,
-        array_batches,
-        array_feed,
-        coarse_uniform,
-        conv,
-        conv_transpose,
-        hardware,
-        random,
-    )
+    from kerasae.backend import tensorflow as implementation
 elif NAME == "jax":
-    from kerasae.backend.jax import (
-        Trainer,
-        array_batches,
-        array_feed,
-        coarse_uniform,
-        conv,
-        conv_transpose,
-        hardware,
-        random,
-    )
+    from kerasae.backend import jax as implementation
 elif NAME == "torch":
-    from kerasae.backend.torch import (
-        Trainer,
-        array_batches,
-        array_feed,
-        coarse_uniform,
-        conv,
-        conv_transpose,
-        hardware,
-        random,
-    )
+    from kerasae.backend import torch as implementation
 else:  # pragma: no cover -- Keras ships these three trainers and numpy/openvino (inference only)
     raise ImportError(f"kerasae trains on the tensorflow, jax and torch backends. Received: KERAS_BACKEND={NAME}")
+
+Trainer, random, coarse_uniform, hardware = (
+    implementation.Trainer,
+    implementation.random,
+    implementation.coarse_uniform,
+    implementation.hardware,
+)
+array_feed, array_batches = implementation.array_feed, implementation.array_batches
+conv, conv_transpose = implementation.conv, implementation.conv_transpose
 
 from kerasae.backend.distribute import (  # noqa: E402 -- after the backend's own module
     Replicas,
