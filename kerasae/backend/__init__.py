@@ -7,7 +7,7 @@ a dict whose "loss" entry is minimised. Each backend's module turns that into `t
 - `tensorflow.py`: a GradientTape; `steps_per_execution` steps as one XLA loop; random draws
   with a named algorithm; in-memory arrays as one `tf.data` pipeline per run.
 - `jax.py`: a stateless step returning its new state; the steps as one `lax.scan`.
-- `torch.py`: `backward()`; Adam's update in one fused kernel.
+- `torch.py`: `backward()`; Adam's update in one fused kernel; convolutions as `F.conv2d` calls.
 - `jax_conv.py`: convolutions as one matrix product and a reshuffle, for XLA on a CPU.
 - `distribute.py`: data-parallel training on several devices or hosts.
 - `private.py`: every private Keras / JAX / PyTorch name used, with its public fallback.
@@ -15,7 +15,8 @@ a dict whose "loss" entry is minimised. Each backend's module turns that into `t
 Each backend module defines the same names: `Trainer`, `random`, `coarse_uniform`,
 `array_feed`, `array_batches` (None where the trainer slices numpy itself), `hardware`, and
 `conv` / `conv_transpose` ("same"-padded 2-D convolutions: on a CPU, JAX's are rewritten in
-`jax_conv.py` as convolutions XLA compiles well; the others are Keras's).
+`jax_conv.py` as convolutions XLA compiles well; PyTorch's call `F.conv2d` on channels-first
+views; TensorFlow's are Keras's).
 Everything else in kerasae is backend-neutral.
 """
 

@@ -10,9 +10,10 @@ import types
 
 import keras
 import torch
+import torch.nn.functional as F
 
 from kerasae.backend import private
-from kerasae.backend.common import LossTracking, conv, conv_transpose, no_feed  # noqa: F401 -- Keras's convolutions
+from kerasae.backend.common import LossTracking, no_feed
 
 array_feed = array_batches = no_feed
 
@@ -25,6 +26,39 @@ def random(kind, shape, dtype, seed_generator):
 def coarse_uniform(shape, dtype, seed_generator):
     """PyTorch's generator does not gain from 16-bit draws: a plain uniform."""
     return random("uniform", shape, dtype, seed_generator)
+
+
+def _pair(strides):
+    return tuple(strides) if isinstance(strides, (tuple, list)) else (strides, strides)
+
+
+def conv(x, kernel, strides):
+    """Keras's "same"-padded convolution of channels-last images, as one `F.conv2d` on
+    channels-first views: Keras's own op copies the images and kernel to channels-first and pads
+    them explicitly, which made conv-vae's step 73 ms against 56 here (in-process A/B).
+    "same" pads the extra row and column at the bottom and right, as TensorFlow does."""
+    (sh, sw), (kh, kw) = _pair(strides), kernel.shape[:2]
+    height, width = x.shape[1:3]
+    pad_h = max((-(-height // sh) - 1) * sh + kh - height, 0)
+    pad_w = max((-(-width // sw) - 1) * sw + kw - width, 0)
+    images = x.permute(0, 3, 1, 2)
+    if pad_h % 2 or pad_w % 2:
+        images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        pad_h = pad_w = 0
+    y = F.conv2d(images, kernel.permute(3, 2, 0, 1), stride=(sh, sw), padding=(pad_h // 2, pad_w // 2))
+    return y.permute(0, 2, 3, 1)
+
+
+def conv_transpose(x, kernel, strides):
+    """Keras's "same"-padded transposed convolution (output = input x strides), as one
+    `F.conv_transpose2d` whose (kh - sh) extra rows and columns are cropped as Keras crops them
+    (zeros padded instead where the kernel is smaller than its strides)."""
+    (sh, sw), (kh, kw) = _pair(strides), kernel.shape[:2]
+    height, width = x.shape[1:3]
+    y = F.conv_transpose2d(x.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), stride=(sh, sw))
+    top, left = max(kh - sh, 0) // 2, max(kw - sw, 0) // 2
+    y = F.pad(y, (-left, sw * width - y.shape[3] + left, -top, sh * height - y.shape[2] + top))
+    return y.permute(0, 2, 3, 1)
 
 
 def hardware():
