@@ -45,7 +45,10 @@ def conv(x, kernel, strides):
     if pad_h % 2 or pad_w % 2:
         images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         pad_h = pad_w = 0
-    y = F.conv2d(images, kernel.permute(3, 2, 0, 1), stride=(sh, sw), padding=(pad_h // 2, pad_w // 2))
+    # A dense kernel: on a batch of one image torch's slow_conv2d backward refuses a permuted view
+    # ("grad_weight must be contiguous"); the copy is of a kernel, once a step.
+    weight = kernel.permute(3, 2, 0, 1).contiguous()
+    y = F.conv2d(images, weight, stride=(sh, sw), padding=(pad_h // 2, pad_w // 2))
     return y.permute(0, 2, 3, 1)
 
 
@@ -55,7 +58,7 @@ def conv_transpose(x, kernel, strides):
     (zeros padded instead where the kernel is smaller than its strides)."""
     (sh, sw), (kh, kw) = _pair(strides), kernel.shape[:2]
     height, width = x.shape[1:3]
-    y = F.conv_transpose2d(x.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), stride=(sh, sw))
+    y = F.conv_transpose2d(x.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1).contiguous(), stride=(sh, sw))
     top, left = max(kh - sh, 0) // 2, max(kw - sw, 0) // 2
     y = F.pad(y, (-left, sw * width - y.shape[3] + left, -top, sh * height - y.shape[2] + top))
     return y.permute(0, 2, 3, 1)
