@@ -21,6 +21,7 @@ def model_arguments(recipe, image_shape, num_classes=10, train_size=60_000):
         "output_activation": m.output_activation,
         "dynamic_binarization": recipe.data.binarize == "bernoulli",
         "seed": recipe.train.seed,
+        "anomaly": {"score": recipe.score.method, "samples": recipe.score.samples},
     }
     c = recipe.corruption
     if c.type != "none":

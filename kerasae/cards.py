@@ -122,6 +122,41 @@ def metric_rows(metrics):
     if "filters" in ev:
         f = ev["filters"]
         rows.append(("edge-like first-layer filters", f["edge_like"], f"of {f['filters']} ({f['measure']})"))
+    return rows + _anomaly_rows(ev.get("anomaly"), metrics.get("data", {}))
+
+
+SCORE_NAMES = {
+    "reconstruction": "reconstruction loss",
+    "elbo": "negative ELBO",
+    "nll": "importance-sampled NLL",
+}
+
+
+def _anomaly_rows(anomaly, data):
+    """The card's anomaly-score rows: the threshold, the share of test items flagged and, for
+    one-class data, how well the scores find the other classes."""
+    if not anomaly or anomaly.get("threshold") is None:
+        return []
+    score = SCORE_NAMES[anomaly["score"]] + (f" (k = {anomaly['samples']})" if "samples" in anomaly else "")
+    rows = [
+        (
+            f"anomaly threshold: {score}",
+            anomaly["threshold"],
+            f"{anomaly['threshold_quantile']:g}-quantile of held-out",
+        ),
+        ("test items flagged (score above the threshold)", anomaly["flagged"], "fraction"),
+    ]
+    if "auroc" in anomaly:
+        normal = ", ".join(map(str, data.get("classes", [])))
+        rows += [
+            (f"AUROC, classes {normal} against the others", anomaly["auroc"], ""),
+            (
+                "AUPRC (the others as positives)",
+                anomaly["auprc"],
+                f"base rate {anomaly['anomalies'] / anomaly['items']:.3f}",
+            ),
+            ("precision / recall of the flags", f"{anomaly['precision']:.3f} / {anomaly['recall']:.3f}", ""),
+        ]
     return rows
 
 

@@ -109,6 +109,19 @@ def _image_commands(sub):
     sample.add_argument("--output", required=True, help=OUTPUT_HELP.format(arrays="images, [labels]"))
     sample.add_argument("--zoo")
 
+    score = sub.add_parser(
+        "score", help="anomaly scores of images with a zoo entry; flags those above its calibrated threshold"
+    )
+    score.add_argument("entry", help="entry name or folder")
+    score.add_argument("--input", required=True, help=".npy or .npz (first array) of images")
+    score.add_argument(
+        "--labels",
+        help=".npy, .npz or .csv (one column): 1 for each anomalous item, 0 for a normal one; "
+        "prints AUROC, AUPRC and the confusion at the threshold",
+    )
+    score.add_argument("--output", help="a .csv file: item, score, flagged[, label] per item")
+    score.add_argument("--zoo")
+
     interp = sub.add_parser("interpolate", help="decode a walk between two test digits' codes")
     interp.add_argument("entry")
     interp.add_argument("--steps", type=int, default=10)
@@ -292,6 +305,103 @@ def _denoise(args):
     return 0
 
 
+def _score(args):
+    from kerasae import anomaly, cards, zoo
+
+    model = zoo.load(args.entry, args.zoo)
+    if model.needs_labels:
+        raise KerasaeError(
+            f"{args.entry}: a {type(model).__name__} needs a label per image; score it from Python "
+            "with model.score(images, labels)"
+        )
+    x = _load_images(args.input)
+    if x.shape[1:] != model.image_shape:
+        raise KerasaeError(
+            f"{args.input}: images of shape {x.shape[1:]}, but {args.entry} takes {tuple(model.image_shape)}"
+        )
+    truth = None if args.labels is None else _read_truth(args.labels, len(x))
+    scores = model.score(x, verbose=1 if sys.stdout.isatty() and len(x) > 10_000 else 0)
+    threshold = model.threshold
+    flags = None if threshold is None else scores > threshold
+    if args.output:
+        _write_scores(args.output, scores, flags, truth)
+    what = cards.SCORE_NAMES[model.score_kind]
+    print(f"{args.entry}: {len(x)} items scored ({what}); mean {scores.mean():.3f}, max {scores.max():.3f}")
+    if threshold is None:
+        print("no threshold: this entry was trained before thresholds were calibrated; retrain it to flag items")
+    else:
+        quantile = f"{model.threshold_quantile:g}-quantile of held-out normal items"
+        print(f"threshold {threshold:.3f} ({quantile}): {int(flags.sum())} flagged ({flags.mean():.1%})")
+    if truth is not None:
+        found = anomaly.detection_metrics(truth, scores, threshold)
+        if "auroc" in found:
+            print(
+                f"AUROC {found['auroc']:.4f}, AUPRC {found['auprc']:.4f} ({found['anomalies']} anomalies of {len(x)})"
+            )
+        else:
+            print(f"--labels: all {len(x)} items are of one kind; AUROC and AUPRC need both")
+        if threshold is not None:
+            print(
+                f"at the threshold: precision {found['precision']:.4f}, recall {found['recall']:.4f}, "
+                f"F1 {found['f1']:.4f}; true positives {found['true_positives']}, false positives "
+                f"{found['false_positives']}, false negatives {found['false_negatives']}, "
+                f"true negatives {found['true_negatives']}"
+            )
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _read_truth(path, n):
+    """Which items are anomalous, from a .npy / .npz (first array) or a one-column .csv of 0 and 1."""
+    import numpy as np
+
+    from kerasae.errors import DataError
+
+    try:
+        if path.lower().endswith((".csv", ".txt")):
+            values = np.loadtxt(path, delimiter=",", ndmin=1, dtype=str, comments=None)
+            if values.ndim > 1:
+                raise DataError(f"{path}: {values.shape[1]} columns; the labels are one column of 1 and 0")
+            header = len(values) > 0 and not values[0].strip().lstrip("-").isdigit()
+            rows = [(line, v.strip()) for line, v in enumerate(values[header:], start=1 + header)]
+            bad = [(i, v) for i, v in rows if v not in ("0", "1")]
+            if bad:
+                raise DataError(f"{path}: line {bad[0][0]} is '{bad[0][1]}'; labels are 1 (anomalous) or 0 (normal)")
+            y = np.array([v == "1" for _, v in rows])
+        else:
+            loaded = np.load(path, allow_pickle=False)
+            y = loaded[loaded.files[0]] if hasattr(loaded, "files") else loaded
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    y = np.asarray(y).reshape(-1) if np.ndim(y) == 2 and 1 in np.shape(y) else np.asarray(y)
+    if y.shape != (n,):
+        raise DataError(f"{path}: {y.shape[0] if y.ndim else 0} labels for {n} items of --input")
+    if y.dtype != bool and not np.isin(y, (0, 1)).all():
+        raise DataError(f"{path}: labels are 1 (anomalous) or 0 (normal), found {sorted(set(y.tolist()) - {0, 1})[0]}")
+    return y.astype(bool)
+
+
+def _write_scores(path, scores, flags, truth):
+    """item, score, flagged[, label] per item, as CSV; written whole or not at all."""
+    import csv
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise KerasaeError(f"--output: no folder {folder}")
+    columns = ["item", "score"] + ([] if flags is None else ["flagged"]) + ([] if truth is None else ["label"])
+    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".csv.tmp", delete=False, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for i, value in enumerate(scores):
+            row = [i, f"{value:.6g}"]
+            row += [] if flags is None else [int(flags[i])]
+            row += [] if truth is None else [int(truth[i])]
+            writer.writerow(row)
+    os.replace(f.name, path)
+
+
 def _write_images(path, title, rows, arrays):
     """The images as a PNG grid, one labelled row per (label, images) pair; or, to a .npz path,
     the arrays themselves."""
@@ -427,6 +537,7 @@ COMMANDS = {
     "denoise": _denoise,
     "sample": _sample,
     "interpolate": _interpolate,
+    "score": _score,
     "export": _export,
     "serve": _serve,
 }

@@ -40,6 +40,8 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray | None
     record: dict
+    # One-class data (`data.classes`): which test items are of the other classes, the anomalies.
+    anomalous: np.ndarray | None = None
 
     @property
     def image_shape(self):
@@ -586,6 +588,10 @@ def load(section, seed=0):
         x_train, x_test = x_train[: section.limit], x_test[: section.limit]
         y_train = None if y_train is None else y_train[: section.limit]
         y_test = None if y_test is None else y_test[: section.limit]
+    anomalous = None
+    if section.classes:
+        x_train, y_train, anomalous = _one_class(x_train, y_train, y_test, section.classes, where)
+        record["classes"] = list(section.classes)
     n_val = _validation_size(len(x_train), section)
     n_fit = len(x_train) - n_val
     x_val, y_val = x_train[n_fit:], None if y_train is None else y_train[n_fit:]
@@ -602,4 +608,20 @@ def load(section, seed=0):
         sizes={"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
         image_shape=list(x_train.shape[1:]),
     )
-    return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, record)
+    if anomalous is not None:
+        record["sizes"]["test_anomalous"] = int(anomalous.sum())
+    return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, record, anomalous)
+
+
+def _one_class(x_train, y_train, y_test, classes, where):
+    """Training images of `classes` only, and which test images are of the others."""
+    if y_train is None or y_test is None:
+        raise DataError(f"data.classes: needs labels of the training and test images, and {where} has none")
+    missing = sorted(set(classes) - set(np.unique(y_train).tolist()))
+    if missing:
+        raise DataError(f"data.classes: no training image of class {missing[0]} in {where}")
+    normal = np.isin(y_train, classes)
+    anomalous = ~np.isin(y_test, classes)
+    if not anomalous.any() or anomalous.all():
+        raise DataError(f"data.classes: the test images of {where} must hold both these classes and others")
+    return x_train[normal], y_train[normal], anomalous

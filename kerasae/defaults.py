@@ -18,3 +18,8 @@ STEPS_PER_EXECUTION = 32
 # Images per call of the numpy conveniences (encode, decode, reconstruct) and, at most, per
 # validation batch: a forward pass's call overhead dominates small batches.
 PREDICT_BATCH = 1024
+
+# The anomaly threshold: this quantile of the scores of held-out normal items (recipe `score`).
+THRESHOLD_QUANTILE = 0.99
+# Importance samples per item of the "elbo" and "nll" anomaly scores.
+SCORE_SAMPLES = 16

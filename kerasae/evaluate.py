@@ -14,11 +14,11 @@ import math
 import os
 import time
 
-import keras
 import numpy as np
 from keras import ops
 
-from kerasae import backend, builder, cards, data, fid, filters, losses, recipe, samplers, zoo
+from kerasae import anomaly, backend, builder, cards, data, fid, filters, likelihood, losses, recipe, samplers, zoo
+from kerasae.likelihood import ImportanceLogWeights, decoded_values, images_per_batch  # noqa: F401 -- kerasae.evaluate's names
 
 EPS = 1e-7
 PROBE_TRAIN_IMAGES = 10_000
@@ -92,64 +92,11 @@ def is_linear_autoencoder(model):
     )
 
 
-class ImportanceLogWeights(keras.Model):
-    """x -> log p(x, z_i) - log q(z_i | x) for `k` samples, shaped (batch, k).
-
-    A model of its own so that `predict` compiles it on every backend.
-    """
-
-    def __init__(self, vae, k, **kwargs):
-        super().__init__(**kwargs)
-        self.vae = vae
-        self.k = k
-
-    def call(self, inputs):
-        x, y = inputs if self.vae.needs_labels else (inputs, None)
-        y = None if y is None else ops.cast(y, "int32")
-        return ops.transpose(self.vae.importance_log_weights(x, y, k=self.k)[0])
-
-
-# Decoder outputs (float32 values) one batch of importance samples may hold, ~512 MB: the dense
-# seed VAE decodes 487 images x 100 samples per call, a conv VAE (45k values per decode) 29 x 100.
-DECODE_BUDGET = 2**27
-
-
-def decoded_values(model):
-    """Values the decoder's layers output for one code: what one sample costs in memory."""
-    return sum(math.prod(layer.output.shape[1:]) for layer in model.decoder.layers)
-
-
-def images_per_batch(model, samples, most=500):
-    """Images per batch when each is decoded `samples` times, within `DECODE_BUDGET`."""
-    return max(1, min(most, DECODE_BUDGET // (decoded_values(model) * samples)))
-
-
 def importance_sampled_nll(model, x, y=None, k=1000, chunk=100, batch_size=None):
-    """-log p(x) ~ -log (1/k) sum_i p(x, z_i) / q(z_i | x), nats per image (Burda et al.).
-
-    The k samples are drawn `chunk` at a time and combined with a running
-    log-sum-exp, so memory stays flat as k grows; batches hold as many images as
-    `DECODE_BUDGET` allows for the decoder (a conv decoder's take fewer), so it
-    stays flat for every architecture and test-set size too.
-    """
-    chunk = max(1, min(chunk, k, DECODE_BUDGET // decoded_values(model)))
-    batch_size = batch_size or images_per_batch(model, chunk)
-    sampler = ImportanceLogWeights(model, chunk)
-    inputs = model.model_inputs(x, y)
-    total = np.full(len(x), -np.inf)
-    drawn = 0
-    while drawn < k:
-        if k - drawn < chunk:
-            sampler = ImportanceLogWeights(model, k - drawn)
-        log_w = sampler.predict(inputs, batch_size=batch_size, verbose=0).astype(np.float64)
-        total = np.logaddexp(total, _logsumexp(log_w))
-        drawn += sampler.k
-    return float(-(total - math.log(k)).mean())
-
-
-def _logsumexp(a):
-    top = a.max(axis=1)
-    return top + np.log(np.exp(a - top[:, None]).sum(axis=1))
+    """-log p(x) ~ -log (1/k) sum_i p(x, z_i) / q(z_i | x), nats per image averaged over the images
+    (Burda et al.), with memory flat in k and in the number of images (`kerasae.likelihood`)."""
+    _, log_px = likelihood.bounds(model, model.model_inputs(x, y), len(x), k, chunk, batch_size)
+    return float(-log_px.mean())
 
 
 def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_samples=fid.SAMPLES):
@@ -194,16 +141,11 @@ def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_sam
     if is_linear_autoencoder(model):
         out["principal_angles_deg"] = principal_angles(model, pca)
     if model.corruption is not None:
-        noisy = model.corrupt(x_test)
-        noisy_error = float(_per_image((noisy - x_test) ** 2).mean())
-        output_error = float(_per_image((model.reconstruct(noisy, labels) - x_test) ** 2).mean())
-        out["denoising"] = {
-            "noisy_input_sse": noisy_error,
-            "output_sse": output_error,
-            "gain_db": float(10.0 * np.log10(noisy_error / max(output_error, 1e-12))),
-        }
+        out["denoising"] = _denoising(model, x_test, labels)
     if model.variational:
         out.update(_variational(model, x_test, labels, nll_samples))
+    if model.threshold is not None or dataset.anomalous is not None:  # entries from before thresholds have none
+        out["anomaly"] = anomaly.summary(model, model.score(x_test, labels), dataset.anomalous)
     out.update(model.code_metrics(x_test, labels))
     if dataset.record["name"] == "patches":
         _, kernel, tile = filters.first_layer_kernel(model, model.image_shape)
@@ -212,6 +154,18 @@ def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_sam
         out["fid"] = fid.sample_fids(model, sampler, n=fid_samples)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
+
+
+def _denoising(model, x, labels):
+    """Squared errors of corrupted test images and of their restorations, and the gain in dB."""
+    noisy = model.corrupt(x)
+    noisy_error = float(_per_image((noisy - x) ** 2).mean())
+    output_error = float(_per_image((model.reconstruct(noisy, labels) - x) ** 2).mean())
+    return {
+        "noisy_input_sse": noisy_error,
+        "output_sse": output_error,
+        "gain_db": float(10.0 * np.log10(noisy_error / max(output_error, 1e-12))),
+    }
 
 
 def _variational(model, x, y, nll_samples):

@@ -20,7 +20,8 @@ FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denois
 GENERATIVE_FIGURES = ("samples", "interpolation", "manifold")
 
 # Metrics every family reports (kerasae.evaluate), and those of variational ones.
-# ("denoising" needs a corruption, "principal_angles_deg" the linear AE, the probes labels, "fid" MNIST.)
+# ("denoising" needs a corruption, "principal_angles_deg" the linear AE, the probes labels, "fid" MNIST,
+# "anomaly" a calibrated threshold or one-class data.)
 METRICS = (
     "reconstruction",
     "active_units",
@@ -33,6 +34,7 @@ METRICS = (
     "denoising",
     "principal_angles_deg",
     "filters",
+    "anomaly",
 )
 VARIATIONAL_METRICS = ("elbo", "elbo_reconstruction", "elbo_kl", "nll", "nll_bits_per_dim")
 

@@ -204,6 +204,7 @@ DATASET_KEYS = {
     "patches": ("patches",),
     "whiten": ("patches",),
     "whiten_epsilon": ("patches",),
+    "classes": ("mnist", "digits", "npz"),
 }
 
 
@@ -256,6 +257,11 @@ class DataSection(Section):
         "with epsilon added to the covariance's eigenvalues.",
     )
     whiten_epsilon: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
+    classes: Optional[Annotated[list[Annotated[int, Field(ge=0, le=1_000_000)]], Field(min_length=1)]] = Field(
+        default=None,
+        description="One-class training (anomaly detection): train and validate on these classes only; "
+        "the test set keeps every class, the others marked anomalous.",
+    )
 
     @field_validator("path")
     @classmethod
@@ -404,6 +410,38 @@ class OutputsSection(Section):
     )
 
 
+class ScoreSection(Section):
+    """Anomaly scores (`model.score`, `kerasae score`) and the threshold calibrated after training
+    on the held-out normal items (the validation split, else the training set)."""
+
+    method: Optional[Literal["reconstruction", "elbo", "nll"]] = Field(
+        default=None,
+        description="reconstruction: the reconstruction's loss; elbo / nll (variational families): the negative "
+        "ELBO / the importance-sampled -log p(x). Default: elbo for variational families, else reconstruction.",
+    )
+    samples: Annotated[int, Field(ge=1, le=5000)] = Field(
+        default=defaults.SCORE_SAMPLES, description="Importance samples per item for elbo and nll."
+    )
+    quantile: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default=None, description="The threshold is this quantile of the held-out normal items' scores (default 0.99)."
+    )
+    contamination: Optional[Annotated[float, Field(ge=0.0, lt=0.5)]] = Field(
+        default=None, description="Or: the fraction of held-out items expected above it (quantile = 1 - contamination)."
+    )
+
+    @model_validator(mode="after")
+    def _one_threshold_rule(self):
+        if self.quantile is not None and self.contamination is not None:
+            raise ValueError("contamination: give score.quantile or score.contamination, not both")
+        return self
+
+    def threshold_quantile(self):
+        """The quantile of held-out normal scores that the threshold is set to."""
+        if self.contamination is not None:
+            return 1.0 - self.contamination
+        return defaults.THRESHOLD_QUANTILE if self.quantile is None else self.quantile
+
+
 class Recipe(Section):
     """A whole recipe: the one validated description of a training run."""
 
@@ -415,11 +453,15 @@ class Recipe(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     distribute: DistributeSection = Field(default_factory=DistributeSection)
+    score: ScoreSection = Field(default_factory=ScoreSection)
 
     @model_validator(mode="after")
     def _family_rules(self):
         family = families.get(self.model.family)
         problems = [*self._model_problems(family), *self._loss_problems(family), *self._figure_problems(family)]
+        if self.score.method in ("elbo", "nll") and not family.variational:
+            takers = " or ".join(f.name for f in families.FAMILIES.values() if f.variational)
+            problems.append(f"score.method: '{self.score.method}' applies to family {takers}, not '{family.name}'")
         layer_kinds = {type(layer) for layer in self.model.encoder + (self.model.decoder or [])}
         if len(layer_kinds) > 1:
             problems.append("model.decoder: must be dense sizes when the encoder is dense, conv layers when it is conv")
@@ -435,6 +477,8 @@ class Recipe(Section):
             self.corruption = CorruptionSection(type=kind, p=defaults.DENOISING_CORRUPTION["p"])
         if self.outputs.figures is None:
             self.outputs.figures = figures_for(self)
+        if self.score.method is None:
+            self.score.method = "elbo" if family.variational else "reconstruction"
         return self
 
     def _model_problems(self, family):

@@ -289,6 +289,7 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
             metrics["stopped_early"] = f"{stopped}: a callback set model.stop_training"
         # A prior fitted to the training codes (a VQ-VAE's) is part of the saved model.
         model.fit_prior(dataset.x_train[: samplers.GMM_IMAGES * 6], dataset.y_train if model.needs_labels else None)
+        _calibrate(model, dataset, recipe.score)
         # Saved before evaluating, so that `kerasae eval` on the entry starts from the same
         # random state and reproduces these numbers.
         zoo.save_model(model, os.path.join(stage, zoo.MODEL_FILE))
@@ -321,6 +322,18 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
     shutil.rmtree(loop.folder, ignore_errors=True)
     cards.zoo_table(zoo_dir)
     return final, metrics
+
+
+CALIBRATION_ITEMS = 10_000
+
+
+def _calibrate(model, dataset, score):
+    """Sets the model's anomaly threshold from up to `CALIBRATION_ITEMS` held-out normal items:
+    the validation split, else (none held out) the training set."""
+    held_out = len(dataset.x_val) > 0
+    x, y = (dataset.x_val, dataset.y_val) if held_out else (dataset.x_train, dataset.y_train)
+    labels = None if y is None or not model.needs_labels else y[:CALIBRATION_ITEMS]
+    model.calibrate(x[:CALIBRATION_ITEMS], labels, score.threshold_quantile())
 
 
 def _epoch_order(seed, epoch, n):

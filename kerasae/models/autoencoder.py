@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasae import backend, defaults, losses, networks
+from kerasae import backend, defaults, likelihood, losses, networks
 from kerasae.layers import Corruption, DynamicBinarization
 
 PREDICT_BATCH = defaults.PREDICT_BATCH
@@ -14,6 +14,8 @@ PREDICT_BATCH = defaults.PREDICT_BATCH
 # as Keras's docs advise for inputs that fit in one batch: `predict` sets up a data adapter each
 # call, ~130 ms on TensorFlow against ~7 ms for a call (one decoding behind a slider of `kerasae serve`).
 DIRECT_CALL_MAX = 64
+# Items scored per block by `score` (importance samples multiply a block's decoding work, not its memory).
+SCORE_BLOCK = 10_000
 
 
 @keras.saving.register_keras_serializable(package="kerasae")
@@ -42,6 +44,10 @@ class Autoencoder(backend.Trainer, keras.Model):
             applied to the inputs in training: the denoising criterion.
         dynamic_binarization: redraw binary training images ~ Bernoulli(x) each step.
         seed: seed of the model's random layers.
+        anomaly: how `score` scores items and where `flag` draws the line: a dict of "score"
+            (one of `SCORES`; default "elbo" for variational families, else "reconstruction"),
+            "samples" (importance samples per item for "elbo" and "nll") and "threshold" (set
+            by `calibrate` after training; `None` before).
     """
 
     loss_names = ("loss", "reconstruction_loss")
@@ -59,6 +65,7 @@ class Autoencoder(backend.Trainer, keras.Model):
         corruption=None,
         dynamic_binarization=False,
         seed=None,
+        anomaly=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -75,6 +82,11 @@ class Autoencoder(backend.Trainer, keras.Model):
         self.corruption_config = None if corruption is None else dict(corruption)
         self.dynamic_binarization = dynamic_binarization
         self.seed = seed
+        anomaly = {"score": self.default_score, "samples": defaults.SCORE_SAMPLES, "threshold": None, **(anomaly or {})}
+        if anomaly["score"] not in self.scores:
+            raise ValueError(f"`anomaly['score']` must be one of {self.scores}. Received: {anomaly['score']}")
+        self.score_kind, self.score_samples = anomaly["score"], anomaly["samples"]
+        self.threshold, self.threshold_quantile = anomaly["threshold"], anomaly.get("quantile")
 
         # The networks' layers take the model's dtype policy (`dtype`, e.g. "mixed_bfloat16"), which
         # its config keeps: a reloaded model computes as the trained one did.
@@ -103,6 +115,10 @@ class Autoencoder(backend.Trainer, keras.Model):
     needs_labels = False
     # Importance samples per image in the training objective (1: a single-sample loss).
     k = 1
+    # The anomaly scores the family can give (`score`): the reconstruction error in data space;
+    # variational families also the negative ELBO and the importance-sampled -log p(x).
+    scores = ("reconstruction",)
+    default_score = "reconstruction"
 
     @property
     def code_size(self):
@@ -159,6 +175,12 @@ class Autoencoder(backend.Trainer, keras.Model):
             "corruption": self.corruption_config,
             "dynamic_binarization": self.dynamic_binarization,
             "seed": self.seed,
+            "anomaly": {
+                "score": self.score_kind,
+                "samples": self.score_samples,
+                "threshold": self.threshold,
+                "quantile": self.threshold_quantile,
+            },
         }
 
     @property
@@ -267,6 +289,49 @@ class Autoencoder(backend.Trainer, keras.Model):
         z_a, z_b = self.encode(np.stack([x_a, x_b]))
         return self.decode(line(z_a, z_b, steps))
 
+    # -- anomaly scores ----------------------------------------------------
+
+    def score(self, x, labels=None, batch_size=PREDICT_BATCH, verbose=0):
+        """One anomaly score per item of x, higher for more unusual items, in nats (bce
+        reconstructions, "elbo", "nll") or 1/2 * sum of squared errors (mse): float64 numpy.
+
+        "reconstruction": the loss of the item's reconstruction from its deterministic code
+        (the posterior mean of a variational family), without corruption or sampling. "elbo"
+        and "nll" (variational families): the negative ELBO and the importance-sampled -log p(x)
+        of `score_samples` posterior draws (`score_kind` says which; both come from the
+        constructor's `anomaly`). Items go through in blocks of
+        `SCORE_BLOCK`, so memory stays flat however many there are; `verbose=1` shows a progress bar.
+        """
+        x = _floats(x)
+        scores = np.empty(len(x))
+        progress = keras.utils.Progbar(len(x), unit_name="item") if verbose else None
+        for start in range(0, len(x), SCORE_BLOCK):
+            block = slice(start, start + SCORE_BLOCK)
+            y = None if labels is None else np.asarray(labels)[block]
+            scores[block] = self._block_scores(x[block], y, batch_size)
+            if progress is not None:
+                progress.update(min(start + SCORE_BLOCK, len(x)))
+        return scores
+
+    def _block_scores(self, x, labels, batch_size):
+        if self.score_kind == "reconstruction":
+            return reconstruction_error(x, self.reconstruct(x, labels, batch_size), self.reconstruction)
+        elbo, log_px = likelihood.bounds(self, self.model_inputs(x, labels), len(x), k=self.score_samples)
+        return -(elbo if self.score_kind == "elbo" else log_px)
+
+    def calibrate(self, x, labels=None, quantile=0.99, batch_size=PREDICT_BATCH):
+        """Sets `threshold`, above which `flag` flags items, to the `quantile` of the scores of x,
+        held-out items taken as normal (a contamination c is the quantile 1 - c); returns those scores."""
+        scores = self.score(x, labels, batch_size)
+        self.threshold, self.threshold_quantile = float(np.quantile(scores, quantile)), quantile
+        return scores
+
+    def flag(self, x, labels=None, batch_size=PREDICT_BATCH):
+        """Whether each item of x scores above the calibrated `threshold` (bool numpy)."""
+        if self.threshold is None:
+            raise ValueError(f"This {type(self).__name__} has no threshold: call `calibrate` on normal items first.")
+        return self.score(x, labels, batch_size) > self.threshold
+
     def corrupt(self, x):
         """Applies the model's training corruption to x (numpy in, numpy out). Every family
         trained with `corruption` has one: a denoising AE, a denoising VAE (Im et al. 2017), ..."""
@@ -315,6 +380,16 @@ def run(network, inputs, batch_size=PREDICT_BATCH):
         return network.predict(inputs, batch_size=batch_size, verbose=0)
     outputs = network(keras.tree.map_structure(ops.convert_to_tensor, inputs), training=False)
     return keras.tree.map_structure(ops.convert_to_numpy, outputs)
+
+
+def reconstruction_error(x, x_hat, kind):
+    """Per-item loss of reconstructions x_hat of x, float64: "bce" in nats (outputs clipped to
+    [1e-7, 1 - 1e-7]), "mse" 1/2 * the sum of squared errors."""
+    x, x_hat = (np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in (x, x_hat))
+    if kind == "bce":
+        p = np.clip(x_hat, 1e-7, 1.0 - 1e-7)
+        return -(x * np.log(p) + (1.0 - x) * np.log1p(-p)).sum(axis=1)
+    return 0.5 * ((x - x_hat) ** 2).sum(axis=1)
 
 
 def _floats(x):

@@ -36,6 +36,8 @@ class VAE(Autoencoder):
     loss_names = ("loss", "reconstruction_loss", "kl_loss")
     generative = True
     variational = True
+    scores = ("reconstruction", "elbo", "nll")
+    default_score = "elbo"
 
     def __init__(self, likelihood="bernoulli", beta=1.0, kl_warmup_epochs=0, scale="unit", **kwargs):
         if likelihood not in LIKELIHOODS:
