@@ -217,6 +217,10 @@ def entry_card(path, recipe, metrics):
             f"numbers) lists {len(PUBLISHED_NLL)} of them with their settings, from "
             f"{min(value for *_, value in PUBLISHED_NLL):.2f} to {max(value for *_, value in PUBLISHED_NLL):.2f} nats.",
         ]
+    benchmark = os.path.join(path, zoo.BENCHMARK_FILE)
+    if os.path.isfile(benchmark):
+        with open(benchmark, encoding="utf-8") as f:
+            lines += ["", "## Benchmark", "", f.read().strip()]
     lines += ["", "## Figures", ""]
     figure_dir = os.path.join(path, zoo.FIGURES_DIR)
     subject = data.subject(recipe["data"].get("dataset", "mnist"))

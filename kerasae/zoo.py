@@ -41,6 +41,8 @@ CHECK_FILE = "check.npz"
 CHECK_IMAGES = 32
 # The Gaussian mixture fitted to the training codes (kerasae.samplers), as plain arrays.
 SAMPLER_FILE = "sampler.npz"
+# A benchmark's results on the entry's recipe, as Markdown (`benchmarks/oneclass.py --card`): the card shows it.
+BENCHMARK_FILE = "benchmark.md"
 
 
 def write_text(path, text):

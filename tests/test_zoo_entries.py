@@ -130,6 +130,8 @@ def test_entry_card_matches_its_metrics(name, tmp_path):
     shutil.copytree(os.path.join(entry, zoo.FIGURES_DIR), tmp_path / zoo.FIGURES_DIR)
     if os.path.isdir(os.path.join(entry, zoo.SAVED_MODEL_DIR)):
         os.mkdir(tmp_path / zoo.SAVED_MODEL_DIR)  # the card says whether it ships one
+    if os.path.isfile(os.path.join(entry, zoo.BENCHMARK_FILE)):  # ... and shows a benchmark's table
+        shutil.copy(os.path.join(entry, zoo.BENCHMARK_FILE), tmp_path / zoo.BENCHMARK_FILE)
     cards.entry_card(str(tmp_path), r.to_dict(), _metrics(name))
     with open(os.path.join(entry, zoo.CARD_FILE), encoding="utf-8") as shipped:
         assert (tmp_path / zoo.CARD_FILE).read_text(encoding="utf-8") == shipped.read()
