@@ -277,12 +277,25 @@ def _recipe_and_data(m, recipe, data):
         "",
         "## Data",
         "",
-        f"{data['name']} from `{data['source']}`, binarize: {data['binarize']}; "
-        f"{data['sizes']['train']} train / {data['sizes']['validation']} validation / {data['sizes']['test']} test "
-        f"images of shape {data['image_shape']}. sha256 of the stored arrays: x_train "
-        f"`{data['sha256']['x_train'][:16]}…`, x_test `{data['sha256']['x_test'][:16]}…`.",
+        _data_line(data),
         "",
     ]
+
+
+def _data_line(data):
+    """Where the data came from, its splits and checksums; a table's columns."""
+    sizes = f"{data['sizes']['train']} train / {data['sizes']['validation']} validation / {data['sizes']['test']} test"
+    if data["name"] == "table":
+        return (
+            f"Rows of the table `{data['source']}` (sha256 `{data['sha256']['file'][:16]}…`): {sizes}, "
+            f"{len(data['columns'])} numbers per row after the stored transform (`transform.json`: numeric "
+            "columns standardized with the training rows' mean and deviation, categories one-hot)."
+        )
+    return (
+        f"{data['name']} from `{data['source']}`, binarize: {data['binarize']}; {sizes} images of shape "
+        f"{data['image_shape']}. sha256 of the stored arrays: x_train `{data['sha256']['x_train'][:16]}…`, "
+        f"x_test `{data['sha256']['x_test'][:16]}…`."
+    )
 
 
 def _corruption(corruption):

@@ -113,7 +113,9 @@ def _image_commands(sub):
         "score", help="anomaly scores of images with a zoo entry; flags those above its calibrated threshold"
     )
     score.add_argument("entry", help="entry name or folder")
-    score.add_argument("--input", required=True, help=".npy or .npz (first array) of images")
+    score.add_argument(
+        "--input", required=True, help=".npy or .npz (first array) of images; a table's entry: .csv or .parquet rows"
+    )
     score.add_argument(
         "--labels",
         help=".npy, .npz or .csv (one column): 1 for each anomalous item, 0 for a normal one; "
@@ -314,7 +316,7 @@ def _score(args):
             f"{args.entry}: a {type(model).__name__} needs a label per image; score it from Python "
             "with model.score(images, labels)"
         )
-    x = _load_images(args.input)
+    x = _load_items(args.input, zoo.resolve(args.entry, args.zoo))
     if x.shape[1:] != model.image_shape:
         raise KerasaeError(
             f"{args.input}: images of shape {x.shape[1:]}, but {args.entry} takes {tuple(model.image_shape)}"
@@ -350,6 +352,18 @@ def _score(args):
     if args.output:
         print(f"wrote {args.output}")
     return 0
+
+
+def _load_items(path, entry):
+    """Images from .npy / .npz, or, for an entry trained on a table, rows through its stored transform."""
+    from kerasae import tables
+
+    transform = tables.load(entry)
+    if transform is None:
+        return _load_images(path)
+    if not path.lower().endswith((".csv", ".parquet", ".pq")):
+        raise KerasaeError(f"{path}: {os.path.basename(entry)} was trained on a table; give rows as .csv or .parquet")
+    return transform.apply(tables.read(path), path)
 
 
 def _read_truth(path, n):

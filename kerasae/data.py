@@ -42,6 +42,8 @@ class Dataset:
     record: dict
     # One-class data (`data.classes`): which test items are of the other classes, the anomalies.
     anomalous: np.ndarray | None = None
+    # A table's fitted `tables.Transform` (plain values), written into the entry.
+    transform: dict | None = None
 
     @property
     def image_shape(self):
@@ -534,6 +536,89 @@ def _load_patches(section, seed):
     return Dataset(x_train, None, x_val, None, x_test, None, record)
 
 
+def _load_table(section, seed):
+    """Rows of a CSV or Parquet file: a fixed `test_split` held out, the transform fitted on the
+    training rows (after `classes` keeps the normal ones), rows as 1 x D single-channel images."""
+    from kerasae import tables
+
+    path = section.path
+    frame = tables.read(path)
+    label = section.label_column
+    if label is not None:
+        tables.require_columns(frame, [label], path, what="label column (data.label_column)")
+    columns = section.columns or [c for c in frame.columns if c != label]
+    tables.require_columns(frame, columns, path)
+    tables.require_columns(frame, section.categorical, path, what="categorical column")
+    if len(frame) < 4:
+        raise DataError(f"{path}: {len(frame)} rows; a table needs at least 4 (training, validation and test)")
+    train_rows, test_rows = tables.split(len(frame), section.test_split)
+    train, test = frame.iloc[train_rows], frame.iloc[test_rows]
+    train, anomalous = _normal_rows(train, test, section.classes, label, path)
+    # Rows checked (the first bad value named), and with `missing: drop` those with a gap left out.
+    checked = tables.clean(train, columns, section.categorical, section.missing, path)
+    train = train.loc[checked.index]
+    kept = tables.clean(test, columns, section.categorical, section.missing, path).index
+    if anomalous is not None:
+        anomalous = anomalous[test.index.get_indexer(kept)]
+    test = test.loc[kept]
+    transform = tables.Transform.fit(checked, columns, section.categorical, section.missing)
+    x_train, x_test = transform.apply(train, path), transform.apply(test, path)
+    y_train, y_test = (_row_classes(frame, part, label) for part in (train, test))
+    n_fit = len(x_train) - _validation_size(len(x_train), section)
+    record = {
+        "name": "table",
+        "source": os.path.basename(path),
+        "sha256": {"file": _file_sha256(path)},
+        "columns": transform.feature_names(),
+        "binarize": "none",
+        "sizes": {"train": n_fit, "validation": len(x_train) - n_fit, "test": len(x_test)},
+        "image_shape": list(x_train.shape[1:]),
+    }
+    if anomalous is not None:
+        record["classes"] = list(section.classes)
+        record["sizes"]["test_anomalous"] = int(anomalous.sum())
+    return Dataset(
+        x_train[:n_fit],
+        None if y_train is None else y_train[:n_fit],
+        x_train[n_fit:],
+        None if y_train is None else y_train[n_fit:],
+        x_test,
+        y_test,
+        record,
+        anomalous,
+        transform.to_dict(),
+    )
+
+
+def _normal_rows(train, test, classes, label, path):
+    """(training rows of `classes`, which test rows are of the others); all rows and None without classes."""
+    if not classes:
+        return train, None
+    if label is None:
+        raise DataError("data.classes: needs data.label_column, the column that holds each row's class")
+    wanted = {str(c) for c in classes}
+    missing = sorted(wanted - set(train[label].astype(str)))
+    if missing:
+        raise DataError(f"data.classes: no training row of class '{missing[0]}' in column '{label}' of {path}")
+    return train[train[label].astype(str).isin(wanted)], ~test[label].astype(str).isin(wanted).to_numpy()
+
+
+def _row_classes(frame, rows, label):
+    """Each row's class as an integer: its place among the column's values, sorted as text."""
+    if label is None:
+        return None
+    names = sorted(set(frame[label].astype(str)))
+    return np.searchsorted(names, rows[label].astype(str).to_numpy()).astype(np.int32)
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 STREAMED_LOADERS = {"npy": _load_mapped, "folder": _load_folder, "huggingface": _load_huggingface}
 # Threads that decode image files ahead of the training step (PIL releases the GIL while it decodes).
 DECODE_WORKERS = 2
@@ -571,6 +656,8 @@ def load(section, seed=0):
         return STREAMED_LOADERS[section.dataset](section, seed)
     if section.dataset == "patches":
         return _load_patches(section, seed)
+    if section.dataset == "table":
+        return _load_table(section, seed)
     (x_train, y_train, x_test, y_test), record = LOADERS[section.dataset](section)
     where = record.pop("where", record["source"])
     keys = section.keys

@@ -194,31 +194,37 @@ IMAGE_DATASETS = ("folder", "huggingface", "patches")  # decoded from image file
 # The data keys that apply to some datasets only: which. Elsewhere they are errors, and resolved
 # recipes leave them out.
 DATASET_KEYS = {
-    "test_split": IMAGE_DATASETS,
+    "test_split": (*IMAGE_DATASETS, "table"),
     "image_size": ("folder", "huggingface"),
     "resize": ("folder", "huggingface"),
     "color_mode": IMAGE_DATASETS,
     "image_column": ("huggingface",),
-    "label_column": ("huggingface",),
+    "label_column": ("huggingface", "table"),
     "patch_size": ("patches",),
     "patches": ("patches",),
     "whiten": ("patches",),
     "whiten_epsilon": ("patches",),
-    "classes": ("mnist", "digits", "npz"),
+    "classes": ("mnist", "digits", "npz", "table"),
+    "columns": ("table",),
+    "categorical": ("table",),
+    "missing": ("table",),
 }
+# What a table's rows can be drawn as: the figures of images need images.
+TABLE_FIGURES = ("loss", "latent")
 
 
 class DataSection(Section):
     """Where the images come from and how they are prepared."""
 
-    dataset: Literal["mnist", "digits", "npz", "npy", "folder", "huggingface", "patches"] = "mnist"
+    dataset: Literal["mnist", "digits", "npz", "npy", "folder", "huggingface", "patches", "table"] = "mnist"
     path: Optional[str] = Field(
         default=None,
         description="mnist: a local mnist.npz; npz: the file (required); npy: a folder of "
         "x_train.npy (and y_train, x_test, y_test), memory-mapped (required); folder: a folder of "
         "PNG/JPEG/BMP/GIF images, its subfolders the labels (required); huggingface: a dataset saved "
         "with `datasets.save_to_disk`, or a name for `datasets.load_dataset` (required); patches: the "
-        "folder the patches are cut from (scikit-learn's sample photographs when omitted).",
+        "folder the patches are cut from (scikit-learn's sample photographs when omitted); table: a CSV or "
+        "Parquet file (required).",
     )
     keys: NpzKeys = Field(default_factory=NpzKeys)
     binarize: Literal["none", "threshold", "bernoulli"] = "none"
@@ -257,10 +263,23 @@ class DataSection(Section):
         "with epsilon added to the covariance's eigenvalues.",
     )
     whiten_epsilon: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
-    classes: Optional[Annotated[list[Annotated[int, Field(ge=0, le=1_000_000)]], Field(min_length=1)]] = Field(
-        default=None,
-        description="One-class training (anomaly detection): train and validate on these classes only; "
-        "the test set keeps every class, the others marked anomalous.",
+    classes: Optional[Annotated[list[Union[Annotated[int, Field(ge=0, le=1_000_000)], str]], Field(min_length=1)]] = (
+        Field(
+            default=None,
+            description="One-class training (anomaly detection): train and validate on these classes only; "
+            "the test set keeps every class, the others marked anomalous.",
+        )
+    )
+    columns: Optional[Annotated[list[str], Field(min_length=1)]] = Field(
+        default=None, description="table: the columns to learn from (default: all but data.label_column)."
+    )
+    categorical: list[str] = Field(
+        default_factory=list, description="table: columns of categories, one-hot encoded (the others: numbers)."
+    )
+    missing: Literal["error", "impute", "drop"] = Field(
+        default="error",
+        description="table: a missing value is an error, imputed (the training mean; a category of its own), "
+        "or its row dropped.",
     )
 
     @field_validator("path")
@@ -272,6 +291,7 @@ class DataSection(Section):
     def _dataset_keys(self):
         needs_path = {"npz": "the path of the .npz file", "npy": "the folder of .npy files"}
         needs_path |= {"folder": "the folder of images", "huggingface": "a saved dataset's folder or a dataset name"}
+        needs_path["table"] = "the CSV or Parquet file"
         if self.dataset in needs_path and not self.path:
             raise ValueError(f"path: dataset '{self.dataset}' needs {needs_path[self.dataset]}")
         for key in sorted(self.model_fields_set & DATASET_KEYS.keys()):
@@ -279,6 +299,8 @@ class DataSection(Section):
                 raise ValueError(f"{key}: applies to dataset {' or '.join(DATASET_KEYS[key])}, not '{self.dataset}'")
         if self.dataset == "patches" and self.whiten == "zca" and self.binarize != "none":
             raise ValueError("binarize: whitened patches are not images in [0, 1]; leave binarize 'none'")
+        if self.dataset == "table" and "label_column" not in self.model_fields_set:
+            self.label_column = None  # a table's rows have a class only where the recipe names its column
         if self.color_mode is None and self.dataset in IMAGE_DATASETS:
             self.color_mode = "grayscale" if self.dataset == "patches" else "rgb"
         return self
@@ -385,7 +407,8 @@ def figures_for(recipe):
     return [
         name
         for name in families.get(recipe.model.family).figures
-        if name not in FIGURE_NEEDS or FIGURE_NEEDS[name][1](recipe)
+        if (name not in FIGURE_NEEDS or FIGURE_NEEDS[name][1](recipe))
+        and (recipe.data.dataset != "table" or name in TABLE_FIGURES)
     ]
 
 
@@ -459,6 +482,8 @@ class Recipe(Section):
     def _family_rules(self):
         family = families.get(self.model.family)
         problems = [*self._model_problems(family), *self._loss_problems(family), *self._figure_problems(family)]
+        if self.data.dataset == "table":
+            problems += self._table_problems(family)
         if self.score.method in ("elbo", "nll") and not family.variational:
             takers = " or ".join(f.name for f in families.FAMILIES.values() if f.variational)
             problems.append(f"score.method: '{self.score.method}' applies to family {takers}, not '{family.name}'")
@@ -508,6 +533,26 @@ class Recipe(Section):
                 for key, (_, default) in family.loss.items()
             }
             problems += [message for message, holds in family.rules if not holds(self.model, values)]
+        return problems
+
+    def _table_problems(self, family):
+        """A table's rows are standardized numbers, not images in [0, 1]."""
+        problems = []
+        if any(not isinstance(layer, int) for layer in self.model.encoder):
+            problems.append("model.encoder: a table's rows take dense layers (sizes), not conv layers")
+        if family.variational and self.loss.likelihood not in (None, "gaussian"):
+            problems.append("loss.likelihood: a table's standardized columns need 'gaussian'")
+        elif not family.variational and self.loss.type != "mse":
+            problems.append("loss.type: a table's standardized columns are not in [0, 1]; use 'mse'")
+        if self.model.output_activation != "linear":
+            problems.append("model.output_activation: a table's standardized columns need 'linear'")
+        if self.data.binarize != "none":
+            problems.append("data.binarize: a table's rows are not images; leave it 'none'")
+        for name in self.outputs.figures or []:
+            if name not in TABLE_FIGURES:
+                problems.append(
+                    f"outputs.figures: '{name}' needs images; a table's rows get {' and '.join(TABLE_FIGURES)}"
+                )
         return problems
 
     def _figure_problems(self, family):

@@ -19,7 +19,20 @@ import time
 import keras
 import numpy as np
 
-from kerasae import backend, builder, cards, checkpoint, defaults, evaluate, export, families, figures, samplers, zoo
+from kerasae import (
+    backend,
+    builder,
+    cards,
+    checkpoint,
+    defaults,
+    evaluate,
+    export,
+    families,
+    figures,
+    samplers,
+    tables,
+    zoo,
+)
 from kerasae import data as data_module
 from kerasae import recipe as recipe_module
 from kerasae.callbacks import Guard, KLWarmup, OneEpoch, RunScope, Snapshots, StepClock
@@ -301,6 +314,8 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
         )
         metrics["sampler"] = {"gmm": {"components": len(sampler["weights"]), "images": int(sampler["images"])}}
         recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
+        if dataset.transform is not None:  # a table's: `kerasae score` applies it to new rows
+            zoo.write_json(os.path.join(stage, tables.TRANSFORM_FILE), dataset.transform)
         zoo.write_metrics(stage, metrics)
         zoo.write_history(stage, history)
         figures.draw_entry(
