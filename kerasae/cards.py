@@ -15,6 +15,8 @@ FIGURE_CAPTIONS = {
     "manifold": "Decodes of a grid over the 2-D latent space, spaced by Gaussian quantiles.",
     "latent": "Test codes in 2-D (first two principal components when the code is wider), coloured by {label}.",
     "loss": "Training and validation loss terms per epoch.",
+    "scores": "Anomaly scores of the test items of the trained classes and of the others, with the threshold "
+    "calibrated on held-out normal items; the ROC curve of the scores.",
     "traversals": "The first test {subject}'s code with one unit (a row; the most active units) moved by -3..3 "
     "standard deviations of that unit over the test codes.",
 }

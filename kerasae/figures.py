@@ -156,6 +156,32 @@ def _reconstructions(s, path):
         image_rows(rows, path, f"{s.name}: reconstructions after each epoch shown")
 
 
+def score_panels(scores, is_anomaly, threshold, path, title):
+    """Test scores of normal and anomalous items as histograms with the threshold, and the ROC curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    is_anomaly = np.asarray(is_anomaly, dtype=bool)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    bins = np.histogram_bin_edges(scores, bins=50)
+    left.hist(scores[~is_anomaly], bins, alpha=0.6, density=True, label=f"normal ({(~is_anomaly).sum()})")
+    left.hist(scores[is_anomaly], bins, alpha=0.6, density=True, label=f"anomalous ({is_anomaly.sum()})")
+    if threshold is not None:
+        left.axvline(threshold, color="black", linestyle="--", label="threshold")
+    left.set_xlabel("anomaly score")
+    left.set_ylabel("density of test items")
+    left.legend(fontsize=8)
+    fpr, tpr, _ = roc_curve(is_anomaly, scores)
+    right.plot(fpr, tpr)
+    right.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    right.set_xlabel("false positive rate")
+    right.set_ylabel("true positive rate")
+    right.set_title(f"ROC, AUROC {roc_auc_score(is_anomaly, scores):.3f}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
 def _loss(s, path):
     if s.history:
         loss_curves(s.history, path, f"{s.name}: loss per epoch")
@@ -222,6 +248,13 @@ def _manifold(s, path):
     manifold(decode, path, f"{s.name}: decoded latent grid")
 
 
+def _scores(s, path):
+    d = s.dataset
+    if d.anomalous is not None and 0 < d.anomalous.sum() < len(d.anomalous):
+        scores = s.model.score(d.x_test, d.y_test if s.model.needs_labels else None)
+        score_panels(scores, d.anomalous, s.model.threshold, path, f"{s.name}: test scores, normal and anomalous")
+
+
 _DRAWERS = {
     "reconstructions": _reconstructions,
     "loss": _loss,
@@ -232,4 +265,5 @@ _DRAWERS = {
     "samples": _samples,
     "interpolation": _interpolation,
     "manifold": _manifold,
+    "scores": _scores,
 }

@@ -210,7 +210,7 @@ DATASET_KEYS = {
     "missing": ("table",),
 }
 # What a table's rows can be drawn as: the figures of images need images.
-TABLE_FIGURES = ("loss", "latent")
+TABLE_FIGURES = ("loss", "latent", "scores")
 
 
 class DataSection(Section):
@@ -399,6 +399,7 @@ class DistributeSection(Section):
 FIGURE_NEEDS = {
     "denoising": ("a corruption (corruption.type other than 'none')", lambda r: r.corruption.type != "none"),
     "manifold": ("model.latent_dim 2", lambda r: r.model.latent_dim == 2),
+    "scores": ("one-class data (data.classes) to tell normal from anomalous items", lambda r: bool(r.data.classes)),
 }
 
 
@@ -551,7 +552,7 @@ class Recipe(Section):
         for name in self.outputs.figures or []:
             if name not in TABLE_FIGURES:
                 problems.append(
-                    f"outputs.figures: '{name}' needs images; a table's rows get {' and '.join(TABLE_FIGURES)}"
+                    f"outputs.figures: '{name}' needs images; a table's rows get {', '.join(TABLE_FIGURES)}"
                 )
         return problems
 

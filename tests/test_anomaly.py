@@ -127,7 +127,17 @@ def test_the_score_section_is_validated_at_the_recipe(mnist_like):
         recipe.validate(small_recipe("ae", mnist_like, score={"method": "nll"}))
     with pytest.raises(RecipeError, match=r"score\.contamination: give score\.quantile or score\.contamination"):
         recipe.validate(small_recipe("ae", mnist_like, score={"quantile": 0.9, "contamination": 0.1}))
-    with pytest.raises(RecipeError, match=r"data\.classes: applies to dataset mnist or digits or npz, not 'folder'"):
+    with pytest.raises(RecipeError, match=r"outputs\.figures: 'scores' needs one-class data \(data\.classes\)"):
+        recipe.validate(small_recipe("ae", mnist_like, outputs={"figures": ["scores"]}))
+    assert (
+        "scores"
+        in recipe.validate(
+            small_recipe("ae", mnist_like, data={"classes": [1]}, outputs={"figures": None})
+        ).outputs.figures
+    )
+    with pytest.raises(
+        RecipeError, match=r"data\.classes: applies to dataset mnist or digits or npz or table, not 'folder'"
+    ):
         recipe.validate(small_recipe("ae", data={"dataset": "folder", "path": "/x", "classes": [1]}))
 
 
@@ -147,6 +157,7 @@ def oneclass_entry(tmp_path_factory, mnist_like):
     """A one-class AE (digit 0 normal) trained through the training command's own path."""
     zoo_dir = str(tmp_path_factory.mktemp("oneclass-zoo"))
     spec = small_recipe("ae", mnist_like, epochs=8, data={"classes": [0], "binarize": "none"}, score={"quantile": 0.95})
+    spec["outputs"]["figures"] = ["scores"]
     spec["name"] = "test-oneclass"
     path, metrics = train.run(recipe.validate(spec), zoo_dir, verbose=0)
     return path, metrics
@@ -160,6 +171,10 @@ def test_a_one_class_entry_stores_its_threshold_and_test_auroc(oneclass_entry):
     assert model.threshold == found["threshold"] and model.threshold_quantile == 0.95
     card = open(os.path.join(path, "README.md")).read()
     assert "AUROC, classes 0 against the others" in card
+    assert (
+        "![scores](figures/scores.png)" in card
+        and os.path.getsize(os.path.join(path, "figures", "scores.png")) > 10_000
+    )
 
 
 def _test_labels_file(entry):

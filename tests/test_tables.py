@@ -150,10 +150,14 @@ def test_a_table_recipe_refuses_what_needs_images(table_csv):
         "model.encoder: a table's rows take dense layers",
         "loss.type: a table's standardized columns are not in [0, 1]; use 'mse'",
         "model.output_activation: a table's standardized columns need 'linear'",
-        "outputs.figures: 'reconstructions' needs images; a table's rows get loss and latent",
+        "outputs.figures: 'reconstructions' needs images; a table's rows get loss, latent, scores",
     ):
         assert message in str(error.value)
-    assert recipe.validate(_recipe(table_csv) | {"outputs": {"figures": None}}).outputs.figures == ["loss", "latent"]
+    assert recipe.validate(_recipe(table_csv) | {"outputs": {"figures": None}}).outputs.figures == [
+        "loss",
+        "latent",
+        "scores",
+    ]
     with pytest.raises(RecipeError, match="data.path: dataset 'table' needs the CSV or Parquet file"):
         recipe.validate(_recipe(None))
     assert json.loads(json.dumps(recipe.validate(_recipe(table_csv)).to_dict()))["data"]["missing"] == "error"
