@@ -17,6 +17,9 @@ FIGURE_CAPTIONS = {
     "loss": "Training and validation loss terms per epoch.",
     "scores": "Anomaly scores of the test items of the trained classes and of the others, with the threshold "
     "calibrated on held-out normal items; the ROC curve of the scores.",
+    "series": "The test part of the series (standardized columns) and each step's anomaly score: its "
+    "reconstruction error averaged over the windows that hold it, with the threshold calibrated on the validation "
+    "steps; flagged steps in red, known anomalies shaded.",
     "traversals": "The first test {subject}'s code with one unit (a row; the most active units) moved by -3..3 "
     "standard deviations of that unit over the test codes.",
 }
@@ -148,7 +151,11 @@ def _anomaly_rows(anomaly, data):
         ),
         ("test items flagged (score above the threshold)", anomaly["flagged"], "fraction"),
     ]
-    if "auroc" in anomaly:
+    if "auroc" in anomaly and data["name"] == "sequence":
+        rows += [
+            ("AUROC of windows (a window holding a known anomalous step as positive)", anomaly["auroc"], ""),
+        ]
+    elif "auroc" in anomaly:
         normal = ", ".join(map(str, data.get("classes", [])))
         rows += [
             (f"AUROC, classes {normal} against the others", anomaly["auroc"], ""),
@@ -158,6 +165,31 @@ def _anomaly_rows(anomaly, data):
                 f"base rate {anomaly['anomalies'] / anomaly['items']:.3f}",
             ),
             ("precision / recall of the flags", f"{anomaly['precision']:.3f} / {anomaly['recall']:.3f}", ""),
+        ]
+    return rows + _step_rows(anomaly.get("steps"))
+
+
+def _step_rows(steps):
+    """A series' rows: its scores per time step against their threshold and the known anomalies."""
+    if not steps or steps.get("threshold") is None:
+        return []
+    rows = [
+        ("step threshold", steps["threshold"], f"{steps['threshold_quantile']:g}-quantile of validation steps"),
+        ("test steps flagged", steps["flagged"], "fraction"),
+    ]
+    if "auroc" in steps:
+        rows += [
+            ("AUROC of steps", steps["auroc"], f"{steps['anomalous_steps']} of {steps['steps']} steps anomalous"),
+            (
+                "precision / recall / F1 of the flagged steps",
+                f"{steps['precision']:.3f} / {steps['recall']:.3f} / {steps['f1']:.3f}",
+                "per step",
+            ),
+            (
+                "known anomalies with a flagged step",
+                steps["events_detected"],
+                f"of {steps['events']} (runs of anomalous steps)",
+            ),
         ]
     return rows
 
@@ -292,6 +324,14 @@ def _data_line(data):
             f"Rows of the table `{data['source']}` (sha256 `{data['sha256']['file'][:16]}…`): {sizes}, "
             f"{len(data['columns'])} numbers per row after the stored transform (`transform.json`: numeric "
             "columns standardized with the training rows' mean and deviation, categories one-hot)."
+        )
+    if data["name"] == "sequence":
+        steps, window = data["steps"], data["window"]
+        return (
+            f"Windows of the series `{data['source']}` (sha256 `{data['sha256']['file'][:16]}…`), columns "
+            f"{', '.join(data['columns'])}, standardized with the training part's mean and deviation "
+            f"(`transform.json`); split in time into {steps['training']} training, {steps['validation']} validation "
+            f"and {steps['test']} test steps; windows of {window['length']} steps every {window['stride']}: {sizes}."
         )
     return (
         f"{data['name']} from `{data['source']}`, binarize: {data['binarize']}; {sizes} images of shape "

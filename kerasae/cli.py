@@ -110,18 +110,22 @@ def _image_commands(sub):
     sample.add_argument("--zoo")
 
     score = sub.add_parser(
-        "score", help="anomaly scores of images with a zoo entry; flags those above its calibrated threshold"
+        "score",
+        help="anomaly scores of images, rows or time steps with a zoo entry; flags those above its threshold",
     )
     score.add_argument("entry", help="entry name or folder")
     score.add_argument(
-        "--input", required=True, help=".npy or .npz (first array) of images; a table's entry: .csv or .parquet rows"
+        "--input",
+        required=True,
+        help=".npy or .npz (first array) of images; an entry of a table: .csv or .parquet rows; of a series: "
+        "the series as .csv or .parquet (a score per time step)",
     )
     score.add_argument(
         "--labels",
-        help=".npy, .npz or .csv (one column): 1 for each anomalous item, 0 for a normal one; "
-        "prints AUROC, AUPRC and the confusion at the threshold",
+        help=".npy, .npz or .csv (one column): 1 for each anomalous item, 0 for a normal one; for a series, "
+        "also a column of --input; prints AUROC, AUPRC and the confusion at the threshold",
     )
-    score.add_argument("--output", help="a .csv file: item, score, flagged[, label] per item")
+    score.add_argument("--output", help="a .csv file: item (a series: its time step), score, flagged[, label]")
     score.add_argument("--zoo")
 
     interp = sub.add_parser("interpolate", help="decode a walk between two test digits' codes")
@@ -308,7 +312,7 @@ def _denoise(args):
 
 
 def _score(args):
-    from kerasae import anomaly, cards, zoo
+    from kerasae import anomaly, cards, series, zoo
 
     model = zoo.load(args.entry, args.zoo)
     if model.needs_labels:
@@ -316,7 +320,10 @@ def _score(args):
             f"{args.entry}: a {type(model).__name__} needs a label per image; score it from Python "
             "with model.score(images, labels)"
         )
-    x = _load_items(args.input, zoo.resolve(args.entry, args.zoo))
+    folder = zoo.resolve(args.entry, args.zoo)
+    if series.load(folder) is not None:
+        return _score_series(args, model, folder)
+    x = _load_items(args.input, folder)
     if x.shape[1:] != model.image_shape:
         raise KerasaeError(
             f"{args.input}: images of shape {x.shape[1:]}, but {args.entry} takes {tuple(model.image_shape)}"
@@ -335,20 +342,62 @@ def _score(args):
         quantile = f"{model.threshold_quantile:g}-quantile of held-out normal items"
         print(f"threshold {threshold:.3f} ({quantile}): {int(flags.sum())} flagged ({flags.mean():.1%})")
     if truth is not None:
-        found = anomaly.detection_metrics(truth, scores, threshold)
-        if "auroc" in found:
-            print(
-                f"AUROC {found['auroc']:.4f}, AUPRC {found['auprc']:.4f} ({found['anomalies']} anomalies of {len(x)})"
-            )
-        else:
-            print(f"--labels: all {len(x)} items are of one kind; AUROC and AUPRC need both")
-        if threshold is not None:
-            print(
-                f"at the threshold: precision {found['precision']:.4f}, recall {found['recall']:.4f}, "
-                f"F1 {found['f1']:.4f}; true positives {found['true_positives']}, false positives "
-                f"{found['false_positives']}, false negatives {found['false_negatives']}, "
-                f"true negatives {found['true_negatives']}"
-            )
+        _print_detection(anomaly.detection_metrics(truth, scores, threshold), "items")
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _print_detection(found, items):
+    """AUROC, AUPRC and the confusion at the threshold, as `kerasae score --labels` prints them."""
+    n = found.get("items", found.get("steps"))
+    anomalies = found.get("anomalies", found.get("anomalous_steps"))
+    if "auroc" in found:
+        print(f"AUROC {found['auroc']:.4f}, AUPRC {found['auprc']:.4f} ({anomalies} anomalous of {n} {items})")
+    else:
+        print(f"--labels: all {n} {items} are of one kind; AUROC and AUPRC need both")
+    if "precision" in found:
+        print(
+            f"at the threshold: precision {found['precision']:.4f}, recall {found['recall']:.4f}, "
+            f"F1 {found['f1']:.4f}; true positives {found['true_positives']}, false positives "
+            f"{found['false_positives']}, false negatives {found['false_negatives']}, "
+            f"true negatives {found['true_negatives']}"
+        )
+    if "events_detected" in found:
+        print(
+            f"anomalies (runs of anomalous steps) with a flagged step: {found['events_detected']:.0%} "
+            f"of {found['events']}"
+        )
+
+
+def _score_series(args, model, folder):
+    """`kerasae score` of an entry trained on a series: one score per time step of --input."""
+    from kerasae import data, series, tables
+
+    kept = series.load(folder)
+    length, threshold = kept["window"]["length"], kept["threshold"]
+    if not args.input.lower().endswith((".csv", ".parquet", ".pq")):
+        raise KerasaeError(
+            f"{args.input}: {os.path.basename(folder)} was trained on a series; give it as .csv or .parquet"
+        )
+    frame = tables.read(args.input)
+    values = tables.load(folder).apply(frame, args.input)[:, 0, :, 0]
+    series.require_length(len(values), length, args.input)
+    truth = None
+    if args.labels is not None and args.labels in frame.columns:
+        truth = data.step_labels(frame, args.labels, args.input)
+    elif args.labels is not None:
+        truth = _read_truth(args.labels, len(values))
+    scores = series.step_scores(model, values, length)
+    flags = None if threshold is None else scores > threshold
+    if args.output:
+        _write_scores(args.output, scores, flags, truth)
+    print(f"{args.entry}: {len(values)} time steps scored (reconstruction error, windows of {length} steps)")
+    if threshold is not None:
+        quantile = f"{kept['quantile']:g}-quantile of the validation steps"
+        print(f"threshold {threshold:.4g} ({quantile}): {int(flags.sum())} steps flagged ({flags.mean():.1%})")
+    if truth is not None:
+        _print_detection(series.step_metrics(scores, threshold, truth), "steps")
     if args.output:
         print(f"wrote {args.output}")
     return 0

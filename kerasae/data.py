@@ -1,5 +1,6 @@
 """Data sources: MNIST (with an offline fallback), scikit-learn digits, user `.npz`, `.npy`
-folders larger than memory, folders of image files, Hugging Face datasets, and photograph patches.
+folders larger than memory, folders of image files, Hugging Face datasets, photograph patches, rows
+of a table (`kerasae.tables`) and windows of a time series (`kerasae.series`).
 
 Every source returns a `Dataset` of float32 images shaped (N, H, W, C) with
 values in [0, 1], split into train / validation / test, plus a record of what
@@ -42,8 +43,10 @@ class Dataset:
     record: dict
     # One-class data (`data.classes`): which test items are of the other classes, the anomalies.
     anomalous: np.ndarray | None = None
-    # A table's fitted `tables.Transform` (plain values), written into the entry.
+    # A table's or a series' fitted `tables.Transform` (plain values), written into the entry.
     transform: dict | None = None
+    # A series' held-out parts, kept whole for scores per time step (`kerasae.series.Series`).
+    series: object = None
 
     @property
     def image_shape(self):
@@ -590,6 +593,94 @@ def _load_table(section, seed):
     )
 
 
+def _load_sequence(section, seed):
+    """Windows of a series (`kerasae.series`): the file's rows in order, split in time into training,
+    validation and test parts; the transform fitted on the training part; windows that hold a step the
+    label column marks anomalous left out of training and validation."""
+    from kerasae import series, tables
+
+    path = section.path
+    frame = tables.read(path)
+    label = section.label_column
+    if label is not None:
+        tables.require_columns(frame, [label], path, what="label column (data.label_column)")
+    columns = section.columns or [c for c in frame.columns if c != label]
+    tables.require_columns(frame, columns, path)
+    length, stride = section.window.length, section.window.stride
+    series.require_length(len(frame), length, path)
+    values = tables.clean(frame, columns, [], section.missing, path)  # a bad value named by column and line
+    anomalous = step_labels(frame, label, path)
+    n_test = int(round(len(frame) * section.test_split))
+    n_train = len(frame) - n_test
+    n_val = int(round(n_train * section.validation_split))
+    parts = {"training": (0, n_train - n_val), "validation": (n_train - n_val, n_train), "test": (n_train, len(frame))}
+    for part, (first, last) in parts.items():
+        if last - first < length:  # the validation part calibrates the step threshold: it needs a window too
+            raise DataError(
+                f"{path}: the {part} part (steps {first} to {last - 1}; data.test_split, data.validation_split) "
+                f"is {last - first} steps, shorter than one window (data.window.length {length})"
+            )
+    transform = tables.Transform.fit(values.iloc[: n_train - n_val], columns, [], section.missing)
+    steps = transform.apply(values, path)[:, 0, :, 0]  # (steps, columns)
+    cut = {}
+    for part, (first, last) in parts.items():
+        windows, at = series.cut(steps[first:last], length, stride)
+        held = None if anomalous is None else series.anomalous_windows(anomalous[first:last], at, length)
+        cut[part] = (windows, held)
+    dropped = 0
+    for part in ("training", "validation"):
+        windows, held = cut[part]
+        if held is not None:
+            dropped += int(held.sum())
+            cut[part] = (windows[~held], None)
+    (x_train, _), (x_val, _), (x_test, test_held) = cut["training"], cut["validation"], cut["test"]
+    if section.limit:  # windows
+        x_train, x_test = x_train[: section.limit], x_test[: section.limit]
+        test_held = None if test_held is None else test_held[: section.limit]
+    if len(x_train) == 0:
+        raise DataError(f"{path}: every training window holds a step marked anomalous in '{label}'")
+    record = {
+        "name": "sequence",
+        "source": os.path.basename(path),
+        "sha256": {"file": _file_sha256(path)},
+        "columns": list(columns),
+        "window": {"length": length, "stride": stride},
+        "binarize": "none",
+        "steps": {part: last - first for part, (first, last) in parts.items()},
+        "sizes": {"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
+        "image_shape": list(x_train.shape[1:]),
+    }
+    if anomalous is not None:
+        record["sizes"]["test_anomalous"] = int(test_held.sum())
+        record["left_out_windows"] = dropped
+    kept = series.Series(
+        length,
+        stride,
+        steps[n_train - n_val : n_train],
+        steps[n_train:],
+        None if anomalous is None else anomalous[n_train:],
+        n_train,
+    )
+    return Dataset(x_train, None, x_val, None, x_test, None, record, test_held, transform.to_dict(), kept)
+
+
+def step_labels(frame, label, path):
+    """Which steps the label column marks anomalous (1 or true; 0 or false: normal), or None."""
+    if label is None:
+        return None
+    text = frame[label].astype(str).str.strip().str.lower()
+    bad = ~text.isin(["0", "1", "0.0", "1.0", "true", "false"])
+    if bad.any():
+        from kerasae import tables
+
+        at = int(np.argmax(bad.to_numpy()))
+        raise DataError(
+            f"{path}: column '{label}', {tables.line_of(frame, at, path)}: '{frame[label].iloc[at]}' is not a step "
+            "label (1 or true: anomalous; 0 or false: normal)"
+        )
+    return text.isin(["1", "1.0", "true"]).to_numpy()
+
+
 def _normal_rows(train, test, classes, label, path):
     """(training rows of `classes`, which test rows are of the others); all rows and None without classes."""
     if not classes:
@@ -658,6 +749,8 @@ def load(section, seed=0):
         return _load_patches(section, seed)
     if section.dataset == "table":
         return _load_table(section, seed)
+    if section.dataset == "sequence":
+        return _load_sequence(section, seed)
     (x_train, y_train, x_test, y_test), record = LOADERS[section.dataset](section)
     where = record.pop("where", record["source"])
     keys = section.keys

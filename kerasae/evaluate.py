@@ -17,7 +17,21 @@ import time
 import numpy as np
 from keras import ops
 
-from kerasae import anomaly, backend, builder, cards, data, fid, filters, likelihood, losses, recipe, samplers, zoo
+from kerasae import (
+    anomaly,
+    backend,
+    builder,
+    cards,
+    data,
+    fid,
+    filters,
+    likelihood,
+    losses,
+    recipe,
+    samplers,
+    series,
+    zoo,
+)
 from kerasae.likelihood import ImportanceLogWeights, decoded_values, images_per_batch  # noqa: F401 -- kerasae.evaluate's names
 
 EPS = 1e-7
@@ -146,6 +160,8 @@ def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_sam
         out.update(_variational(model, x_test, labels, nll_samples))
     if model.threshold is not None or dataset.anomalous is not None:  # entries from before thresholds have none
         out["anomaly"] = anomaly.summary(model, model.score(x_test, labels), dataset.anomalous)
+    if dataset.series is not None:  # a series: scores per time step too
+        out.setdefault("anomaly", {})["steps"] = series.summary(model, dataset.series)
     out.update(model.code_metrics(x_test, labels))
     if dataset.record["name"] == "patches":
         _, kernel, tile = filters.first_layer_kernel(model, model.image_shape)

@@ -169,6 +169,7 @@ class Explorer:
             "num_classes": int(self.model.num_classes) if self.conditional else 0,
             "corruption": self.recipe.get("corruption") if self.model.corruption is not None else None,
             "samplers": self.samplers(),
+            "score": {"kind": self.model.score_kind, "threshold": self.model.threshold},
             "sliders": self.sliders(),
             "map": self.sliders() and self.model.code_size == 2,
             "ranges": self.ranges.tolist(),
@@ -207,7 +208,7 @@ class Explorer:
         return np.full(n, label, dtype="int64")
 
     def reconstruct(self, source, corrupt=False, label=None):
-        """{input, noisy (when corrupted), output, code} for one image."""
+        """{input, noisy (when corrupted), output, code, score} for one image."""
         x = self.image(source)[None]
         labels = self.labels(label)
         if corrupt and self.model.corruption is None:
@@ -219,7 +220,15 @@ class Explorer:
                 answer["noisy"] = png_data_url(x[0])
             code = self.model.encode(x, labels)
             answer["output"] = png_data_url(self.model.reconstruct(x, labels)[0])
+            score = float(self.model.score(x, labels)[0])
         answer["code"] = [float(v) for v in np.asarray(code[0]).ravel()]
+        # The model's anomaly score of what it was given, against its calibrated threshold (if any).
+        threshold = self.model.threshold
+        answer["score"] = {
+            "value": score,
+            "threshold": threshold,
+            "flagged": None if threshold is None else score > threshold,
+        }
         return answer
 
     def decode(self, code, label=None):

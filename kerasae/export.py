@@ -12,8 +12,25 @@ import sys
 import keras
 
 FORMATS = ("tf_saved_model", "onnx")
-# ONNX holds one function per file: the reconstruction and the two halves.
+# ONNX holds one function per file: the reconstruction and the two halves; and, for an entry that
+# scores by reconstruction (a deterministic score), its anomaly score.
 ONNX_FILES = ("model.onnx", "encoder.onnx", "decoder.onnx")
+SCORE_FILE = "score.onnx"
+
+
+def score_network(model):
+    """A functional model, image (and labels) -> each image's "reconstruction" anomaly score, to export."""
+    image = keras.Input(shape=model.image_shape, name="image")
+    if model.needs_labels:
+        labels = keras.Input(shape=(), dtype="int32", name="labels")
+        return keras.Model([image, labels], model.reconstruction_score_tensor(image, labels), name="score")
+    return keras.Model(image, model.reconstruction_score_tensor(image), name="score")
+
+
+def exports_score(model):
+    """Whether the exports hold the anomaly score: a deterministic one, the reconstruction's (the ELBO
+    and the NLL draw codes at random)."""
+    return model.score_kind == "reconstruction"
 
 
 def _load(model_path):
@@ -33,8 +50,9 @@ def export_saved_model(model_path, out_dir):
     """Loads a `.keras` model and writes a SavedModel to `out_dir`.
 
     Signatures: `serve` (image -> reconstruction), `encode` (image -> latent
-    code: the mean for variational families) and `decode` (latent -> image);
-    each also takes integer labels for a conditional family.
+    code: the mean for variational families), `decode` (latent -> image) and, for a
+    model scored by reconstruction, `score` (image -> anomaly score); each also takes
+    integer labels for a conditional family.
     """
     model = _load(model_path)
     image, latent, labels = _specs(model)
@@ -52,6 +70,10 @@ def export_saved_model(model_path, out_dir):
             "encode": (lambda x: model.encode_tensor(x), [image]),
             "decode": (lambda z: model.decode_tensor(z), [latent]),
         }
+    if exports_score(model) and model.needs_labels:
+        endpoints["score"] = (lambda x, y: model.reconstruction_score_tensor(x, y), [image, labels])
+    elif exports_score(model):
+        endpoints["score"] = (lambda x: model.reconstruction_score_tensor(x), [image])
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=signature)
     # Keras 3.15 saves every weight twice: as the tracked Keras variables and as the
@@ -73,7 +95,8 @@ def export_onnx(model_path, out_dir):
       for variational families (a hierarchical VAE's top layer's, along the posterior
       means); a conditional encoder takes a second input, the one-hot label;
     - decoder.onnx: the decoder network, code -> image; a conditional decoder
-      takes the code and the one-hot label joined into one vector.
+      takes the code and the one-hot label joined into one vector;
+    - score.onnx, for a model scored by reconstruction: image (and labels) -> anomaly score.
     """
     model = _load(model_path)
     image, latent, labels = _specs(model)
@@ -94,6 +117,13 @@ def export_onnx(model_path, out_dir):
     )
     decoder_in = keras.InputSpec(shape=(None, model.code_size + model.condition_dim()), dtype="float32", name="z")
     decoder.export(os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False, input_signature=[decoder_in])
+    if exports_score(model):
+        score_network(model).export(
+            os.path.join(out_dir, SCORE_FILE),
+            format="onnx",
+            verbose=False,
+            input_signature=[[image, labels]] if model.needs_labels else [image],
+        )
 
 
 EXPORTERS = {"tf_saved_model": export_saved_model, "onnx": export_onnx}

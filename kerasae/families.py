@@ -15,7 +15,7 @@ import importlib
 import math
 
 # Figures every family draws; "denoising" needs a corruption, "scores" one-class data (the recipe checks that).
-FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denoising", "scores")
+FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denoising", "scores", "series")
 # Figures of models with a prior to sample from; "manifold" needs a 2-D code.
 GENERATIVE_FIGURES = ("samples", "interpolation", "manifold")
 

@@ -255,6 +255,54 @@ def _scores(s, path):
         score_panels(scores, d.anomalous, s.model.threshold, path, f"{s.name}: test scores, normal and anomalous")
 
 
+def series_panels(values, columns, scores, threshold, is_anomaly, path, title, first_step=0):
+    """A series (standardized columns) above its scores per step with the threshold; flagged steps
+    marked, known anomalous steps shaded in both."""
+    from kerasae import series
+
+    steps = first_step + np.arange(len(values))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10.0, 5.0), sharex=True)
+    for c, column in enumerate(columns):
+        top.plot(steps, values[:, c], linewidth=0.6, label=column)
+    top.set_ylabel("standardized value")
+    top.legend(fontsize=8, loc="upper left")
+    bottom.plot(steps, scores, linewidth=0.6, color="black", label="score")
+    if threshold is not None:
+        bottom.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8, label="threshold")
+        flagged = scores > threshold
+        bottom.scatter(steps[flagged], scores[flagged], s=4, color="tab:red", zorder=3, label="flagged")
+    if is_anomaly is not None:
+        for i, (a, b) in enumerate(series.events(is_anomaly)):
+            for ax in (top, bottom):
+                ax.axvspan(
+                    first_step + a - 0.5,
+                    first_step + b - 0.5,
+                    color="orange",
+                    alpha=0.25,
+                    lw=0,
+                    label="known anomaly" if (i == 0 and ax is bottom) else None,
+                )
+    bottom.set_yscale("log")
+    bottom.set_xlabel("time step")
+    bottom.set_ylabel("anomaly score")
+    bottom.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _series(s, path):
+    from kerasae import series
+
+    kept = s.dataset.series
+    if kept is not None:
+        scores = series.step_scores(s.model, kept.test, kept.length)
+        title = f"{s.name}: the test part's steps, scored"
+        columns = s.dataset.record["columns"]
+        series_panels(kept.test, columns, scores, kept.threshold, kept.test_anomalous, path, title, kept.test_first)
+
+
 _DRAWERS = {
     "reconstructions": _reconstructions,
     "loss": _loss,
@@ -266,4 +314,5 @@ _DRAWERS = {
     "interpolation": _interpolation,
     "manifold": _manifold,
     "scores": _scores,
+    "series": _series,
 }

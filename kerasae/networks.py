@@ -3,7 +3,8 @@
 A layer list is either dense sizes (`[400, 200]`) or conv specs
 (`[{"filters": 32, "kernel_size": 3, "strides": 2}, ...]`). The decoder mirrors
 the encoder when no decoder list is given. The decoder ends with a separate
-`Activation` layer named "output" so losses can use the logits before it. Conv layers are
+`Activation` layer named "output" so losses can use the logits before it. On a series' windows
+(1 x length "images") conv layers run along time only. Conv layers are
 kerasae's `Conv2D` / `Conv2DTranspose`: Keras's, computed in the form each backend runs fastest.
 """
 
@@ -23,8 +24,16 @@ def code_grid(image_shape, layers):
     """(h, w) of the feature map that strided conv layers ("same" padding) reach from an image."""
     h, w = image_shape[0], image_shape[1]
     for spec in layers:
-        h, w = math.ceil(h / spec["strides"]), math.ceil(w / spec["strides"])
+        sh, sw = along(image_shape, spec)[1]
+        h, w = math.ceil(h / sh), math.ceil(w / sw)
     return h, w
+
+
+def along(image_shape, spec):
+    """(kernel_size, strides) of a conv spec: square on images; on a series' windows (1 x length),
+    along time only: a Conv1D."""
+    k, s = spec["kernel_size"], spec["strides"]
+    return ((1, k), (1, s)) if image_shape[0] == 1 else ((k, k), (s, s))
 
 
 def build_encoder(image_shape, layers, activation, heads, condition_dim=0, grid_heads=False, name="encoder"):
@@ -46,10 +55,11 @@ def build_encoder(image_shape, layers, activation, heads, condition_dim=0, grid_
     h = image
     if is_conv(layers):
         for i, spec in enumerate(layers):
+            kernel, strides = along(image_shape, spec)
             h = kerasae_layers.Conv2D(
                 spec["filters"],
-                spec["kernel_size"],
-                strides=spec["strides"],
+                kernel,
+                strides=strides,
                 padding="same",
                 activation=activation,
                 name=f"conv_{i}",
@@ -99,18 +109,15 @@ def build_decoder(latent_dim, layers, activation, image_shape, output_activation
             model.add(keras.layers.Dense(h * w * layers[0]["filters"], activation=activation, name="project"))
             model.add(keras.layers.Reshape((h, w, layers[0]["filters"]), name="unflatten"))
         for i, spec in enumerate(layers):
+            kernel, (sh, sw) = along(image_shape, spec)
             model.add(
                 kerasae_layers.Conv2DTranspose(
-                    spec["filters"],
-                    spec["kernel_size"],
-                    strides=spec["strides"],
-                    padding="same",
-                    activation=activation,
-                    name=f"deconv_{i}",
+                    spec["filters"], kernel, strides=(sh, sw), padding="same", activation=activation, name=f"deconv_{i}"
                 )
             )
-            h, w = h * spec["strides"], w * spec["strides"]
-        model.add(kerasae_layers.Conv2D(channels, layers[-1]["kernel_size"], padding="same", name="logits"))
+            h, w = h * sh, w * sw
+        kernel = along(image_shape, layers[-1])[0]
+        model.add(kerasae_layers.Conv2D(channels, kernel, padding="same", name="logits"))
         if (h, w) != (height, width):
             dh, dw = h - height, w - width
             model.add(keras.layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="crop"))

@@ -194,44 +194,58 @@ IMAGE_DATASETS = ("folder", "huggingface", "patches")  # decoded from image file
 # The data keys that apply to some datasets only: which. Elsewhere they are errors, and resolved
 # recipes leave them out.
 DATASET_KEYS = {
-    "test_split": (*IMAGE_DATASETS, "table"),
+    "test_split": (*IMAGE_DATASETS, "table", "sequence"),
     "image_size": ("folder", "huggingface"),
     "resize": ("folder", "huggingface"),
     "color_mode": IMAGE_DATASETS,
     "image_column": ("huggingface",),
-    "label_column": ("huggingface", "table"),
+    "label_column": ("huggingface", "table", "sequence"),
     "patch_size": ("patches",),
     "patches": ("patches",),
     "whiten": ("patches",),
     "whiten_epsilon": ("patches",),
     "classes": ("mnist", "digits", "npz", "table"),
-    "columns": ("table",),
+    "columns": ("table", "sequence"),
     "categorical": ("table",),
-    "missing": ("table",),
+    "missing": ("table", "sequence"),
+    "window": ("sequence",),
 }
-# What a table's rows can be drawn as: the figures of images need images.
+# What a table's rows and a series' windows can be drawn as: the figures of images need images.
 TABLE_FIGURES = ("loss", "latent", "scores")
+SEQUENCE_FIGURES = ("loss", "latent", "scores", "series")
+VECTOR_FIGURES = {"table": TABLE_FIGURES, "sequence": SEQUENCE_FIGURES}
+
+
+class WindowSection(Section):
+    """sequence: how windows are cut from the series."""
+
+    length: Annotated[int, Field(ge=2, le=100_000)] = Field(description="Time steps per window.")
+    stride: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1, description="Steps between the starts of training windows (scores use every window)."
+    )
 
 
 class DataSection(Section):
     """Where the images come from and how they are prepared."""
 
-    dataset: Literal["mnist", "digits", "npz", "npy", "folder", "huggingface", "patches", "table"] = "mnist"
+    dataset: Literal["mnist", "digits", "npz", "npy", "folder", "huggingface", "patches", "table", "sequence"] = "mnist"
     path: Optional[str] = Field(
         default=None,
         description="mnist: a local mnist.npz; npz: the file (required); npy: a folder of "
         "x_train.npy (and y_train, x_test, y_test), memory-mapped (required); folder: a folder of "
         "PNG/JPEG/BMP/GIF images, its subfolders the labels (required); huggingface: a dataset saved "
         "with `datasets.save_to_disk`, or a name for `datasets.load_dataset` (required); patches: the "
-        "folder the patches are cut from (scikit-learn's sample photographs when omitted); table: a CSV or "
-        "Parquet file (required).",
+        "folder the patches are cut from (scikit-learn's sample photographs when omitted); table, sequence: a "
+        "CSV or Parquet file (required), a sequence's rows in time order.",
     )
     keys: NpzKeys = Field(default_factory=NpzKeys)
     binarize: Literal["none", "threshold", "bernoulli"] = "none"
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
-        default=0.1, description="folder, huggingface without a test split, patches: the share held out for testing."
+        default=0.1,
+        description="folder, huggingface without a test split, patches, table: the share held out for testing; "
+        "sequence: the series' last share of steps.",
     )
     limit: Optional[Annotated[int, Field(ge=2, le=100_000_000)]] = Field(
         default=None, description="Use only the first `limit` training (and test) images."
@@ -251,7 +265,9 @@ class DataSection(Section):
     )
     image_column: str = Field(default="image", description="huggingface: the column of images.")
     label_column: Optional[str] = Field(
-        default="label", description="huggingface: the column of integer labels (none when absent or null)."
+        default="label",
+        description="huggingface: the column of integer labels (none when absent or null); table: each row's "
+        "class; sequence: 1 where a step is a known anomaly, else 0 (none unless named).",
     )
     patch_size: Annotated[int, Field(ge=2, le=256)] = Field(default=8, description="patches: their side in pixels.")
     patches: Annotated[int, Field(ge=10, le=10_000_000)] = Field(
@@ -271,16 +287,19 @@ class DataSection(Section):
         )
     )
     columns: Optional[Annotated[list[str], Field(min_length=1)]] = Field(
-        default=None, description="table: the columns to learn from (default: all but data.label_column)."
+        default=None,
+        description="table, sequence: the columns to learn from (default: all but data.label_column); a "
+        "sequence's are numbers, one channel each.",
     )
     categorical: list[str] = Field(
         default_factory=list, description="table: columns of categories, one-hot encoded (the others: numbers)."
     )
     missing: Literal["error", "impute", "drop"] = Field(
         default="error",
-        description="table: a missing value is an error, imputed (the training mean; a category of its own), "
-        "or its row dropped.",
+        description="table, sequence: a missing value is an error, imputed (the training mean; a category of its "
+        "own), or its row dropped (tables only: a series keeps every step).",
     )
+    window: Optional[WindowSection] = Field(default=None, description="sequence: the windows cut (required).")
 
     @field_validator("path")
     @classmethod
@@ -291,7 +310,7 @@ class DataSection(Section):
     def _dataset_keys(self):
         needs_path = {"npz": "the path of the .npz file", "npy": "the folder of .npy files"}
         needs_path |= {"folder": "the folder of images", "huggingface": "a saved dataset's folder or a dataset name"}
-        needs_path["table"] = "the CSV or Parquet file"
+        needs_path["table"] = needs_path["sequence"] = "the CSV or Parquet file"
         if self.dataset in needs_path and not self.path:
             raise ValueError(f"path: dataset '{self.dataset}' needs {needs_path[self.dataset]}")
         for key in sorted(self.model_fields_set & DATASET_KEYS.keys()):
@@ -299,8 +318,12 @@ class DataSection(Section):
                 raise ValueError(f"{key}: applies to dataset {' or '.join(DATASET_KEYS[key])}, not '{self.dataset}'")
         if self.dataset == "patches" and self.whiten == "zca" and self.binarize != "none":
             raise ValueError("binarize: whitened patches are not images in [0, 1]; leave binarize 'none'")
-        if self.dataset == "table" and "label_column" not in self.model_fields_set:
+        if self.dataset in ("table", "sequence") and "label_column" not in self.model_fields_set:
             self.label_column = None  # a table's rows have a class only where the recipe names its column
+        if self.dataset == "sequence" and self.window is None:
+            raise ValueError("window: dataset 'sequence' needs window.length (and window.stride, default 1)")
+        if self.dataset == "sequence" and self.missing == "drop":
+            raise ValueError("missing: a series keeps every time step; use 'error' or 'impute'")
         if self.color_mode is None and self.dataset in IMAGE_DATASETS:
             self.color_mode = "grayscale" if self.dataset == "patches" else "rgb"
         return self
@@ -399,7 +422,11 @@ class DistributeSection(Section):
 FIGURE_NEEDS = {
     "denoising": ("a corruption (corruption.type other than 'none')", lambda r: r.corruption.type != "none"),
     "manifold": ("model.latent_dim 2", lambda r: r.model.latent_dim == 2),
-    "scores": ("one-class data (data.classes) to tell normal from anomalous items", lambda r: bool(r.data.classes)),
+    "scores": (
+        "known anomalies: one-class data (data.classes), or a sequence's data.label_column",
+        lambda r: bool(r.data.classes) or (r.data.dataset == "sequence" and r.data.label_column is not None),
+    ),
+    "series": ("a time series (data.dataset: sequence)", lambda r: r.data.dataset == "sequence"),
 }
 
 
@@ -409,7 +436,7 @@ def figures_for(recipe):
         name
         for name in families.get(recipe.model.family).figures
         if (name not in FIGURE_NEEDS or FIGURE_NEEDS[name][1](recipe))
-        and (recipe.data.dataset != "table" or name in TABLE_FIGURES)
+        and (recipe.data.dataset not in VECTOR_FIGURES or name in VECTOR_FIGURES[recipe.data.dataset])
     ]
 
 
@@ -483,8 +510,8 @@ class Recipe(Section):
     def _family_rules(self):
         family = families.get(self.model.family)
         problems = [*self._model_problems(family), *self._loss_problems(family), *self._figure_problems(family)]
-        if self.data.dataset == "table":
-            problems += self._table_problems(family)
+        if self.data.dataset in VECTOR_FIGURES:
+            problems += self._vector_problems(family)
         if self.score.method in ("elbo", "nll") and not family.variational:
             takers = " or ".join(f.name for f in families.FAMILIES.values() if f.variational)
             problems.append(f"score.method: '{self.score.method}' applies to family {takers}, not '{family.name}'")
@@ -536,24 +563,28 @@ class Recipe(Section):
             problems += [message for message, holds in family.rules if not holds(self.model, values)]
         return problems
 
-    def _table_problems(self, family):
-        """A table's rows are standardized numbers, not images in [0, 1]."""
+    def _vector_problems(self, family):
+        """A table's rows and a series' windows are standardized numbers, not images in [0, 1]."""
         problems = []
-        if any(not isinstance(layer, int) for layer in self.model.encoder):
+        what = {"table": "a table's standardized columns", "sequence": "a series' standardized columns"}
+        what, items = (
+            what[self.data.dataset],
+            {"table": "a table's rows", "sequence": "a series' windows"}[self.data.dataset],
+        )
+        if self.data.dataset == "table" and any(not isinstance(layer, int) for layer in self.model.encoder):
             problems.append("model.encoder: a table's rows take dense layers (sizes), not conv layers")
         if family.variational and self.loss.likelihood not in (None, "gaussian"):
-            problems.append("loss.likelihood: a table's standardized columns need 'gaussian'")
+            problems.append(f"loss.likelihood: {what} need 'gaussian'")
         elif not family.variational and self.loss.type != "mse":
-            problems.append("loss.type: a table's standardized columns are not in [0, 1]; use 'mse'")
+            problems.append(f"loss.type: {what} are not in [0, 1]; use 'mse'")
         if self.model.output_activation != "linear":
-            problems.append("model.output_activation: a table's standardized columns need 'linear'")
+            problems.append(f"model.output_activation: {what} need 'linear'")
         if self.data.binarize != "none":
-            problems.append("data.binarize: a table's rows are not images; leave it 'none'")
+            problems.append(f"data.binarize: {items} are not images; leave it 'none'")
+        allowed = VECTOR_FIGURES[self.data.dataset]
         for name in self.outputs.figures or []:
-            if name not in TABLE_FIGURES:
-                problems.append(
-                    f"outputs.figures: '{name}' needs images; a table's rows get {', '.join(TABLE_FIGURES)}"
-                )
+            if name not in allowed:
+                problems.append(f"outputs.figures: '{name}' needs images; {items} get {', '.join(allowed)}")
         return problems
 
     def _figure_problems(self, family):

@@ -30,6 +30,7 @@ from kerasae import (
     families,
     figures,
     samplers,
+    series,
     tables,
     zoo,
 )
@@ -314,8 +315,10 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
         )
         metrics["sampler"] = {"gmm": {"components": len(sampler["weights"]), "images": int(sampler["images"])}}
         recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
-        if dataset.transform is not None:  # a table's: `kerasae score` applies it to new rows
+        if dataset.transform is not None:  # a table's or a series': `kerasae score` applies it to new rows
             zoo.write_json(os.path.join(stage, tables.TRANSFORM_FILE), dataset.transform)
+        if dataset.series is not None:  # the window and the step threshold
+            zoo.write_json(os.path.join(stage, series.SERIES_FILE), dataset.series.to_dict())
         zoo.write_metrics(stage, metrics)
         zoo.write_history(stage, history)
         figures.draw_entry(
@@ -349,6 +352,8 @@ def _calibrate(model, dataset, score):
     x, y = (dataset.x_val, dataset.y_val) if held_out else (dataset.x_train, dataset.y_train)
     labels = None if y is None or not model.needs_labels else y[:CALIBRATION_ITEMS]
     model.calibrate(x[:CALIBRATION_ITEMS], labels, score.threshold_quantile())
+    if dataset.series is not None:  # and a series' threshold of step scores, on its validation steps
+        series.calibrate(model, dataset.series, score.threshold_quantile())
 
 
 def _epoch_order(seed, epoch, n):

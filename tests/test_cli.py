@@ -11,7 +11,7 @@ import yaml
 from conftest import RECIPES, ROOT, copy_entry, small_recipe
 
 import kerasae
-from kerasae import cli, data, fid, recipe, zoo
+from kerasae import cli, data, export, fid, recipe, zoo
 
 
 def _recipe_file(tmp_path, recipe, name="r.yaml"):
@@ -281,6 +281,9 @@ def test_saved_model_export_serves_the_same_reconstruction(mnist_like, shared_zo
     np.testing.assert_allclose(onnx["model"](x)[0], model.reconstruct(x), atol=1e-5)
     z_mean, z_log_var = onnx["encoder"](x)
     np.testing.assert_allclose(z_mean, model.encode(x), atol=1e-5)
+    # Its score, the negative ELBO, draws codes at random: not exported.
+    assert model.score_kind == "elbo" and not os.path.exists(os.path.join(entry, zoo.ONNX_DIR, export.SCORE_FILE))
+    assert not hasattr(exported, "score")
     assert z_log_var.shape == z_mean.shape
     np.testing.assert_allclose(onnx["decoder"](z)[0], model.decode(z), atol=1e-5)
 
@@ -316,6 +319,17 @@ def test_export_replaces_an_old_export_and_names_bad_requests(tmp_path, mnist_li
         x = (f["x_test"][:8, ..., None] > 127).astype("float32")
     served = tf.saved_model.load(str(out))  # held: TF frees the variables of an unreferenced load
     np.testing.assert_allclose(served.serve(x).numpy(), model.reconstruct(x), atol=1e-5)
+    # An entry scored by reconstruction exports its anomaly score too: in the SavedModel and as score.onnx.
+    assert model.score_kind == "reconstruction"
+    np.testing.assert_allclose(served.score(x).numpy(), model.score(x), rtol=1e-5)
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    assert cli.main(["export", entry, "--format", "onnx", "--output", str(onnx_dir)]) == 0
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_dir / export.SCORE_FILE))
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, model.score(x), rtol=1e-3)  # ONNX runtime's float32 sums over 784 pixels
 
     capsys.readouterr()
     assert cli.main(["export", "no-such-entry", "--zoo", zoo_dir]) == 2

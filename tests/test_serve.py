@@ -114,6 +114,10 @@ def test_every_shipped_entry_answers_with_its_models_outputs(client, name):
         stored = (stored - stored.min()) / (stored.max() - stored.min())
     np.testing.assert_allclose(shown, stored, atol=PIXEL)
     np.testing.assert_allclose(got["code"], check["codes"][0].ravel(), atol=1e-4)
+    # ... with its anomaly score, flagged where it lies above the entry's threshold.
+    score = got["score"]
+    assert np.isfinite(score["value"]) and score["threshold"] == info["score"]["threshold"]
+    assert score["flagged"] == (None if score["threshold"] is None else score["value"] > score["threshold"])
 
     # Decoding that code gives the reconstruction back (a VAE decodes its posterior mean).
     decoded = post(client, name, "decode", {"code": got["code"], "label": label}).json()
@@ -457,6 +461,29 @@ def test_a_digit_drawn_with_the_mouse_is_reconstructed_as_that_digit(page, shipp
         wait_for(page, "reconstructions", done + 1)
         seen, output = shown(page, "#input-img"), shown(page, "#output-img")
         assert fid.classify(np.stack([seen, output])[..., None]).tolist() == [digit, digit], (name, digit)
+    assert page.problems == []
+
+
+@pytest.mark.once
+def test_a_drawn_digit_gets_the_one_class_models_score_and_verdict(page, shipped_site):
+    """The one-class entry (trained on 3s) scores what is drawn; the page says it against the threshold."""
+    import kerasae
+
+    model = kerasae.load(os.path.join(SHIPPED, "oneclass-mnist"))
+    open_entry(page, shipped_site, "oneclass-mnist")
+    verdicts = {}
+    for digit in (1, 7):
+        page.click("#clear")
+        done = page.evaluate("window.kerasae.reconstructions")
+        mouse_stroke(page, digit)
+        wait_for(page, "reconstructions", done + 1)
+        text = page.inner_text("#score")
+        value = float(text.split(") ")[1].split(",")[0])
+        expected = float(model.score(shown(page, "#input-img")[None, ..., None])[0])
+        assert value == pytest.approx(expected, rel=0.02), text  # the PNG shown is 8-bit
+        assert (value > model.threshold) == text.split(", ")[1].startswith("flagged"), text
+        verdicts[digit] = text
+    assert all("threshold" in t for t in verdicts.values())
     assert page.problems == []
 
 

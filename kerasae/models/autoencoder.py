@@ -1,6 +1,7 @@
 """The deterministic autoencoder (the seed's AE, linear AE) and the denoising AE."""
 
 import contextlib
+import math
 
 import keras
 import numpy as np
@@ -318,6 +319,17 @@ class Autoencoder(backend.Trainer, keras.Model):
             return reconstruction_error(x, self.reconstruct(x, labels, batch_size), self.reconstruction)
         elbo, log_px = likelihood.bounds(self, self.model_inputs(x, labels), len(x), k=self.score_samples)
         return -(elbo if self.score_kind == "elbo" else log_px)
+
+    def reconstruction_score_tensor(self, x, labels=None):
+        """The "reconstruction" score of a batch x as a tensor (what `score` computes in numpy):
+        the graph serving exports hold."""
+        x_hat = self([x, labels] if self.needs_labels else x, training=False)
+        size = math.prod(self.image_shape)
+        x, x_hat = (ops.reshape(ops.cast(a, "float32"), (-1, size)) for a in (x, x_hat))
+        if self.reconstruction == "bce":
+            p = ops.clip(x_hat, 1e-7, 1.0 - 1e-7)
+            return -ops.sum(x * ops.log(p) + (1.0 - x) * ops.log(1.0 - p), axis=1)
+        return 0.5 * ops.sum(ops.square(x - x_hat), axis=1)
 
     def calibrate(self, x, labels=None, quantile=0.99, batch_size=PREDICT_BATCH):
         """Sets `threshold`, above which `flag` flags items, to the `quantile` of the scores of x,

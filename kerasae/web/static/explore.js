@@ -138,12 +138,24 @@ const reconstruct = latest(async () => {
   $("noisy-figure").hidden = !answer.noisy;
   if (answer.noisy) await setImage($("noisy-img"), answer.noisy);
   window.kerasae.reconstructions += 1;
+  showScore(answer.score);
   state.code = answer.code;
   if (state.info.sliders) {
     showCode();
     await setImage($("decoded-img"), answer.output);
   }
 });
+
+// The model's anomaly score of the input, and whether it lies above the entry's threshold.
+function showScore(score) {
+  const value = score.value.toPrecision(4);
+  const verdict =
+    score.threshold === null
+      ? "no threshold"
+      : `${score.flagged ? "flagged" : "normal"}: threshold ${score.threshold.toPrecision(4)}`;
+  $("score").textContent = `anomaly score (${state.info.score.kind}) ${value}, ${verdict}`;
+  $("score").className = score.flagged ? "status flagged" : "status";
+}
 
 function useTest(index) {
   state.source = { test: index };
