@@ -15,8 +15,8 @@ FIGURE_CAPTIONS = {
     "manifold": "Decodes of a grid over the 2-D latent space, spaced by Gaussian quantiles.",
     "latent": "Test codes in 2-D (first two principal components when the code is wider), coloured by {label}.",
     "loss": "Training and validation loss terms per epoch.",
-    "scores": "Anomaly scores of the test items of the trained classes and of the others, with the threshold "
-    "calibrated on held-out normal items; the ROC curve of the scores.",
+    "scores": "Anomaly scores of the normal and the anomalous test items (of the other classes; a series' windows "
+    "holding a known anomalous step), with the threshold calibrated on held-out normal items; the ROC curve.",
     "series": "The test part of the series (standardized columns) and each step's anomaly score: its "
     "reconstruction error averaged over the windows that hold it, with the threshold calibrated on the validation "
     "steps; flagged steps in red, known anomalies shaded.",

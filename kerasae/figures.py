@@ -97,8 +97,10 @@ def latent_scatter(codes, labels, path, title):
     elif codes.shape[1] == 1:
         codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
     fig, ax = plt.subplots(figsize=(6.0, 5.0))
-    points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
-    if labels is not None:
+    if labels is None:
+        ax.scatter(codes[:, 0], codes[:, 1], s=4, alpha=0.7)
+    else:
+        points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
         fig.colorbar(points, ax=ax, label="label")
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
@@ -195,7 +197,10 @@ def _filters(s, path):
 def _latent(s, path):
     d = s.dataset
     codes = s.model.encode(d.x_test, d.y_test if s.model.needs_labels else None)
-    latent_scatter(codes, d.y_test, path, f"{s.name}: test codes by label")
+    if d.y_test is None and d.anomalous is not None:  # a series' windows: 1 where one holds a known anomaly
+        latent_scatter(codes, d.anomalous.astype(int), path, f"{s.name}: test codes, 1 = anomalous")
+    else:
+        latent_scatter(codes, d.y_test, path, f"{s.name}: test codes by label")
 
 
 TRAVERSAL_UNITS = 10
