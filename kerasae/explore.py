@@ -38,12 +38,15 @@ class RequestError(KerasaeError):
 
 
 def png_data_url(image):
-    """A `data:image/png` URL of one (H, W, C) image; values outside [0, 1] are scaled to it."""
+    """A `data:image/png` URL of one (H, W, C) image (C other than 1 or 3: the channels one above
+    another, in grey); values outside [0, 1] are scaled to it."""
     image = np.asarray(image, dtype="float32")
     low, high = float(image.min()), float(image.max())
     if low < 0.0 or high > 1.0:
         image = (image - low) / max(high - low, 1e-8)
     pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype("uint8")
+    if pixels.shape[-1] not in (1, 3):  # a series' window: one grey row of pixels per column, stacked
+        pixels = pixels.transpose(2, 0, 1).reshape(-1, pixels.shape[1], 1)
     mode = "L" if pixels.shape[-1] == 1 else "RGB"
     buffer = io.BytesIO()
     Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode).save(buffer, format="PNG")

@@ -23,7 +23,7 @@ import pytest
 from conftest import REQUIRE_DATA_ENV, ROOT, full_mnist, unavailable
 
 import kerasae
-from kerasae import cards, data, evaluate, recipe, zoo
+from kerasae import anomaly, cards, data, evaluate, recipe, series, zoo
 
 ZOO = os.path.join(ROOT, "zoo")
 ENTRIES = sorted(name for name, _ in zoo.entries(ZOO))
@@ -94,6 +94,17 @@ def test_entry_reproduces_its_stored_test_metrics(name):
             dataset.x_test, *([labels] if model.needs_labels else []), batch_size=500, verbose=0, return_dict=True
         )
         assert -(terms["reconstruction_loss"] + terms["kl_loss"]) == pytest.approx(stored["elbo"], abs=0.5)
+    if "anomaly" in stored and model.score_kind == "reconstruction":  # deterministic scores, the same flags
+        found = anomaly.summary(model, model.score(dataset.x_test, labels), dataset.anomalous)
+        for key in ("threshold", "flagged", "auroc", "precision", "recall"):
+            if key in stored["anomaly"]:
+                assert found[key] == pytest.approx(stored["anomaly"][key], rel=1e-3, abs=1e-6), key
+    kept = series.load(os.path.join(ZOO, name))
+    if kept is not None:  # a series: the test steps' scores against the stored step threshold
+        dataset.series.threshold, dataset.series.quantile = kept["threshold"], kept["quantile"]
+        found = series.summary(model, dataset.series)
+        for key in ("flagged", "auroc", "precision", "recall", "events_detected"):
+            assert found[key] == pytest.approx(stored["anomaly"]["steps"][key], rel=1e-3), key
 
 
 def _flat(metrics, prefix=""):
