@@ -33,7 +33,12 @@ def inject(rng, temperature, load):
     def mark(first, last):
         anomaly[first:last] = 1
 
-    for at, width, column, size in [(8_650, 1, 0, 4.0), (9_020, 2, 1, -12.0), (9_700, 1, 1, 14.0), (10_480, 2, 0, -4.5)]:
+    for at, width, column, size in [
+        (8_650, 1, 0, 4.0),
+        (9_020, 2, 1, -12.0),
+        (9_700, 1, 1, 14.0),
+        (10_480, 2, 0, -4.5),
+    ]:
         (temperature, load)[column][at : at + width] += size  # spikes
         mark(at, at + width)
     for first, length, column, size in [(8_900, 120, 0, 3.0), (10_900, 150, 1, -10.0)]:
