@@ -610,29 +610,11 @@ def _load_sequence(section, seed):
     series.require_length(len(frame), length, path)
     values = tables.clean(frame, columns, [], section.missing, path)  # a bad value named by column and line
     anomalous = step_labels(frame, label, path)
-    n_test = int(round(len(frame) * section.test_split))
-    n_train = len(frame) - n_test
-    n_val = int(round(n_train * section.validation_split))
-    parts = {"training": (0, n_train - n_val), "validation": (n_train - n_val, n_train), "test": (n_train, len(frame))}
-    for part, (first, last) in parts.items():
-        if last - first < length:  # the validation part calibrates the step threshold: it needs a window too
-            raise DataError(
-                f"{path}: the {part} part (steps {first} to {last - 1}; data.test_split, data.validation_split) "
-                f"is {last - first} steps, shorter than one window (data.window.length {length})"
-            )
-    transform = tables.Transform.fit(values.iloc[: n_train - n_val], columns, [], section.missing)
+    parts = _series_parts(len(frame), section, path)
+    val_first, n_train = parts["validation"]
+    transform = tables.Transform.fit(values.iloc[:val_first], columns, [], section.missing)
     steps = transform.apply(values, path)[:, 0, :, 0]  # (steps, columns)
-    cut = {}
-    for part, (first, last) in parts.items():
-        windows, at = series.cut(steps[first:last], length, stride)
-        held = None if anomalous is None else series.anomalous_windows(anomalous[first:last], at, length)
-        cut[part] = (windows, held)
-    dropped = 0
-    for part in ("training", "validation"):
-        windows, held = cut[part]
-        if held is not None:
-            dropped += int(held.sum())
-            cut[part] = (windows[~held], None)
+    cut, dropped = _cut_series(steps, anomalous, parts, length, stride)
     (x_train, _), (x_val, _), (x_test, test_held) = cut["training"], cut["validation"], cut["test"]
     if section.limit:  # windows
         x_train, x_test = x_train[: section.limit], x_test[: section.limit]
@@ -656,12 +638,43 @@ def _load_sequence(section, seed):
     kept = series.Series(
         length,
         stride,
-        steps[n_train - n_val : n_train],
+        steps[val_first:n_train],
         steps[n_train:],
         None if anomalous is None else anomalous[n_train:],
         n_train,
     )
     return Dataset(x_train, None, x_val, None, x_test, None, record, test_held, transform.to_dict(), kept)
+
+
+def _series_parts(n_steps, section, path):
+    """{part: (first, last) step} of a series split in time; each part must hold one window (the validation
+    part calibrates the step threshold)."""
+    length = section.window.length
+    n_train = n_steps - int(round(n_steps * section.test_split))
+    n_val = int(round(n_train * section.validation_split))
+    parts = {"training": (0, n_train - n_val), "validation": (n_train - n_val, n_train), "test": (n_train, n_steps)}
+    for part, (first, last) in parts.items():
+        if last - first < length:
+            raise DataError(
+                f"{path}: the {part} part (steps {first} to {last - 1}; data.test_split, data.validation_split) "
+                f"is {last - first} steps, shorter than one window (data.window.length {length})"
+            )
+    return parts
+
+
+def _cut_series(steps, anomalous, parts, length, stride):
+    """{part: (windows, which hold a labelled anomaly or None)} and how many training and validation
+    windows were left out for holding one."""
+    from kerasae import series
+
+    cut, dropped = {}, 0
+    for part, (first, last) in parts.items():
+        windows, at = series.cut(steps[first:last], length, stride)
+        held = None if anomalous is None else series.anomalous_windows(anomalous[first:last], at, length)
+        if held is not None and part != "test":
+            windows, dropped, held = windows[~held], dropped + int(held.sum()), None
+        cut[part] = (windows, held)
+    return cut, dropped
 
 
 def step_labels(frame, label, path):

@@ -315,10 +315,7 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
         )
         metrics["sampler"] = {"gmm": {"components": len(sampler["weights"]), "images": int(sampler["images"])}}
         recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
-        if dataset.transform is not None:  # a table's or a series': `kerasae score` applies it to new rows
-            zoo.write_json(os.path.join(stage, tables.TRANSFORM_FILE), dataset.transform)
-        if dataset.series is not None:  # the window and the step threshold
-            zoo.write_json(os.path.join(stage, series.SERIES_FILE), dataset.series.to_dict())
+        _write_data_files(stage, dataset)
         zoo.write_metrics(stage, metrics)
         zoo.write_history(stage, history)
         figures.draw_entry(
@@ -340,6 +337,15 @@ def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
     shutil.rmtree(loop.folder, ignore_errors=True)
     cards.zoo_table(zoo_dir)
     return final, metrics
+
+
+def _write_data_files(stage, dataset):
+    """What `kerasae score` needs to read new data as the training data was read: a table's or a
+    series' fitted transform, a series' window and step threshold."""
+    if dataset.transform is not None:
+        zoo.write_json(os.path.join(stage, tables.TRANSFORM_FILE), dataset.transform)
+    if dataset.series is not None:
+        zoo.write_json(os.path.join(stage, series.SERIES_FILE), dataset.series.to_dict())
 
 
 CALIBRATION_ITEMS = 10_000

@@ -127,7 +127,8 @@ def test_the_score_section_is_validated_at_the_recipe(mnist_like):
         recipe.validate(small_recipe("ae", mnist_like, score={"method": "nll"}))
     with pytest.raises(RecipeError, match=r"score\.contamination: give score\.quantile or score\.contamination"):
         recipe.validate(small_recipe("ae", mnist_like, score={"quantile": 0.9, "contamination": 0.1}))
-    with pytest.raises(RecipeError, match=r"outputs\.figures: 'scores' needs one-class data \(data\.classes\)"):
+    needs = r"outputs\.figures: 'scores' needs known anomalies: one-class data \(data\.classes\)"
+    with pytest.raises(RecipeError, match=needs):
         recipe.validate(small_recipe("ae", mnist_like, outputs={"figures": ["scores"]}))
     assert (
         "scores"
