@@ -46,9 +46,9 @@ class Snapshots(keras.callbacks.Callback):
         with backend.host_local(self.model):
             self.reconstructions[epoch + 1] = self.model.reconstruct(self.images, self.labels)
             if self.model.generative and len(self.images) >= 2:
-                extra = {"labels": tuple(self.labels[:2])} if self.model.needs_labels else {}
+                labels = None if self.labels is None else tuple(self.labels[:2])
                 self.interpolations[epoch + 1] = self.model.interpolate(
-                    self.images[0], self.images[1], self.steps, **extra
+                    self.images[0], self.images[1], self.steps, labels
                 )
 
 

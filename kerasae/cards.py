@@ -2,7 +2,7 @@
 
 import os
 
-from kerasae import data, families, zoo
+from kerasae import data, families, metric_table, zoo
 
 FIGURE_CAPTIONS = {
     "reconstructions": "Test {subject}s (top row) and their reconstructions after the epochs shown "
@@ -96,137 +96,8 @@ def fmt(value, digits=2):
 
 
 def metric_rows(metrics):
-    """(metric, value, unit) rows for the card's table."""
-    ev = metrics.get("evaluation", {})
-    rec = ev.get("reconstruction", {})
-    rows = [("test loss (training objective)", metrics["test"].get("loss"), metrics.get("units", ""))]
-    if rec:
-        pca = f"PCA baseline ({ev['pca']['components']} components)"
-        rows += [
-            ("reconstruction BCE", rec.get("bce"), "nats / image"),
-            ("reconstruction squared error", rec["sse"], "sum over pixels / image"),
-            ("PSNR", rec.get("psnr_db"), "dB"),
-            (f"{pca} BCE", ev["pca"].get("bce"), "nats / image"),
-            ("PCA baseline squared error", ev["pca"]["sse"], "sum over pixels / image"),
-            ("beats PCA (squared error)", ev["beats_pca"], ""),
-        ]
-        rows = [row for row in rows if row[1] is not None]  # no BCE or PSNR for images outside [0, 1]
-    for key, label, unit in (
-        ("probe_accuracy", "linear probe accuracy on codes", "fraction of test digits"),
-        ("pca_probe_accuracy", "linear probe accuracy on PCA codes", "fraction of test digits"),
-        ("elbo", "test ELBO", "nats / image"),
-        ("elbo_reconstruction", "ELBO reconstruction term", "nats / image"),
-        ("elbo_kl", "ELBO KL term", "nats / image"),
-        (
-            "nll",
-            f"NLL{' of the image given its digit' if _family(metrics).conditional else ''}, "
-            f"importance-sampled (k = {ev.get('nll_samples')})",
-            "nats / image",
-        ),
-        ("nll_bits_per_dim", "NLL in bits per dimension (8-bit values)", "bits / dimension"),
-        ("active_units", "active code units (Cov > 0.01)", f"of {ev.get('code_units', metrics.get('latent_dim'))}"),
-        (
-            "active_units_per_layer",
-            "active units per stochastic layer, z_1 first",
-            "of " + " / ".join(map(str, ev.get("layer_units", []))),
-        ),
-        ("perplexity", "codebook perplexity (exp entropy of code use)", "codes"),
-        ("codes_in_use", "codebook share in use", "fraction of codes"),
-    ):
-        if key in ev:
-            rows.append((label, ev[key], unit))
-    rows += _fid_rows(ev.get("fid"))
-    if "principal_angles_deg" in ev:
-        rows.append(("largest principal angle to PCA subspace", max(ev["principal_angles_deg"]), "degrees"))
-    if "denoising" in ev:
-        d = ev["denoising"]
-        rows += [
-            ("noisy input squared error", d["noisy_input_sse"], "sum over pixels / image"),
-            ("denoised output squared error", d["output_sse"], "sum over pixels / image"),
-            ("denoising gain", d["gain_db"], "dB"),
-        ]
-    if "filters" in ev:
-        f = ev["filters"]
-        rows.append(("edge-like first-layer filters", f["edge_like"], f"of {f['filters']} ({f['measure']})"))
-    return rows + _anomaly_rows(ev.get("anomaly"), metrics.get("data", {}))
-
-
-SCORE_NAMES = {
-    "reconstruction": "reconstruction loss",
-    "elbo": "negative ELBO",
-    "nll": "importance-sampled NLL",
-}
-
-
-def _anomaly_rows(anomaly, data):
-    """The card's anomaly-score rows: the threshold, the share of test items flagged and, for
-    one-class data, how well the scores find the other classes."""
-    if not anomaly or anomaly.get("threshold") is None:
-        return []
-    score = SCORE_NAMES[anomaly["score"]] + (f" (k = {anomaly['samples']})" if "samples" in anomaly else "")
-    rows = [
-        (
-            f"anomaly threshold: {score}",
-            anomaly["threshold"],
-            f"{anomaly['threshold_quantile']:g}-quantile of held-out",
-        ),
-        ("test items flagged (score above the threshold)", anomaly["flagged"], "fraction"),
-    ]
-    if "auroc" in anomaly and data["name"] == "sequence":
-        rows += [
-            ("AUROC of windows (a window holding a known anomalous step as positive)", anomaly["auroc"], ""),
-        ]
-    elif "auroc" in anomaly:
-        normal = ", ".join(map(str, data.get("classes", [])))
-        rows += [
-            (f"AUROC, classes {normal} against the others", anomaly["auroc"], ""),
-            (
-                "AUPRC (the others as positives)",
-                anomaly["auprc"],
-                f"base rate {anomaly['anomalies'] / anomaly['items']:.3f}",
-            ),
-            ("precision / recall of the flags", f"{anomaly['precision']:.3f} / {anomaly['recall']:.3f}", ""),
-        ]
-    return rows + _step_rows(anomaly.get("steps"))
-
-
-def _step_rows(steps):
-    """A series' rows: its scores per time step against their threshold and the known anomalies."""
-    if not steps or steps.get("threshold") is None:
-        return []
-    rows = [
-        ("step threshold", steps["threshold"], f"{steps['threshold_quantile']:g}-quantile of validation steps"),
-        ("test steps flagged", steps["flagged"], "fraction"),
-    ]
-    if "auroc" in steps:
-        rows += [
-            ("AUROC of steps", steps["auroc"], f"{steps['anomalous_steps']} of {steps['steps']} steps anomalous"),
-            (
-                "precision / recall / F1 of the flagged steps",
-                f"{steps['precision']:.3f} / {steps['recall']:.3f} / {steps['f1']:.3f}",
-                "per step",
-            ),
-            (
-                "known anomalies with a flagged step",
-                steps["events_detected"],
-                f"of {steps['events']} (runs of anomalous steps)",
-            ),
-        ]
-    return rows
-
-
-def _fid_rows(fid):
-    """The card's FID rows: one per sampler, then the floor and what the features are."""
-    if not fid:
-        return []
-    rows = [
-        (f"FID, {fid['samples']} samples from the {sampler} sampler", fid[sampler], "vs MNIST test digits")
-        for sampler in ("prior", "gmm")
-        if sampler in fid
-    ]
-    floor = "real-vs-real floor: half the test digits against the other half"
-    accuracy = f"features of kerasae's MNIST classifier, test accuracy {fid['classifier_accuracy']:.4f}"
-    return rows + [(f"FID {floor}", fid["floor"], accuracy)]
+    """(metric, value, unit) rows for the card's table: the metric table's (`kerasae.metric_table`)."""
+    return metric_table.rows(metrics)
 
 
 def entry_card(path, recipe, metrics):

@@ -185,15 +185,15 @@ def _train(args):
 
 
 def _eval(args):
-    from kerasae import evaluate, zoo
+    from kerasae import entry, zoo
 
-    entry = zoo.resolve(args.entry, args.zoo)
-    zoo.check_entry(entry)
+    path = zoo.resolve(args.entry, args.zoo)
+    zoo.check_entry(path)
     if args.nll_samples is not None and args.nll_samples < 0:
         raise KerasaeError(f"--nll-samples must be >= 0, got {args.nll_samples}")
     if args.keep_nll and args.nll_samples is not None:
         raise KerasaeError("--keep-nll keeps the stored NLL: it takes no --nll-samples")
-    metrics = evaluate.evaluate_entry(entry, args.nll_samples, keep_nll=args.keep_nll)
+    metrics = entry.refresh(path, args.nll_samples, keep_nll=args.keep_nll)
     if args.json:
         print(json.dumps(metrics["evaluation"], indent=2))
         return 0
@@ -295,11 +295,6 @@ def _denoise(args):
             f"{args.entry}: this {type(model).__name__} was trained without corruption, so it does "
             "not denoise; use an entry whose recipe sets corruption (a denoising family, or any family trained with it)"
         )
-    if model.needs_labels:
-        raise KerasaeError(
-            f"{args.entry}: a {type(model).__name__} needs a label per image; denoise it from Python "
-            "with model.denoise(images, labels)"
-        )
     x = _load_images(args.input)
     if not args.output.lower().endswith(".npz"):
         x = x[:16]  # the grid shows 16
@@ -312,14 +307,9 @@ def _denoise(args):
 
 
 def _score(args):
-    from kerasae import anomaly, cards, series, zoo
+    from kerasae import anomaly, metric_table, series, zoo
 
     model = zoo.load(args.entry, args.zoo)
-    if model.needs_labels:
-        raise KerasaeError(
-            f"{args.entry}: a {type(model).__name__} needs a label per image; score it from Python "
-            "with model.score(images, labels)"
-        )
     folder = zoo.resolve(args.entry, args.zoo)
     if series.load(folder) is not None:
         return _score_series(args, model, folder)
@@ -334,7 +324,7 @@ def _score(args):
     flags = None if threshold is None else scores > threshold
     if args.output:
         _write_scores(args.output, scores, flags, truth)
-    what = cards.SCORE_NAMES[model.score_kind]
+    what = metric_table.SCORE_NAMES[model.score_kind]
     print(f"{args.entry}: {len(x)} items scored ({what}); mean {scores.mean():.3f}, max {scores.max():.3f}")
     if threshold is None:
         print("no threshold: this entry was trained before thresholds were calibrated; retrain it to flag items")
@@ -490,12 +480,9 @@ def _sample(args):
             f"--sampler prior: a {type(model).__name__} was not trained towards a prior; use --sampler gmm "
             "(a Gaussian mixture fitted to its training codes)"
         )
-    if args.digits and not model.needs_labels:
+    if args.digits and not model.conditional:  # a flag for conditional entries only
         raise KerasaeError(f"--digits: {args.entry} is not label-conditioned; use an entry of a conditional family")
-    digits = None
-    if model.needs_labels:
-        digits = _digits(args.digits, model.num_classes) if args.digits else list(range(args.n))
-        digits = [d % model.num_classes for d in digits]
+    digits = _digits(args.digits, model.num_classes) if args.digits else model.default_labels(args.n)
     n = len(digits) if digits else args.n
     params = samplers.for_entry(entry, model) if sampler == "gmm" else None
     images = model.decode(samplers.draw(model, sampler, n, args.seed, params), digits)
@@ -527,8 +514,8 @@ def _interpolate(args):
     x, y = d.x_test, d.y_test
     rows, pairs = [], [(2 * i, 2 * i + 1) for i in range(min(args.pairs, len(x) // 2))]
     for a, b in pairs:
-        extra = {"labels": (y[a], y[b])} if model.needs_labels else {}
-        rows.append((f"test {a} -> {b}", model.interpolate(x[a], x[b], args.steps, **extra)))
+        labels = None if y is None else (y[a], y[b])
+        rows.append((f"test {a} -> {b}", model.interpolate(x[a], x[b], args.steps, labels)))
     arrays = {"images": [images for _, images in rows], "pairs": pairs}
     _write_images(args.output, f"{args.entry}: latent interpolation", rows, arrays)
     return 0
@@ -536,7 +523,6 @@ def _interpolate(args):
 
 def _export(args):
     import importlib.util
-    import shutil
 
     from kerasae import export, zoo
 
@@ -550,17 +536,8 @@ def _export(args):
     out = os.path.abspath(args.output or os.path.join(entry, default))
     if os.path.exists(out) and not os.path.isdir(out):
         raise KerasaeError(f"--output: {out} exists and is not a folder")
-    # Written next to its place and swapped in, so a failed export leaves the old one whole.
-    staged = f"{out}.exporting-{os.getpid()}"
-    try:
+    with zoo.replacing(out) as staged:  # a failed export leaves the old one whole
         export.export(args.format, os.path.join(entry, zoo.MODEL_FILE), staged)
-        retired = f"{out}.old-{os.getpid()}"
-        if os.path.exists(out):
-            os.rename(out, retired)
-        os.rename(staged, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     print(f"wrote {out}")
     return 0
 

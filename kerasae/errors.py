@@ -54,3 +54,7 @@ class TrainingStopped(KerasaeError):
     def __init__(self, message, exit_code=2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class LabelsError(KerasaeError, ValueError):
+    """A conditional model was given no labels, or labels of the wrong number or range."""

@@ -1,4 +1,5 @@
-"""Test-set metrics for a trained model, in stated units (nats per image unless named).
+"""Test-set metrics for a trained model, in stated units (nats per image unless named): what
+`kerasae.metric_table` lists, computed from a model and its data (no files read or written).
 
 Every family: reconstruction BCE and squared error per image, PSNR, the PCA
 baseline with as many components as the code has units, and a linear probe
@@ -10,28 +11,14 @@ its samples for each sampler (`kerasae.fid`). On image patches: how many first-l
 filters are edge-like (`kerasae.filters`).
 """
 
+import functools
 import math
-import os
 import time
 
 import numpy as np
 from keras import ops
 
-from kerasae import (
-    anomaly,
-    backend,
-    builder,
-    cards,
-    data,
-    fid,
-    filters,
-    likelihood,
-    losses,
-    recipe,
-    samplers,
-    series,
-    zoo,
-)
+from kerasae import anomaly, fid, filters, likelihood, losses, metric_table, series
 from kerasae.likelihood import ImportanceLogWeights, decoded_values, images_per_batch  # noqa: F401 -- kerasae.evaluate's names
 
 EPS = 1e-7
@@ -114,7 +101,7 @@ def importance_sampled_nll(model, x, y=None, k=1000, chunk=100, batch_size=None)
 
 
 def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_samples=fid.SAMPLES):
-    """All metrics that apply to the model's family, on the test split.
+    """Every metric of the metric table (`kerasae.metric_table`) that applies, on the test split.
 
     Args:
         model: a trained kerasae model.
@@ -127,78 +114,137 @@ def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_sam
         fid_samples: images generated per sampler for the FID (0 skips it).
     """
     start = time.perf_counter()
-    x_train, x_test, y_test = dataset.x_train, dataset.x_test, dataset.y_test
-    if not isinstance(x_train, np.ndarray):  # memory-mapped: PCA and probe fit on a sample read in
-        x_train = x_train[: min(len(x_train), PCA_TRAIN_IMAGES)]
-    labels = y_test if model.needs_labels else None
+    evaluation = Evaluation(model, dataset, nll_samples, probe, sampler, fid_samples)
     out = {"units": "nats per image (bce, elbo, nll); sum of squared errors per image (sse); dB (psnr)"}
-    out["reconstruction"] = reconstruction_metrics(x_test, model.reconstruct(x_test, labels))
-    out["pca"], pca = pca_baseline(x_train, x_test, model.latent_dim)
-    out["beats_pca"] = out["reconstruction"]["sse"] < out["pca"]["sse"]
-    n = min(len(x_train), PROBE_TRAIN_IMAGES)
-    # A probe needs two classes to tell apart (a tiny or filtered data set may hold one).
-    codes_test = model.encode(x_test, labels)
-    # Burda et al.'s active units, Cov_x(E_q[z_u]) > 0.01, of the code `encode` gives (the
-    # posterior mean of a variational family).
-    out["active_units"] = int((codes_test.var(axis=0) > ACTIVE_UNIT_THRESHOLD).sum())
-    out["code_units"] = int(codes_test.shape[1])
-    if probe and dataset.y_train is not None and y_test is not None and len(np.unique(dataset.y_train[:n])) > 1:
-        train_labels = dataset.y_train[:n] if model.needs_labels else None
-        codes_train = model.encode(x_train[:n], train_labels)
-        out["probe_accuracy"] = linear_probe(codes_train, dataset.y_train[:n], codes_test, y_test)
-        out["pca_probe_accuracy"] = linear_probe(
-            pca.transform(x_train[:n].reshape(n, -1)),
-            dataset.y_train[:n],
-            pca.transform(x_test.reshape(len(x_test), -1)),
-            y_test,
-        )
-    if is_linear_autoencoder(model):
-        out["principal_angles_deg"] = principal_angles(model, pca)
-    if model.corruption is not None:
-        out["denoising"] = _denoising(model, x_test, labels)
-    if model.variational:
-        out.update(_variational(model, x_test, labels, nll_samples))
-    if model.threshold is not None or dataset.anomalous is not None:  # entries from before thresholds have none
-        out["anomaly"] = anomaly.summary(model, model.score(x_test, labels), dataset.anomalous)
-    if dataset.series is not None:  # a series: scores per time step too
-        out.setdefault("anomaly", {})["steps"] = series.summary(model, dataset.series)
-    out.update(model.code_metrics(x_test, labels))
-    if dataset.record["name"] == "patches":
-        _, kernel, tile = filters.first_layer_kernel(model, model.image_shape)
-        out["filters"] = filters.edge_like(filters.tiles(kernel, tile))
-    if sampler is not None and fid_samples and fid.applies(model.image_shape, dataset.record):
-        out["fid"] = fid.sample_fids(model, sampler, n=fid_samples)
+    for metric in metric_table.METRICS:
+        if metric.applies(evaluation):
+            out[metric.key] = metric.compute(evaluation)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
 
 
-def _denoising(model, x, labels):
-    """Squared errors of corrupted test images and of their restorations, and the gain in dB."""
-    noisy = model.corrupt(x)
-    noisy_error = float(_per_image((noisy - x) ** 2).mean())
-    output_error = float(_per_image((model.reconstruct(noisy, labels) - x) ** 2).mean())
-    return {
-        "noisy_input_sse": noisy_error,
-        "output_sse": output_error,
-        "gain_db": float(10.0 * np.log10(noisy_error / max(output_error, 1e-12))),
-    }
+class Evaluation:
+    """A model and its test data, and what the metrics share, each computed once when first asked for."""
 
+    def __init__(self, model, dataset, nll_samples=1000, probe=True, sampler=None, fid_samples=fid.SAMPLES):
+        self.model, self.dataset = model, dataset
+        self.nll_samples, self.probe, self.sampler, self.fid_samples = nll_samples, probe, sampler, fid_samples
+        self.x_test, self.y_test = dataset.x_test, dataset.y_test
+        x_train = dataset.x_train
+        if not isinstance(x_train, np.ndarray):  # memory-mapped: PCA and probe fit on a sample read in
+            x_train = x_train[: min(len(x_train), PCA_TRAIN_IMAGES)]
+        self.x_train = x_train
 
-def _variational(model, x, y, nll_samples):
-    inputs = (x, y) if model.needs_labels else (x,)
-    # An IWAE's test step decodes k samples per image.
-    terms = model.evaluate(*inputs, batch_size=images_per_batch(model, model.k), verbose=0, return_dict=True)
-    out = {
-        "elbo": -(terms["reconstruction_loss"] + terms["kl_loss"]),
-        "elbo_reconstruction": terms["reconstruction_loss"],
-        "elbo_kl": terms["kl_loss"],
-    }
-    if nll_samples:
-        out["nll"] = importance_sampled_nll(model, x, y, k=nll_samples)
-        out["nll_samples"] = nll_samples
-        if model.image_shape[-1] == 3:  # colour images: the literature's unit
-            out["nll_bits_per_dim"] = bits_per_dim(out["nll"], model)
-    return out
+    @functools.cached_property
+    def reconstruction(self):
+        return reconstruction_metrics(self.x_test, self.model.reconstruct(self.x_test, self.y_test))
+
+    @functools.cached_property
+    def _pca(self):
+        return pca_baseline(self.x_train, self.x_test, self.model.latent_dim)
+
+    @property
+    def pca_metrics(self):
+        return self._pca[0]
+
+    @functools.cached_property
+    def codes_test(self):
+        return self.model.encode(self.x_test, self.y_test)
+
+    @property
+    def active_units(self):
+        """Burda et al.'s active units, Cov_x(E_q[z_u]) > 0.01, of the code `encode` gives (the
+        posterior mean of a variational family)."""
+        return int((self.codes_test.var(axis=0) > ACTIVE_UNIT_THRESHOLD).sum())
+
+    @property
+    def code_units(self):
+        return int(self.codes_test.shape[1])
+
+    @functools.cached_property
+    def probes(self):
+        """(accuracy of a linear probe on the codes, on the PCA codes), or None without two classes
+        to tell apart (a tiny or filtered data set may hold one)."""
+        y_train, n = self.dataset.y_train, min(len(self.x_train), PROBE_TRAIN_IMAGES)
+        if not self.probe or y_train is None or self.y_test is None or len(np.unique(y_train[:n])) < 2:
+            return None
+        x_train, pca = self.x_train[:n], self._pca[1]
+        codes_train = self.model.encode(x_train, y_train[:n])
+        flat_test = self.x_test.reshape(len(self.x_test), -1)
+        return (
+            linear_probe(codes_train, y_train[:n], self.codes_test, self.y_test),
+            linear_probe(pca.transform(x_train.reshape(n, -1)), y_train[:n], pca.transform(flat_test), self.y_test),
+        )
+
+    @functools.cached_property
+    def elbo_terms(self):
+        """The test ELBO and its terms, from the model's own test step (an IWAE's decodes k samples per image)."""
+        model = self.model
+        batch_size = images_per_batch(model, model.k)
+        terms = model.evaluate(
+            *model.inputs_for(self.x_test, self.y_test), batch_size=batch_size, verbose=0, return_dict=True
+        )
+        return {**terms, "elbo": -(terms["reconstruction_loss"] + terms["kl_loss"])}
+
+    @functools.cached_property
+    def nll(self):
+        return importance_sampled_nll(self.model, self.x_test, self.y_test, k=self.nll_samples)
+
+    @property
+    def bits_per_dim(self):
+        return bits_per_dim(self.nll, self.model)
+
+    @functools.cached_property
+    def code_metrics(self):
+        return self.model.code_metrics(self.x_test, self.y_test)
+
+    @property
+    def fid_applies(self):
+        return bool(self.sampler is not None and self.fid_samples) and fid.applies(
+            self.model.image_shape, self.dataset.record
+        )
+
+    @property
+    def fid(self):
+        return fid.sample_fids(self.model, self.sampler, n=self.fid_samples)
+
+    @property
+    def is_linear_autoencoder(self):
+        return is_linear_autoencoder(self.model)
+
+    @property
+    def principal_angles(self):
+        return principal_angles(self.model, self._pca[1])
+
+    @property
+    def denoising(self):
+        """Squared errors of corrupted test images and of their restorations, and the gain in dB."""
+        x = self.x_test
+        noisy = self.model.corrupt(x)
+        noisy_error = float(_per_image((noisy - x) ** 2).mean())
+        output_error = float(_per_image((self.model.reconstruct(noisy, self.y_test) - x) ** 2).mean())
+        return {
+            "noisy_input_sse": noisy_error,
+            "output_sse": output_error,
+            "gain_db": float(10.0 * np.log10(noisy_error / max(output_error, 1e-12))),
+        }
+
+    @property
+    def filters(self):
+        _, kernel, tile = filters.first_layer_kernel(self.model, self.model.image_shape)
+        return filters.edge_like(filters.tiles(kernel, tile))
+
+    @property
+    def anomaly(self):
+        """How the scores flag the test items (with known anomalies: how well they find them); a
+        series' scores per time step too."""
+        model, dataset = self.model, self.dataset
+        found = {}
+        if model.threshold is not None or dataset.anomalous is not None:
+            found = anomaly.summary(model, model.score(self.x_test, self.y_test), dataset.anomalous)
+        if dataset.series is not None:
+            found["steps"] = series.summary(model, dataset.series)
+        return found
 
 
 def bits_per_dim(nll, model):
@@ -208,37 +254,3 @@ def bits_per_dim(nll, model):
     dims = math.prod(model.image_shape)
     nats = nll + (dims * math.log(losses.BINS) if model.likelihood == "gaussian" else 0.0)
     return nats / (dims * math.log(2.0))
-
-
-def evaluate_entry(entry, nll_samples=None, keep_nll=False):
-    """Re-evaluates a zoo entry on its recipe's test data; updates metrics.json and the cards.
-
-    Args:
-        entry: the entry's folder.
-        nll_samples: importance samples per image for the NLL (default: the recipe's).
-        keep_nll: skip the NLL and keep the stored one (the rest is re-evaluated).
-
-    Returns:
-        The entry's metrics with a fresh "evaluation" section.
-    """
-    model = zoo.load(entry)
-    spec = recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
-    metrics = zoo.read_metrics(entry)
-    dataset = data.load(spec.data, seed=spec.train.seed)
-    # Compiled as when it was trained: the random draws of XLA and of TensorFlow's kernels differ.
-    jit = backend.jit_compile(
-        spec.train.jit_compile, distributed=spec.distribute.strategy != "none", conv=spec.model.conv
-    )
-    model.compile(optimizer=builder.optimizer(spec.train), jit_compile=jit)
-    samples = 0 if keep_nll else spec.outputs.nll_samples if nll_samples is None else nll_samples
-    sampler = samplers.for_entry(entry, model)
-    stored = metrics.get("evaluation", {})
-    metrics["evaluation"] = evaluate(
-        model, dataset, nll_samples=samples, sampler=sampler, fid_samples=spec.outputs.fid_samples
-    )
-    if keep_nll:
-        metrics["evaluation"].update({key: stored[key] for key in ("nll", "nll_samples") if key in stored})
-    zoo.write_metrics(entry, metrics)
-    cards.entry_card(entry, spec.to_dict(), metrics)
-    cards.zoo_table(os.path.dirname(os.path.abspath(entry)))
-    return metrics

@@ -127,7 +127,7 @@ class Explorer:
 
     @property
     def conditional(self):
-        return bool(self.model.needs_labels)
+        return bool(self.model.conditional)
 
     def samplers(self):
         """The samplers this entry offers: its prior (generative families), its fitted mixture."""
@@ -248,13 +248,10 @@ class Explorer:
     def interpolate(self, a, b, steps, labels=(None, None)):
         """{images}: `steps` decodings on the line between the codes of sources a and b."""
         x_a, x_b = self.image(a), self.image(b)
-        extra = {}
-        if self.conditional:
-            extra["labels"] = tuple(int(self.labels(label)[0]) for label in labels)
-        else:
-            self.labels(labels[0]), self.labels(labels[1])
+        label_a, label_b = (self.labels(label) for label in labels)  # each checked; None when unconditional
+        pair = None if label_a is None else (int(label_a[0]), int(label_b[0]))
         with self.lock:
-            images = self.model.interpolate(x_a, x_b, steps, **extra)
+            images = self.model.interpolate(x_a, x_b, steps, pair)
         return {"images": [png_data_url(image) for image in images]}
 
     def sample(self, sampler, n, seed, label=None):

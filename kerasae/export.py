@@ -21,10 +21,8 @@ SCORE_FILE = "score.onnx"
 def score_network(model):
     """A functional model, image (and labels) -> each image's "reconstruction" anomaly score, to export."""
     image = keras.Input(shape=model.image_shape, name="image")
-    if model.needs_labels:
-        labels = keras.Input(shape=(), dtype="int32", name="labels")
-        return keras.Model([image, labels], model.reconstruction_score_tensor(image, labels), name="score")
-    return keras.Model(image, model.reconstruction_score_tensor(image), name="score")
+    labels = keras.Input(shape=(), dtype="int32", name="labels")  # an input only where the model takes labels
+    return keras.Model(model.call_inputs(image, labels), model.reconstruction_score_tensor(image, labels), name="score")
 
 
 def exports_score(model):
@@ -58,22 +56,14 @@ def export_saved_model(model_path, out_dir):
     image, latent, labels = _specs(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    if model.needs_labels:
-        endpoints = {
-            "serve": (lambda x, y: model([x, y], training=False), [image, labels]),
-            "encode": (lambda x, y: model.encode_tensor(x, y), [image, labels]),
-            "decode": (lambda z, y: model.decode_tensor(z, y), [latent, labels]),
-        }
-    else:
-        endpoints = {
-            "serve": (lambda x: model(x, training=False), [image]),
-            "encode": (lambda x: model.encode_tensor(x), [image]),
-            "decode": (lambda z: model.decode_tensor(z), [latent]),
-        }
-    if exports_score(model) and model.needs_labels:
-        endpoints["score"] = (lambda x, y: model.reconstruction_score_tensor(x, y), [image, labels])
-    elif exports_score(model):
-        endpoints["score"] = (lambda x: model.reconstruction_score_tensor(x), [image])
+    # Each endpoint takes the image (or code), and its labels where the model takes them.
+    endpoints = {
+        "serve": (lambda *args: model(model.call_inputs(*args), training=False), _arguments(model, image, labels)),
+        "encode": (model.encode_tensor, _arguments(model, image, labels)),
+        "decode": (model.decode_tensor, _arguments(model, latent, labels)),
+    }
+    if exports_score(model):
+        endpoints["score"] = (model.reconstruction_score_tensor, _arguments(model, image, labels))
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name, fn, input_signature=signature)
     # Keras 3.15 saves every weight twice: as the tracked Keras variables and as the
@@ -106,14 +96,14 @@ def export_onnx(model_path, out_dir):
         os.path.join(out_dir, "model.onnx"),
         format="onnx",
         verbose=False,
-        input_signature=[[image, labels]] if model.needs_labels else [image],
+        input_signature=[model.call_inputs(image, labels)],
     )
     encoder, decoder = model.code_networks()
     encoder.export(
         os.path.join(out_dir, "encoder.onnx"),
         format="onnx",
         verbose=False,
-        input_signature=[[image, condition]] if model.needs_labels else [image],
+        input_signature=[model.call_inputs(image, condition)],
     )
     decoder_in = keras.InputSpec(shape=(None, model.code_size + model.condition_dim()), dtype="float32", name="z")
     decoder.export(os.path.join(out_dir, "decoder.onnx"), format="onnx", verbose=False, input_signature=[decoder_in])
@@ -122,8 +112,14 @@ def export_onnx(model_path, out_dir):
             os.path.join(out_dir, SCORE_FILE),
             format="onnx",
             verbose=False,
-            input_signature=[[image, labels]] if model.needs_labels else [image],
+            input_signature=[model.call_inputs(image, labels)],
         )
+
+
+def _arguments(model, *specs):
+    """An endpoint's positional inputs: the first spec alone, or with the labels' when the model takes them."""
+    inputs = model.call_inputs(*specs)
+    return list(inputs) if isinstance(inputs, list) else [inputs]
 
 
 EXPORTERS = {"tf_saved_model": export_saved_model, "onnx": export_onnx}

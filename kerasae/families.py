@@ -2,10 +2,10 @@
 
 Each `Family` says which class implements it, what it can do (variational, conditional,
 denoising), which recipe `loss` keys it takes and which constructor argument each becomes
-(with its default), and which figures and metrics apply. The recipe schema, the builder,
-evaluation, the model cards and the command line read this table; no other module names a
-family. Adding a family is one model class in `kerasae/models/`, one entry below, one recipe
-and its tests (the README's "How to add a family").
+(with its default), and which figures apply (the metrics that apply follow from what the model can do:
+`kerasae.metric_table`). The recipe schema, the builder, the model cards and the command line
+read this table; no other module names a family. Adding a family is one model class in
+`kerasae/models/`, one entry below, one recipe and its tests (the README's "How to add a family").
 
 This module imports no Keras: the recipe schema reads it to validate without a backend.
 """
@@ -19,24 +19,6 @@ FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denois
 # Figures of models with a prior to sample from; "manifold" needs a 2-D code.
 GENERATIVE_FIGURES = ("samples", "interpolation", "manifold")
 
-# Metrics every family reports (kerasae.evaluate), and those of variational ones.
-# ("denoising" needs a corruption, "principal_angles_deg" the linear AE, the probes labels, "fid" MNIST,
-# "anomaly" a calibrated threshold or one-class data.)
-METRICS = (
-    "reconstruction",
-    "active_units",
-    "code_units",
-    "fid",
-    "pca",
-    "beats_pca",
-    "probe_accuracy",
-    "pca_probe_accuracy",
-    "denoising",
-    "principal_angles_deg",
-    "filters",
-    "anomaly",
-)
-VARIATIONAL_METRICS = ("elbo", "elbo_reconstruction", "elbo_kl", "nll", "nll_bits_per_dim")
 
 # The reconstruction term: deterministic families take `loss.type`, variational ones `loss.likelihood`.
 RECONSTRUCTION = {"type": ("reconstruction", "bce")}
@@ -63,7 +45,6 @@ class Family:
         model: the family's own recipe `model` keys -> (constructor argument, default), as `loss`
             (the keys every family takes, encoder and latent_dim, are the recipe schema's).
         figures: the figures that apply; the recipe's default `outputs.figures`.
-        metrics: what `kerasae.evaluate` reports for it.
         rules: ("key.path: message", holds(model section, loss values)) the recipe checks: a
             family's constraint between keys, reported with the message when it does not hold.
         prior: what a generative family's `generate` draws codes from, in words.
@@ -80,7 +61,6 @@ class Family:
     loss: dict = dataclasses.field(default_factory=lambda: dict(RECONSTRUCTION))
     model: dict = dataclasses.field(default_factory=dict)
     figures: tuple = FIGURES
-    metrics: tuple = METRICS
     rules: tuple = ()
     prior: str = "the prior N(0, I)"
 
@@ -122,7 +102,7 @@ def _stride(layers):
     return math.prod(layer.strides for layer in layers if not isinstance(layer, int))
 
 
-def _variational(name, class_name, summary, loss, metrics=(), rules=(), **kwargs):
+def _variational(name, class_name, summary, loss, rules=(), **kwargs):
     return Family(
         name,
         class_name,
@@ -131,7 +111,6 @@ def _variational(name, class_name, summary, loss, metrics=(), rules=(), **kwargs
         variational=True,
         loss={**LIKELIHOOD, **loss},
         figures=FIGURES + GENERATIVE_FIGURES,
-        metrics=METRICS + VARIATIONAL_METRICS + metrics,
         rules=SCALE_RULES + tuple(rules),
         **kwargs,
     )
@@ -209,7 +188,6 @@ _TABLE = (
         },
         # Its code is discrete: no traversals, no 2-D manifold.
         figures=tuple(f for f in FIGURES if f != "traversals") + ("samples", "interpolation"),
-        metrics=METRICS + ("perplexity", "codes_in_use"),
         rules=(
             (
                 "model.decoder: a conv VQ-VAE's decoder starts from the code grid the encoder's strides "
@@ -239,7 +217,6 @@ _TABLE = (
         "the VampPrior (Tomczak & Welling 2018), IAF posteriors (Kingma et al. 2016)",
         {"importance_samples": ("k", 1), **BETA},
         model=HIERARCHY,
-        metrics=("active_units_per_layer", "layer_units"),
         rules=(
             (
                 "model.stochastic_layers: family 'hvae' needs its stochastic layers, e.g. "

@@ -119,8 +119,7 @@ def sample_fids(model, sampler_params, n=SAMPLES, seed=0):
         if sampler == "prior" and not model.generative:
             continue
         codes = samplers.draw(model, sampler, n, seed=seed, params=sampler_params)
-        labels = np.arange(n) % 10 if model.needs_labels else None
-        out[sampler] = fid(model.decode(codes, labels))
+        out[sampler] = fid(model.decode(codes, model.default_labels(n)))
     ref = reference()
     return {**out, "floor": ref["floor"], "samples": n, "classifier_accuracy": ref["classifier_accuracy"]}
 

@@ -138,7 +138,7 @@ def draw_entry(folder, name, wanted, model, dataset, n_examples=10, history=None
     os.makedirs(folder, exist_ok=True)
     x = dataset.x_test[:n_examples]
     y = dataset.y_test[:n_examples] if dataset.y_test is not None else None
-    shown = _Shown(name, model, dataset, x, y if model.needs_labels else None, history, snapshots)
+    shown = _Shown(name, model, dataset, x, y, history, snapshots)
     for figure in wanted:
         _DRAWERS[figure](shown, os.path.join(folder, f"{figure}.png"))
 
@@ -196,7 +196,7 @@ def _filters(s, path):
 
 def _latent(s, path):
     d = s.dataset
-    codes = s.model.encode(d.x_test, d.y_test if s.model.needs_labels else None)
+    codes = s.model.encode(d.x_test, d.y_test)
     if d.y_test is None and d.anomalous is not None:  # a series' windows: 1 where one holds a known anomaly
         latent_scatter(codes, d.anomalous.astype(int), path, f"{s.name}: test codes, 1 = anomalous")
     else:
@@ -211,7 +211,7 @@ def _traversals(s, path):
     """Each of the most active code units varied over -3..3 of its standard deviation (over the
     test codes) around the first test image's code, the others held."""
     d, model = s.dataset, s.model
-    codes = model.encode(d.x_test, d.y_test if model.needs_labels else None)
+    codes = model.encode(d.x_test, d.y_test)
     spread = codes.std(axis=0)
     units = np.argsort(-spread)[:TRAVERSAL_UNITS]
     offsets = np.linspace(-3.0, 3.0, TRAVERSAL_STEPS, dtype="float32")
@@ -231,11 +231,7 @@ def _denoising(s, path):
 
 
 def _samples(s, path):
-    model = s.model
-    if model.needs_labels:
-        images = model.generate(digits=list(range(model.num_classes)) * 4, seed=0)
-    else:
-        images = model.generate(40, seed=0)
+    images = s.model.generate(40, seed=0)  # a conditional model's: the classes in turn
     rows = [("", images[i : i + 10]) for i in range(0, len(images), 10)]
     image_rows(rows, path, f"{s.name}: samples from the prior")
 
@@ -248,15 +244,16 @@ def _interpolation(s, path):
 
 
 def _manifold(s, path):
-    model = s.model
-    decode = (lambda z: model.decode(z, [0] * len(z))) if model.needs_labels else model.decode
+    def decode(z):  # given the first test item's label, where there is one
+        return s.model.decode(z, None if s.labels is None else [s.labels[0]] * len(z))
+
     manifold(decode, path, f"{s.name}: decoded latent grid")
 
 
 def _scores(s, path):
     d = s.dataset
     if d.anomalous is not None and 0 < d.anomalous.sum() < len(d.anomalous):
-        scores = s.model.score(d.x_test, d.y_test if s.model.needs_labels else None)
+        scores = s.model.score(d.x_test, d.y_test)
         score_panels(scores, d.anomalous, s.model.threshold, path, f"{s.name}: test scores, normal and anomalous")
 
 

@@ -31,7 +31,7 @@ class ImportanceLogWeights(keras.Model):
         self.k = k
 
     def call(self, inputs):
-        x, y = inputs if self.vae.needs_labels else (inputs, None)
+        x, y = self.vae.split_inputs(inputs)
         y = None if y is None else ops.cast(y, "int32")
         return ops.transpose(self.vae.importance_log_weights(x, y, k=self.k)[0])
 

@@ -66,7 +66,7 @@ def sample_gmm(params, n, seed=None):
 def fit_to_model(model, dataset, images=GMM_IMAGES):
     """The mixture of a model's codes of (up to `images`) training images."""
     n = min(images, len(dataset.x_train))
-    labels = dataset.y_train[:n] if model.needs_labels else None
+    labels = None if dataset.y_train is None else dataset.y_train[:n]
     return fit_gmm(model.encode(np.asarray(dataset.x_train[:n]), labels))
 
 

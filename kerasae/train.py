@@ -8,7 +8,6 @@ uninterrupted one would. An epoch may also run in segments that end at step chec
 import contextlib
 import math
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -19,23 +18,8 @@ import time
 import keras
 import numpy as np
 
-from kerasae import (
-    backend,
-    builder,
-    cards,
-    checkpoint,
-    defaults,
-    evaluate,
-    export,
-    families,
-    figures,
-    samplers,
-    series,
-    tables,
-    zoo,
-)
+from kerasae import backend, builder, checkpoint, defaults, entry, families, likelihood, zoo
 from kerasae import data as data_module
-from kerasae import recipe as recipe_module
 from kerasae.callbacks import Guard, KLWarmup, OneEpoch, RunScope, Snapshots, StepClock
 from kerasae.errors import DataError, KerasaeError, TrainingStopped, ZooError
 
@@ -97,8 +81,12 @@ def _run(recipe, zoo_dir, overwrite, verbose, callbacks, resume, main=True):
     try:
         if not backend.is_main_process():
             return None, None  # the main process writes the entry
+        state = loop.state
+        trained = entry.Trained(loop.model, state.history, loop.snapshots, state.train_seconds, loop.timings)
         with backend.host_local(loop.model):
-            return _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped)
+            written = entry.write(recipe, dataset, trained, zoo_dir, overwrite, stopped)
+        shutil.rmtree(folder, ignore_errors=True)  # the run's checkpoints: the entry holds what it made
+        return written
     finally:
         backend.barrier("kerasae-entry-written")
 
@@ -142,7 +130,7 @@ class Loop:
         self.steps_per_epoch = math.ceil(self.usable / self.batch_size)
         self.model = self._model(dataset, num_classes, resume)
         shown = max(2, recipe.outputs.n_examples)  # an interpolation walks between the first two
-        labels = dataset.y_test[:shown] if self.model.needs_labels else None
+        labels = None if dataset.y_test is None else dataset.y_test[:shown]
         epochs = sorted({e for e in recipe.outputs.epochs if e <= train.epochs} | {train.epochs})
         self.snapshots = Snapshots(dataset.x_test[:shown], labels, epochs)
         self.guard, self.one_epoch, self.clock = Guard(), OneEpoch(), StepClock()
@@ -170,13 +158,13 @@ class Loop:
     def _feed(self, dataset):
         """How batches reach `fit`: `self.batches(rows)` gives its data arguments for rows of the
         training set in order; `self.validation` the validation data (made once)."""
-        labelled, replicas = self.model.needs_labels, self.replicas
-        y = dataset.y_train if labelled else None
+        replicas = self.replicas
+        _, y = self.model.inputs_for(dataset.x_train, dataset.y_train)  # labels only where the model trains on them
         val_batch = _validation_batch(self.model, self.batch_size)
         n_val = len(dataset.x_val) - (len(dataset.x_val) % val_batch) % replicas.count
         val_rows = _local_rows(np.arange(n_val), val_batch, replicas)
         local_batch, local_val_batch = self.batch_size // replicas.processes, val_batch // replicas.processes
-        x_val, y_val = dataset.x_val, dataset.y_val if labelled else None
+        x_val, y_val = self.model.inputs_for(dataset.x_val, dataset.y_val)
         streamed = isinstance(self.x, data_module.MappedImages)  # dataset: npy, read batch by batch
         feed = None if streamed else backend.array_feed(self.x, y, local_batch)
         if streamed:
@@ -192,7 +180,7 @@ class Loop:
                 "y": None if y is None else y[rows],
                 "batch_size": local_batch,
             }
-            validation = (x_val[val_rows], y_val[val_rows]) if labelled else (x_val[val_rows],)
+            validation = (x_val[val_rows], None if y_val is None else y_val[val_rows])
         self.validation = validation if n_val else None
         self.validation_batch = None if streamed or feed else local_val_batch
 
@@ -278,90 +266,6 @@ class Loop:
         return self.one_epoch.asked
 
 
-def _write_entry(recipe, zoo_dir, overwrite, loop, dataset, stopped=None):
-    """Evaluates the trained model and writes its zoo entry (staged, then renamed into place)."""
-    model, history, outputs = loop.model, loop.state.history, recipe.outputs
-    labels = (dataset.y_test,) if model.needs_labels else ()
-    with zoo.staging(recipe.name, zoo_dir) as stage:
-        test = model.evaluate(dataset.x_test, *labels, batch_size=recipe.train.batch_size, verbose=0, return_dict=True)
-        metrics = {
-            "name": recipe.name,
-            "family": recipe.model.family,
-            "latent_dim": recipe.model.latent_dim,
-            "units": "nats per image" if recipe.loss.type != "mse" else "1/2 sum of squared errors per image",
-            "train": _final(history),
-            "validation": _final(history, validation=True),
-            "test": {k: float(v) for k, v in test.items()},
-            "epochs": len(history.get("loss", [])),
-            "train_seconds": round(loop.state.train_seconds, 2),
-            # This process's epochs (a resumed run's, since the resume): wall-clock and in-step seconds.
-            "timings": loop.timings,
-            "data": dataset.record,
-            "versions": versions(),
-        }
-        if stopped:
-            metrics["stopped_early"] = f"{stopped}: a callback set model.stop_training"
-        # A prior fitted to the training codes (a VQ-VAE's) is part of the saved model.
-        model.fit_prior(dataset.x_train[: samplers.GMM_IMAGES * 6], dataset.y_train if model.needs_labels else None)
-        _calibrate(model, dataset, recipe.score)
-        # Saved before evaluating, so that `kerasae eval` on the entry starts from the same
-        # random state and reproduces these numbers.
-        zoo.save_model(model, os.path.join(stage, zoo.MODEL_FILE))
-        zoo.write_check(stage, model, dataset.x_test, dataset.y_test)
-        sampler = samplers.fit_to_model(model, dataset)
-        samplers.save(os.path.join(stage, zoo.SAMPLER_FILE), sampler)
-        metrics["evaluation"] = evaluate.evaluate(
-            model, dataset, nll_samples=outputs.nll_samples, sampler=sampler, fid_samples=outputs.fid_samples
-        )
-        metrics["sampler"] = {"gmm": {"components": len(sampler["weights"]), "images": int(sampler["images"])}}
-        recipe_module.dump(recipe, os.path.join(stage, zoo.RECIPE_FILE))
-        _write_data_files(stage, dataset)
-        zoo.write_metrics(stage, metrics)
-        zoo.write_history(stage, history)
-        figures.draw_entry(
-            os.path.join(stage, zoo.FIGURES_DIR),
-            recipe.name,
-            outputs.figures,
-            model,
-            dataset,
-            outputs.n_examples,
-            history,
-            loop.snapshots,
-        )
-        if outputs.export_saved_model and _tensorflow_available():
-            export.export(
-                "tf_saved_model", os.path.join(stage, zoo.MODEL_FILE), os.path.join(stage, zoo.SAVED_MODEL_DIR)
-            )
-        cards.entry_card(stage, recipe.to_dict(), metrics)  # after the export: it says whether one is shipped
-        final = zoo.commit(stage, recipe.name, zoo_dir, overwrite)
-    shutil.rmtree(loop.folder, ignore_errors=True)
-    cards.zoo_table(zoo_dir)
-    return final, metrics
-
-
-def _write_data_files(stage, dataset):
-    """What `kerasae score` needs to read new data as the training data was read: a table's or a
-    series' fitted transform, a series' window and step threshold."""
-    if dataset.transform is not None:
-        zoo.write_json(os.path.join(stage, tables.TRANSFORM_FILE), dataset.transform)
-    if dataset.series is not None:
-        zoo.write_json(os.path.join(stage, series.SERIES_FILE), dataset.series.to_dict())
-
-
-CALIBRATION_ITEMS = 10_000
-
-
-def _calibrate(model, dataset, score):
-    """Sets the model's anomaly threshold from up to `CALIBRATION_ITEMS` held-out normal items:
-    the validation split, else (none held out) the training set."""
-    held_out = len(dataset.x_val) > 0
-    x, y = (dataset.x_val, dataset.y_val) if held_out else (dataset.x_train, dataset.y_train)
-    labels = None if y is None or not model.needs_labels else y[:CALIBRATION_ITEMS]
-    model.calibrate(x[:CALIBRATION_ITEMS], labels, score.threshold_quantile())
-    if dataset.series is not None:  # and a series' threshold of step scores, on its validation steps
-        series.calibrate(model, dataset.series, score.threshold_quantile())
-
-
 def _epoch_order(seed, epoch, n):
     """The training order of one epoch: a function of (seed, epoch) only, so a resumed run
     sees exactly the batches an uninterrupted one would."""
@@ -416,31 +320,6 @@ def _verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
-def versions():
-    """The versions and hardware a run trained with, for metrics.json."""
-    import numpy
-    import pydantic
-
-    return {
-        "kerasae": __import__("kerasae").__version__,
-        "keras": keras.__version__,
-        "backend": backend.NAME,
-        "numpy": numpy.__version__,
-        "pydantic": pydantic.__version__,
-        "python": platform.python_version(),
-        "hardware": backend.hardware(),
-    }
-
-
-def _final(history, validation=False):
-    """Last-epoch values of the training (or validation) terms."""
-    return {
-        key.removeprefix("val_"): float(values[-1])
-        for key, values in history.items()
-        if key.startswith("val_") == validation
-    }
-
-
 VALIDATION_IMAGES = defaults.PREDICT_BATCH
 
 
@@ -449,7 +328,7 @@ def _validation_batch(model, batch_size):
     training batch (so it splits over replicas as that does). Validation is a forward pass, and
     a call's overhead dominates small ones: 47 calls of 128 images took 10% of an epoch of the
     seed's VAE on TensorFlow."""
-    images = evaluate.images_per_batch(model, 1, most=VALIDATION_IMAGES)
+    images = likelihood.images_per_batch(model, 1, most=VALIDATION_IMAGES)
     return batch_size * max(1, images // batch_size)
 
 
@@ -485,9 +364,3 @@ def _stop_if_asked(guard, recipe, folder, state):
         f"Resume with: kerasae train <recipe> --resume",
         exit_code=128 + guard.signal,
     )
-
-
-def _tensorflow_available():
-    import importlib.util
-
-    return importlib.util.find_spec("tensorflow") is not None

@@ -164,6 +164,23 @@ def staging(name, zoo=None):
             shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def replacing(path):
+    """A path beside `path` (not yet created) to write its new contents to: when the block ends
+    well they take `path`'s place, the old contents removed after; when it fails they are removed
+    and `path` is left whole. For what is written into an entry after it was made (an export)."""
+    staged = f"{path}{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield staged
+        retired = f"{staged}-old"
+        if os.path.exists(path):
+            os.rename(path, retired)
+        os.rename(staged, path)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def commit(staged, name, zoo=None, overwrite=False):
     """Moves a staged entry into place atomically.
 
@@ -276,8 +293,7 @@ def write_check(folder, model, x, y=None):
     """Stores the first `CHECK_IMAGES` test images and the model's outputs for them."""
     x = x[:CHECK_IMAGES]
     y = None if y is None else y[:CHECK_IMAGES]
-    labels = y if model.needs_labels else None
-    arrays = {"x": x, "codes": model.encode(x, labels), "reconstructions": model.reconstruct(x, labels)}
+    arrays = {"x": x, "codes": model.encode(x, y), "reconstructions": model.reconstruct(x, y)}
     if y is not None:
         arrays["y"] = y
     np.savez_compressed(os.path.join(folder, CHECK_FILE), **arrays)

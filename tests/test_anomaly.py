@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import digit_images, small_recipe
+from conftest import ROOT, digit_images, small_recipe
 from test_evaluate import _linear_gaussian_vae
 
 import kerasae
@@ -232,6 +232,12 @@ def test_kerasae_score_refuses_bad_input_with_one_line_and_writes_nothing(onecla
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+    # A conditional entry scores an image given its class, which the command has no way to take.
+    cvae = os.path.join(ROOT, "zoo", "cvae-mnist")
+    assert cli.main(["score", cvae, "--input", x_file, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "a CVAE needs `labels`, one integer class per image" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
 
 
 def test_metrics_json_of_every_entry_has_an_anomaly_summary(shared_zoo):

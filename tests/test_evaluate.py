@@ -12,7 +12,7 @@ from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 
 import kerasae
-from kerasae import cli, data, evaluate, recipe, zoo
+from kerasae import cards, cli, data, evaluate, metric_table, recipe, zoo
 
 
 def _linear_gaussian_vae(exact_posterior):
@@ -205,3 +205,27 @@ def test_linear_autoencoder_reports_its_principal_angles_to_the_pca_subspace(mni
     # PCA's own span is at 0 degrees.
     _with_decoder_span(model, u)
     np.testing.assert_allclose(evaluate.evaluate(model, d, probe=False)["principal_angles_deg"], 0.0, atol=1e-3)
+
+
+def test_a_new_metric_is_one_entry_of_the_metric_table(monkeypatch, mnist_like, tmp_path):
+    """The metric table drives both the evaluation and the card: one entry adds a metric to both,
+    computed only where it applies."""
+    d = data.load(recipe.DataSection(path=mnist_like))
+    model = kerasae.Autoencoder(image_shape=(28, 28, 1), latent_dim=3)
+    model.compile("adam")
+    brightest = metric_table.Metric(
+        "brightest_output",
+        lambda e: float(e.model.reconstruct(e.x_test[:10]).max()),
+        metric_table.row("brightest reconstructed pixel", "of 1"),
+        "",
+        lambda e: not e.model.variational,
+    )
+    monkeypatch.setattr(metric_table, "METRICS", metric_table.METRICS + (brightest,))
+    ev = evaluate.evaluate(model, d, probe=False)
+    assert ev["brightest_output"] == pytest.approx(float(model.reconstruct(d.x_test[:10]).max()))
+    assert "elbo" not in ev and "denoising" not in ev  # what does not apply to a plain AE is not computed
+    metrics = {"family": "ae", "test": {"loss": 1.0}, "evaluation": ev}
+    rows = cards.metric_rows(metrics)
+    assert rows[-1] == ("brightest reconstructed pixel", ev["brightest_output"], "of 1")
+    assert [label for label, _, _ in rows[:2]] == ["test loss (training objective)", "reconstruction BCE"]
+    assert {m.better for m in metric_table.METRICS} <= {"higher", "lower", ""}

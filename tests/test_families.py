@@ -14,7 +14,7 @@ from test_models import fit_small
 
 import kerasae
 from kerasae import builder, cli, data, recipe
-from kerasae.errors import DataError
+from kerasae.errors import DataError, LabelsError
 
 
 def test_linear_autoencoder_spans_the_pca_subspace():
@@ -64,9 +64,9 @@ def test_iwae_bound_tightens_with_more_samples(mnist_like):
 
 def test_cvae_generates_the_digits_asked_for(mnist_like):
     model, _, d = fit_small(mnist_like, "cvae", epochs=2)
-    images = model.generate(digits=[3, 3, 7], seed=0)
+    images = model.generate(labels=[3, 3, 7], seed=0)
     assert images.shape == (3, 28, 28, 1)
-    np.testing.assert_allclose(images[0], model.generate(digits=[3], seed=0)[0], atol=1e-6)
+    np.testing.assert_allclose(images[0], model.generate(digits=[3], seed=0)[0], atol=1e-6)  # the older name
     # Same code, different label: a different image.
     assert np.abs(model.decode(np.zeros((1, 8)), [3]) - model.decode(np.zeros((1, 8)), [7])).max() > 0.05
     with pytest.raises(ValueError, match="needs `labels`"):
@@ -74,6 +74,39 @@ def test_cvae_generates_the_digits_asked_for(mnist_like):
     with pytest.raises(ValueError, match=r"must be 2 integers in \[0, 10\)"):
         model.decode(np.zeros((2, 8)), [1, 12])
     assert model.interpolate(d.x_test[0], d.x_test[1], steps=4, labels=(d.y_test[0], d.y_test[1])).shape[0] == 4
+
+
+def test_every_method_takes_labels_which_only_a_conditional_family_uses(mnist_like):
+    """One interface: callers pass the labels they have and never ask which kind of model they hold."""
+    vae, _, d = fit_small(mnist_like, "vae", epochs=1)
+    cvae, _, _ = fit_small(mnist_like, "cvae", epochs=1)
+    x, y = d.x_test[:6], d.y_test[:6]
+    z = np.zeros((6, vae.code_size), dtype="float32")
+    assert not vae.conditional and cvae.conditional
+    # An unconditional model ignores them: the same outputs with or without.
+    np.testing.assert_array_equal(vae.reconstruct(x, y), vae.reconstruct(x))
+    np.testing.assert_array_equal(vae.encode(x, y), vae.encode(x))
+    np.testing.assert_array_equal(vae.decode(z, y), vae.decode(z))
+    vae.score_kind = "reconstruction"  # deterministic (its default, the -ELBO, draws codes)
+    np.testing.assert_array_equal(vae.score(x, y), vae.score(x))
+    np.testing.assert_array_equal(vae.generate(labels=y, seed=1), vae.generate(6, seed=1))
+    np.testing.assert_array_equal(vae.interpolate(x[0], x[1], 4, labels=y[:2]), vae.interpolate(x[0], x[1], 4))
+    assert vae.inputs_for(x, y)[1] is None and cvae.inputs_for(x, y)[1].tolist() == y.tolist()
+    # A conditional one uses them: another label, another image ...
+    assert cvae.generate(labels=y, seed=1).shape == (6, 28, 28, 1)
+    assert np.abs(cvae.reconstruct(x, y) - cvae.reconstruct(x, (y + 1) % 10)).max() > 1e-3
+    assert cvae.interpolate(x[0], x[1], 4, labels=y[:2]).shape == (4, 28, 28, 1)
+    # ... and requires them, with an error a user can act on (a KerasaeError: the CLI's exit code 2).
+    for call in (
+        lambda: cvae.reconstruct(x),
+        lambda: cvae.score(x),
+        lambda: cvae.interpolate(x[0], x[1], 4),
+        lambda: cvae.inputs_for(x),
+    ):
+        with pytest.raises(LabelsError, match=r"a CVAE needs `labels`, one integer class per image"):
+            call()
+    with pytest.raises(LabelsError, match=r"must be 2 integers in \[0, 10\)"):
+        cvae.interpolate(x[0], x[1], 4, labels=(1, 10))
 
 
 def test_cvae_without_labels_is_a_clean_error(tmp_path, zoo_dir, capsys):
@@ -171,7 +204,7 @@ def test_every_shipped_recipe_trains_one_epoch_with_falling_loss(path, mnist_lik
     d = data.load(r.data)
     model = builder.build(r, d.image_shape)
     model.compile(optimizer=builder.optimizer(r.train))
-    inputs = (d.x_train, d.y_train) if model.needs_labels else (d.x_train,)
+    inputs = model.inputs_for(d.x_train, d.y_train)
     before = model.evaluate(*inputs, verbose=0, return_dict=True)["loss"]
     model.fit(*inputs, batch_size=32, epochs=1, verbose=0)
     after = model.evaluate(*inputs, verbose=0, return_dict=True)["loss"]

@@ -22,7 +22,7 @@ def fit_small(mnist_like, family="ae", epochs=3, **sections):
     d = data.load(r.data, seed=r.train.seed)
     model = builder.build(r, d.image_shape)
     model.compile(optimizer=builder.optimizer(r.train))
-    train, val = ((d.x_train, d.y_train), (d.x_val, d.y_val)) if model.needs_labels else ((d.x_train,), (d.x_val,))
+    train, val = model.inputs_for(d.x_train, d.y_train), model.inputs_for(d.x_val, d.y_val)
     history = model.fit(
         *train, batch_size=r.train.batch_size, epochs=r.train.epochs, validation_data=val, verbose=0
     ).history

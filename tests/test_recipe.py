@@ -30,7 +30,7 @@ def test_the_family_table_and_the_schema_agree():
         )
         assert family.model_class.variational == family.variational, name
         assert family.model_class.generative == family.generative, name
-        assert family.model_class.needs_labels == family.conditional, name
+        assert family.model_class.conditional == family.conditional, name
 
 
 def test_seed_recipes_match_the_seed():

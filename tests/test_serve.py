@@ -299,6 +299,7 @@ def _files(folder):
     }
 
 
+@pytest.mark.once  # the server's side; every backend's model outputs: the shipped entries' test above
 def test_a_users_zoo_of_other_families_is_served_and_left_as_it_was(user_zoo):
     before = _files(user_zoo)
     with TestClient(server.create_app(user_zoo)) as c:
@@ -318,6 +319,7 @@ def test_a_users_zoo_of_other_families_is_served_and_left_as_it_was(user_zoo):
     assert _files(user_zoo) == before
 
 
+@pytest.mark.once
 def test_an_entry_that_could_run_code_is_not_loaded(user_zoo, tmp_path):
     import keras
 
@@ -454,7 +456,7 @@ def mouse_stroke(page, digit):
 
 def wait_for(page, count_name, above):
     page.wait_for_function(f"window.kerasae.{count_name} > {above}", timeout=60_000)
-    page.wait_for_timeout(300)  # strokes still in flight land too
+    page.wait_for_function("window.kerasae.busy === 0", timeout=60_000)  # the last stroke's answer too
     page.wait_for_function("document.getElementById('output-img').complete")
 
 

@@ -59,9 +59,8 @@ def test_entry_loads_by_name_and_gives_its_stored_outputs(name, monkeypatch, tmp
     model = kerasae.load(name)
     with np.load(os.path.join(ZOO, name, zoo.CHECK_FILE)) as check:
         x, y = check["x"], check["y"] if "y" in check.files else None
-        labels = y if model.needs_labels else None
-        np.testing.assert_allclose(model.reconstruct(x, labels), check["reconstructions"], atol=OUTPUT_ATOL)
-        np.testing.assert_allclose(model.encode(x, labels), check["codes"], atol=OUTPUT_ATOL)
+        np.testing.assert_allclose(model.reconstruct(x, y), check["reconstructions"], atol=OUTPUT_ATOL)
+        np.testing.assert_allclose(model.encode(x, y), check["codes"], atol=OUTPUT_ATOL)
     # The plain Keras call the model cards show.
     same = keras.saving.load_model(os.path.join(ZOO, name, zoo.MODEL_FILE))
     assert type(same) is type(model)
@@ -80,7 +79,7 @@ def test_entry_reproduces_its_stored_test_metrics(name):
         assert dataset.record["name"] != metrics["data"]["name"], f"{name}: its test data changed since training"
         unavailable(f"needs the data {name} was trained on ({metrics['data']['source']})", REQUIRE_DATA_ENV)
     model = zoo.load(os.path.join(ZOO, name))
-    labels = dataset.y_test if model.needs_labels else None
+    labels = dataset.y_test
     stored = metrics["evaluation"]
     got = evaluate.reconstruction_metrics(dataset.x_test, model.reconstruct(dataset.x_test, labels))
     assert got.keys() == stored["reconstruction"].keys()  # bce and psnr only for images in [0, 1]
@@ -90,9 +89,8 @@ def test_entry_reproduces_its_stored_test_metrics(name):
         # One Monte Carlo sample per digit: other backends draw other noise. Over 10,000
         # digits the mean moves by ~0.05 nats; 0.5 is ten times that.
         model.compile(optimizer="adam")
-        terms = model.evaluate(
-            dataset.x_test, *([labels] if model.needs_labels else []), batch_size=500, verbose=0, return_dict=True
-        )
+        inputs = model.inputs_for(dataset.x_test, labels)
+        terms = model.evaluate(*inputs, batch_size=500, verbose=0, return_dict=True)
         assert -(terms["reconstruction_loss"] + terms["kl_loss"]) == pytest.approx(stored["elbo"], abs=0.5)
     if "anomaly" in stored and model.score_kind == "reconstruction":  # deterministic scores, the same flags
         found = anomaly.summary(model, model.score(dataset.x_test, labels), dataset.anomalous)

@@ -107,13 +107,13 @@ class Autoencoder(backend.Trainer, keras.Model):
     # What a model can do, for callers to ask (never to probe with hasattr): a generative model
     # was trained towards a prior over codes, N(0, I), and `generate` samples it; a variational
     # one also has a posterior (ELBO, NLL, `encode_distribution`); a conditional one
-    # (`needs_labels`) takes a label per image everywhere. Every model interpolates, and every
+    # (`conditional`) needs a label per image. Every model interpolates, and every
     # model generates through a density fitted to its codes (`kerasae.samplers`).
     generative = False
     variational = False
-    # Labels: unconditional families ignore them; a conditional one joins them
-    # to the encoder's and the decoder's inputs through these hooks.
-    needs_labels = False
+    # Labels: every method takes them; unconditional families ignore them, a conditional one
+    # joins them to the encoder's and the decoder's inputs through these hooks.
+    conditional = False
     # Importance samples per image in the training objective (1: a single-sample loss).
     k = 1
     # The anomaly scores the family can give (`score`): the reconstruction error in data space;
@@ -199,8 +199,16 @@ class Autoencoder(backend.Trainer, keras.Model):
         # then would draw from the random streams that the resumed run still needs.
         return not self.stop_training and super()._should_eval(epoch, validation_freq)
 
+    def call_inputs(self, x, labels=None):
+        """What `call` takes for tensors x (and labels): x, or [x, labels] when conditional."""
+        return x
+
+    def split_inputs(self, inputs):
+        """(images, labels) of what `call` takes; labels None when unconditional."""
+        return inputs, None
+
     def call(self, inputs, training=False):
-        x, labels = inputs if self.needs_labels else (inputs, None)
+        x, labels = self.split_inputs(inputs)
         z = self.encode_tensor(x, labels, training=training)
         return self.decoder(self.decoder_inputs(z, labels), training=training)
 
@@ -252,12 +260,22 @@ class Autoencoder(backend.Trainer, keras.Model):
 
     # -- numpy conveniences ------------------------------------------------
 
-    # The numpy methods take `labels` so that every family has one interface;
-    # unconditional families ignore them.
+    # The numpy methods take `labels` so that every family has one interface: unconditional
+    # families ignore them, a conditional one requires and checks them. Callers pass what they
+    # have and never ask which kind of model they hold.
 
     def model_inputs(self, x, labels=None):
         """What `call` (and `predict`) take: images, or [images, labels] when conditional."""
         return _floats(x)
+
+    def default_labels(self, n):
+        """Labels for n images drawn without any asked for: the classes in turn when conditional."""
+        return None
+
+    def inputs_for(self, x, labels=None):
+        """(x, y) for `fit` and `evaluate` of images x: y the labels a conditional model trains
+        on (its train step reads them as `y`), None otherwise."""
+        return x, None
 
     def encode(self, x, labels=None, batch_size=PREDICT_BATCH):
         """Codes of images x (numpy in, numpy out)."""
@@ -275,20 +293,23 @@ class Autoencoder(backend.Trainer, keras.Model):
         """n codes drawn from N(0, I) (numpy)."""
         return np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
 
-    def generate(self, n, seed=None):
-        """Decodes n codes drawn from the prior N(0, I): images of shape (n, H, W, C). Only a
-        generative model has a prior; any model generates from a fitted sampler (`kerasae.samplers`)."""
+    def generate(self, n=None, seed=None, labels=None):
+        """Decodes n codes drawn from the prior N(0, I): images of shape (n, H, W, C); `labels`,
+        one per image, steer a conditional model (n defaults to their number). Only a generative
+        model has a prior; any model generates from a fitted sampler (`kerasae.samplers`)."""
+        n = len(labels) if n is None and labels is not None else n
         if not self.generative:
             raise ValueError(
                 f"A {type(self).__name__} was not trained towards a prior: sample it with a density fitted "
                 "to its codes (kerasae.samplers, `kerasae sample ENTRY --sampler gmm`)."
             )
-        return self.decode(self.prior_sample(n, seed))
+        return self.decode(self.prior_sample(n, seed), labels)
 
-    def interpolate(self, x_a, x_b, steps=10):
-        """Decodes `steps` codes on the line between the codes of images x_a and x_b."""
-        z_a, z_b = self.encode(np.stack([x_a, x_b]))
-        return self.decode(line(z_a, z_b, steps))
+    def interpolate(self, x_a, x_b, steps=10, labels=None):
+        """Decodes `steps` codes on the line between the codes of images x_a and x_b; `labels`
+        (label of x_a, label of x_b) for a conditional model, which decodes the walk with x_a's."""
+        z_a, z_b = self.encode(np.stack([x_a, x_b]), labels)
+        return self.decode(line(z_a, z_b, steps), None if labels is None else [labels[0]] * steps)
 
     # -- anomaly scores ----------------------------------------------------
 
@@ -323,7 +344,7 @@ class Autoencoder(backend.Trainer, keras.Model):
     def reconstruction_score_tensor(self, x, labels=None):
         """The "reconstruction" score of a batch x as a tensor (what `score` computes in numpy):
         the graph serving exports hold."""
-        x_hat = self([x, labels] if self.needs_labels else x, training=False)
+        x_hat = self(self.call_inputs(x, labels), training=False)
         size = math.prod(self.image_shape)
         x, x_hat = (ops.reshape(ops.cast(a, "float32"), (-1, size)) for a in (x, x_hat))
         if self.reconstruction == "bce":

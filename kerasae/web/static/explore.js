@@ -7,7 +7,7 @@ const api = `/api/entries/${encodeURIComponent(entry)}`;
 const $ = (id) => document.getElementById(id);
 
 // What the tests and the latency benchmark read: the time from a slider's move to its image.
-window.kerasae = { ready: false, decodeLatencies: [], reconstructions: 0, decodes: 0 };
+window.kerasae = { ready: false, decodeLatencies: [], reconstructions: 0, decodes: 0, busy: 0 };
 
 const state = {
   info: null,
@@ -59,6 +59,7 @@ function latest(task) {
       return;
     }
     running = true;
+    window.kerasae.busy += 1; // requests of this kind still to answer: 0 when the page has settled
     (async () => {
       let next = { arg };
       while (next) {
@@ -71,6 +72,7 @@ function latest(task) {
         next = waiting;
       }
       running = false;
+      window.kerasae.busy -= 1;
     })();
   };
 }
