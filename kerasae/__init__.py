@@ -16,6 +16,7 @@ import os
 import sys
 
 from kerasae import families as _families
+from kerasae.quiet import native_stderr as _quiet_native_stderr
 
 # TensorFlow's C++ start-up chatter drowns the progress bar; a user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -41,28 +42,6 @@ def __getattr__(name):
     value = getattr(importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value
     return value
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Hides what native code writes to stderr while Keras imports its backend.
-
-    TensorFlow logs CUDA and oneDNN notices through absl before TF_CPP_MIN_LOG_LEVEL
-    takes effect; TF_CPP_MIN_LOG_LEVEL=0 shows them again.
-    """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 class _RegisterWithKeras(importlib.abc.MetaPathFinder):

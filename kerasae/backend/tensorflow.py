@@ -13,14 +13,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kerasae import _quiet_native_stderr
 from kerasae.backend import common, private
 from kerasae.backend.common import LossTracking, conv, take_group  # noqa: F401 -- Keras's convolution
+from kerasae.quiet import native_stderr
 
 # TensorFlow looks for its devices on first use; on a machine without a GPU, its CUDA plugin then
 # writes "failed call to cuInit: ... UNKNOWN ERROR (303)" to stderr, an error line before every
 # run that no user can act on. Looking now, quietly, spares it (TF_CPP_MIN_LOG_LEVEL=0 shows it).
-with _quiet_native_stderr():
+with native_stderr():
     tf.config.list_physical_devices("GPU")
 
 TRAIN_FUNCTION = "keras.Model.train_function (replaced by make_train_function)"
