@@ -729,20 +729,13 @@ DECODE_WORKERS = 2
 
 
 def batches(x, y, rows, batch_size):
-    """A `keras.utils.PyDataset` reading `rows` of a `MappedImages` batch by batch."""
-    import keras
-
-    class Batches(keras.utils.PyDataset):
-        def __len__(self):
-            return -(-len(rows) // batch_size)
-
-        def __getitem__(self, i):
-            index = rows[i * batch_size : (i + 1) * batch_size]
-            images = x[index]
-            return images if y is None else (images, y[index])
+    """`rows` of a `MappedImages` (and their labels) read batch by batch, as `fit` asks."""
+    from kerasae.backend.common import Batches
 
     decoded = not isinstance(x.array, NpyRows)  # image files: decoded by threads ahead of the step
-    return Batches(workers=DECODE_WORKERS if decoded else 1, use_multiprocessing=False, max_queue_size=8)
+    arrays = (x,) if y is None else (x, y)
+    workers = DECODE_WORKERS if decoded else 1
+    return Batches(arrays, rows, batch_size, workers=workers, use_multiprocessing=False, max_queue_size=8)
 
 
 def load(section, seed=0):

@@ -185,10 +185,9 @@ def test_same_seed_same_result(fitted, mnist_like):
 @pytest.mark.parametrize("images", [256, 300])
 def test_several_steps_per_call_train_as_single_steps(mnist_like, images):
     """Batches of 32 in calls of 4 steps give the weights and logs of one step per call: 8 batches
-    (compiled, as kerasae compiles: two groups, each one XLA loop) and 10 (then single steps for
-    the short group and short last batch)."""
-    if backend.NAME == "torch":  # Keras runs PyTorch one step per call: a recipe's groups run step by step
-        assert backend.steps_per_execution(4) == backend.steps_per_execution() == 1
+    (compiled, as kerasae compiles: two groups, each one XLA loop; on PyTorch one Python loop) and
+    10 (then single steps for the short group and short last batch)."""
+    assert backend.steps_per_execution(4) == 4  # on every backend
     r = recipe.validate(small_recipe("vae", mnist_like, epochs=2))
     d = data.load(r.data, seed=r.train.seed)
     results = []

@@ -91,12 +91,14 @@ __all__ = [
 
 
 def steps_per_execution(requested=None, replicas=1):
-    """Training steps per compiled call: many on TensorFlow and JAX, to drown the Python
-    overhead of each step. PyTorch runs eagerly and Keras's torch trainer takes exactly one, and
-    so does TensorFlow under `tf.distribute` (Keras 3.15's multi-step loop fails there): there a
-    recipe's `steps_per_execution` runs its steps one call each, which trains the same weights
-    (test_models checks grouped against single steps)."""
-    if NAME == "torch" or (NAME == "tensorflow" and replicas > 1):
+    """Training steps per call of the trainer's step function: many, to drown the Python overhead
+    of each step (on TensorFlow and JAX one compiled loop runs them, on PyTorch one Python loop
+    without Keras's per-batch loop around it). One under `tf.distribute` (Keras 3.15's multi-step
+    loop fails there): there a recipe's `steps_per_execution` runs its steps one call each, which
+    trains the same weights (test_models checks grouped against single steps)."""
+    if NAME == "tensorflow" and replicas > 1:
+        return 1
+    if NAME == "torch" and not private.available("keras.Model.train_function (replaced by make_train_function)"):
         return 1
     return requested or defaults.STEPS_PER_EXECUTION
 

@@ -3,6 +3,7 @@
 import itertools
 
 import keras
+import numpy as np
 
 
 class LossTracking:
@@ -39,9 +40,33 @@ def split_same_shape(batches, stack):
     return keras.tree.map_structure(lambda *leaves: stack(leaves), *batches[:same]), batches[same:]
 
 
-def no_feed(*args):
-    """JAX and PyTorch slice numpy arrays batch by batch: no data pipeline to build (None)."""
-    return None
+class Batches(keras.utils.PyDataset):
+    """Batches of in-memory arrays, their rows in a given order, each gathered when `fit` asks."""
+
+    def __init__(self, arrays, rows, batch_size, **kwargs):
+        super().__init__(**kwargs)
+        self.arrays, self.rows, self.batch_size = arrays, rows, batch_size
+
+    def __len__(self):
+        return -(-len(self.rows) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self.rows[index * self.batch_size : (index + 1) * self.batch_size]
+        return tuple(a[rows] for a in self.arrays)
+
+
+def array_feed(x, y, batch_size):
+    """The batches of in-memory arrays in a given row order, for `fit`: `feed(rows)` returns (a
+    `Batches`, its number of batches). Passing `x[rows]` instead made the epoch's whole reordered
+    copy before its first step: ~90 ms of a 0.45 s AE epoch on all of MNIST, on JAX; batch by
+    batch, the gathers of the next group overlap the steps of this one."""
+    arrays = tuple(a for a in (x, y) if a is not None)
+    return lambda rows: (Batches(arrays, np.asarray(rows), batch_size), -(-len(rows) // batch_size))
+
+
+def array_batches(x, y, batch_size):
+    """Arrays in order as `Batches` (see `array_feed`)."""
+    return array_feed(x, y, batch_size)(np.arange(len(x)))[0]
 
 
 def conv(x, kernel, strides):

@@ -114,7 +114,7 @@ NAMES = (
     ),
     Private(
         "keras.Model.train_function (replaced by make_train_function)",
-        "backend.tensorflow / backend.jax Trainer: runs steps_per_execution steps as one compiled loop",
+        "backend.tensorflow / backend.jax / backend.torch Trainer: runs steps_per_execution steps per call",
         "Keras's own loop, one compiled call per step",
         _train_function,
     ),

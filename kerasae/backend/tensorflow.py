@@ -64,8 +64,9 @@ def array_feed(x, y, batch_size):
     dataset at every `fit` call, and kerasae calls `fit` once per epoch: the copy, and deleting
     the last epoch's dataset (TensorFlow unregisters its functions), took ~0.7 s of a 2.5 s
     epoch of the seed's VAE. Here the arrays become tensors once, and one dataset, made once,
-    gathers each batch by the rows of the epoch (held in a variable). None on JAX and PyTorch,
-    whose trainers slice numpy arrays batch by batch: there the caller passes `x[rows]`.
+    gathers each batch by the rows of the epoch (held in a variable). None under a strategy:
+    there the caller passes `x[rows]`. (JAX's feed gathers batch by batch in Python,
+    `common.array_feed`; PyTorch's through a `DataLoader`, `torch.array_feed`.)
     """
     if tf.distribute.has_strategy():
         return None
@@ -77,7 +78,7 @@ def array_feed(x, y, batch_size):
         rows = order[i * batch_size : (i + 1) * batch_size]
         return tuple(tf.gather(t, rows) for t in tensors)
 
-    dataset = tf.data.Dataset.range(2**62).take_while(lambda i: i < count).map(batch)
+    dataset = _prefetched(tf.data.Dataset.range(2**62).take_while(lambda i: i < count).map(batch))
 
     def feed(rows):
         order.assign(np.asarray(rows, dtype="int64"))
@@ -87,12 +88,22 @@ def array_feed(x, y, batch_size):
     return feed
 
 
+def _prefetched(dataset):
+    """The dataset with two batches made ahead, and tf.data's autotuning off. Autotuning puts a
+    prefetch of its own at the end of the pipeline, and destroying an iterator of it (every
+    `fit` makes one) then blocked for ~1.2 s in one epoch of two, after the epoch's last step:
+    most of the time TensorFlow spent outside its steps."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
+
+
 def array_batches(x, y, batch_size):
     """Arrays as a `tf.data.Dataset` of batches on TensorFlow without a strategy (made once: see
     `array_feed`); None elsewhere."""
     if tf.distribute.has_strategy():
         return None
-    return tf.data.Dataset.from_tensor_slices(tuple(a for a in (x, y) if a is not None)).batch(batch_size)
+    return _prefetched(tf.data.Dataset.from_tensor_slices(tuple(a for a in (x, y) if a is not None)).batch(batch_size))
 
 
 def coarse_uniform(shape, dtype, seed_generator):

@@ -4,18 +4,58 @@ Laid out as Keras's `keras/src/backend/torch/trainer.py`: the model's `compute_l
 differentiated by `backward()`, and Adam's update runs as one fused PyTorch kernel.
 """
 
+import contextlib
 import math
 import os
 import types
+import warnings
 
 import keras
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kerasae.backend import private
-from kerasae.backend.common import LossTracking, no_feed
+from kerasae.backend.common import LossTracking
 
-array_feed = array_batches = no_feed
+
+class _Batches(torch.utils.data.IterableDataset):
+    """The batches of tensors, rows in a given order, gathered as they are asked for."""
+
+    def __init__(self, tensors, rows, batch_size):
+        super().__init__()
+        self.tensors, self.rows, self.batch_size = tensors, rows, batch_size
+
+    def __len__(self):
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.rows), self.batch_size):
+            index = self.rows[start : start + self.batch_size]
+            yield tuple(t[index] for t in self.tensors)
+
+
+def array_feed(x, y, batch_size):
+    """The batches of in-memory arrays in a given row order, for `fit`: `feed(rows)` returns (a
+    `DataLoader`, its number of batches). The arrays become tensors once (sharing their memory)
+    and each batch is one gather: given numpy arrays, Keras's torch trainer slices and converts
+    them batch by batch through its own `DataLoader` and collation (~0.5 ms a step)."""
+    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (x, y) if a is not None)
+
+    def feed(rows):
+        batches = _Batches(tensors, torch.from_numpy(np.asarray(rows, dtype="int64")), batch_size)
+        return torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=_as_is), len(batches)
+
+    return feed
+
+
+def _as_is(batch):
+    return batch
+
+
+def array_batches(x, y, batch_size):
+    """Arrays in order as a `DataLoader` of batches (see `array_feed`)."""
+    return array_feed(x, y, batch_size)(np.arange(len(x)))[0]
 
 
 def random(kind, shape, dtype, seed_generator):
@@ -157,20 +197,96 @@ if private.available("keras.src.backend.torch.nn._transpose_conv_kernel"):
     _keras_torch_nn._transpose_conv_kernel = _dense_conv_kernel
 
 
+@contextlib.contextmanager
+def _short_groups():
+    """Keras's torch epoch iterator gathers `steps_per_execution` batches per call, and warns "Your
+    input ran out of data" when an epoch's last group is short, though every batch was used."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
+
+
 class Trainer(LossTracking):
     """`train_step` / `test_step` of a kerasae model on PyTorch (mixed into `Autoencoder`)."""
 
-    # (Fused here, not in `compile`: Keras skips `compile_from_config` for a custom `compile`.)
+    def fit(self, *args, **kwargs):
+        with _short_groups():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with _short_groups():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with _short_groups():
+            return super().predict(*args, **kwargs)
+
     def train_step(self, data):
+        return self.update_loss_metrics(self._descend(data, self.trainable_weights))
+
+    # (Fused here, not in `compile`: Keras skips `compile_from_config` for a custom `compile`.)
+    def _descend(self, data, weights):
+        """One step of gradient descent on a batch; returns its losses, detached."""
         _fuse(self.optimizer)
         x, y = self._data(data)
         self.zero_grad()
         losses = self.compute_losses(x, y, training=True)
         self.optimizer.scale_loss(losses["loss"]).backward()  # mixed_float16's loss scale; else as is
-        grads = [v.value.grad for v in self.trainable_weights]
+        grads = [v.value.grad for v in weights]
         with torch.no_grad():
-            self.optimizer.apply(grads, self.trainable_weights)
-        return self.update_loss_metrics(losses)
+            self.optimizer.apply(grads, weights)
+        return {name: value.detach() for name, value in losses.items()}
+
+    def make_train_function(self, force=False):
+        """`steps_per_execution` steps per call: Keras's torch trainer takes one batch per call,
+        and its loop around each call (the epoch iterator, every callback's batch hooks) and the
+        loss trackers' update cost a small model's step ~2.3 ms, a fifth of it. Here a group of
+        batches trains in one Python loop, as TensorFlow and JAX run theirs in one compiled loop,
+        and the trackers take the group's losses at once (the same means)."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.steps_per_execution == 1:
+            return super().make_train_function(force=True)
+        descend = torch.compile(self._descend) if self.jit_compile else self._descend
+
+        def train_function(batches):
+            weights = self.trainable_weights
+            steps = [descend(data, weights) for data in batches]
+            return self.update_loss_metrics({name: torch.stack([s[name] for s in steps]) for name in steps[0]})
+
+        self.train_function = train_function
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        """Test steps, `steps_per_execution` batches per call (see `make_train_function`)."""
+        if self.test_function is not None and not force:
+            return self.test_function
+        if self.steps_per_execution == 1:
+            return super().make_test_function(force=True)
+
+        def test_function(batches):
+            logs = None
+            for data in batches:
+                logs = self.test_step(data)
+            return logs
+
+        self.test_function = test_function
+        return self.test_function
+
+    def make_predict_function(self, force=False):
+        """Predictions, `steps_per_execution` batches per call, joined (see `make_train_function`)."""
+        if self.predict_function is not None and not force:
+            return self.predict_function
+        if self.steps_per_execution == 1:
+            return super().make_predict_function(force=True)
+
+        def predict_function(batches):
+            with torch.no_grad():
+                outputs = [self.predict_step(data) for data in batches]
+            return keras.tree.map_structure(lambda *parts: torch.cat(parts), *outputs)
+
+        self.predict_function = predict_function
+        return self.predict_function
 
     def test_step(self, data):
         x, y = self._data(data)
