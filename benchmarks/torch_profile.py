@@ -7,8 +7,9 @@ PyTorch loop of benchmarks/run.py doing the same work (issue 31: the torch backe
 
 kerasae's step is cut where its PyTorch trainer (`kerasae/backend/torch.py`) cuts it: the forward pass
 (`compute_losses`: binarization, encoder, sampling, decoder, losses), `backward()`, the optimizer's
-`apply` (Keras's Adam around torch's fused kernel) and the loss trackers; "fit's loop" is what a step
-costs inside `model.fit` beyond those (Keras's epoch iterator, callbacks, the data slicing). The hand
+`apply` (Keras's Adam around torch's fused kernel); "fit's loop" is what a step costs inside `model.fit`
+beyond those, fed and grouped as `kerasae train` does (`steps_per_execution` steps per call, the loss
+trackers updated once per group, Keras's epoch iterator and callbacks, the batches' gathers). The hand
 loop's step: forward, `zero_grad` + `backward()`, `optimizer.step()`. For each forward pass, "in
 PyTorch ops" is the self time of the `aten::` operators that `torch.profiler` records: the rest is
 Python, in Keras's layers or the hand loop's modules. Medians over --steps steps of 128 images; the
@@ -33,7 +34,7 @@ import numpy as np  # noqa: E402
 import run  # noqa: E402 -- benchmarks/run.py: the recipe's work and the hand loop
 import torch  # noqa: E402
 
-from kerasae import builder, recipe  # noqa: E402
+from kerasae import backend, builder, recipe  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -57,11 +58,13 @@ def kerasae_step_phases(name, work, steps):
     steps = min(steps, len(work["x"]) // work["batch"])
     keras.utils.set_random_seed(0)
     model = builder.build(r, work["x"].shape[1:])
-    model.compile(optimizer=builder.optimizer(r.train))
+    model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=backend.steps_per_execution())
     x_all = work["x"][: steps * work["batch"]]
+    feed = backend.array_feed(x_all, None, work["batch"])  # as `kerasae train` feeds `fit`
     model.fit(x_all[: 2 * work["batch"]], batch_size=work["batch"], epochs=1, verbose=0)  # builds, warms up
+    batches, count = feed(np.random.default_rng(0).permutation(len(x_all)))
     start = time.perf_counter()
-    model.fit(x_all, batch_size=work["batch"], epochs=1, verbose=0, shuffle=True)
+    model.fit(batches, steps_per_epoch=count, epochs=1, verbose=0, shuffle=False)
     fit_ms = 1000 * (time.perf_counter() - start) / steps
     phases, in_ops = {}, []
     for i in range(steps):
@@ -77,8 +80,6 @@ def kerasae_step_phases(name, work, steps):
         grads = [v.value.grad for v in model.trainable_weights]
         with torch.no_grad(), timed(phases, "optimizer"):
             model.optimizer.apply(grads, model.trainable_weights)
-        with timed(phases, "loss trackers"):
-            model.update_loss_metrics(losses)
     out = {phase: statistics.median(ms) for phase, ms in phases.items()}
     out["forward in PyTorch ops"] = statistics.median(in_ops)
     out["fit's loop"] = max(fit_ms - sum(out[p] for p in phases), 0.0)
@@ -122,7 +123,7 @@ def main():
         work["x"] = np.asarray(work["x"], dtype="float32")
         ours, hand = kerasae_step_phases(name, work, args.steps), hand_step_phases(work, args.steps)
         results["recipes"][name] = {"kerasae": ours, "hand loop": hand}
-        for phase in ("forward", "forward in PyTorch ops", "backward", "optimizer", "loss trackers", "fit's loop"):
+        for phase in ("forward", "forward in PyTorch ops", "backward", "optimizer", "fit's loop"):
             rows.append(
                 f"| {name} | {phase} | {ours[phase]:.2f} | {hand[phase]:.2f} |"
                 if phase in hand

@@ -23,3 +23,6 @@ PREDICT_BATCH = 1024
 THRESHOLD_QUANTILE = 0.99
 # Importance samples per item of the "elbo" and "nll" anomaly scores.
 SCORE_SAMPLES = 16
+
+# The most epochs a recipe may ask for (train.epochs, loss.kl_warmup_epochs, outputs.epochs).
+MAX_EPOCHS = 100_000

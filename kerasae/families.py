@@ -13,6 +13,11 @@ This module imports no Keras: the recipe schema reads it to validate without a b
 import dataclasses
 import importlib
 import math
+from typing import Annotated, Any, Literal, NamedTuple, Optional
+
+from pydantic import Field
+
+from kerasae import defaults
 
 # Figures every family draws; "denoising" needs a corruption, "scores" one-class data (the recipe checks that).
 FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denoising", "scores", "series")
@@ -20,10 +25,39 @@ FIGURES = ("reconstructions", "loss", "filters", "latent", "traversals", "denois
 GENERATIVE_FIGURES = ("samples", "interpolation", "manifold")
 
 
+class Key(NamedTuple):
+    """A family's recipe key: the constructor argument it becomes, its default, and for `loss`
+    keys the values it takes (a pydantic type, bounds included) and a line for the schema."""
+
+    arg: str
+    default: Any
+    type: Any = None
+    description: Optional[str] = None
+
+
+Weight = Annotated[float, Field(ge=0.0, le=1e4)]
+Epochs = Annotated[int, Field(ge=0, le=defaults.MAX_EPOCHS)]
+ImportanceSamples = Annotated[int, Field(ge=1, le=5000)]
+
 # The reconstruction term: deterministic families take `loss.type`, variational ones `loss.likelihood`.
-RECONSTRUCTION = {"type": ("reconstruction", "bce")}
-LIKELIHOOD = {"likelihood": ("likelihood", "bernoulli"), "scale": ("scale", "unit")}
-BETA = {"beta": ("beta", 1.0), "kl_warmup_epochs": ("kl_warmup_epochs", 0)}
+RECONSTRUCTION = {"type": Key("reconstruction", "bce", Literal["bce", "mse"])}
+LIKELIHOOD = {
+    "likelihood": Key(
+        "likelihood",
+        "bernoulli",
+        Literal["bernoulli", "gaussian", "logistic"],
+        "Variational families' p(x | z): bernoulli (binary pixels), gaussian, or logistic (the discretized "
+        "logistic of 8-bit images, exact probabilities; NLL also in bits per dimension).",
+    ),
+    "scale": Key(
+        "scale",
+        "unit",
+        Literal["unit", "per_channel", "per_pixel"],
+        "The gaussian's sigma or the logistic's scale: unit (sigma 1), or learned per channel or per pixel, "
+        "shared by all images.",
+    ),
+}
+BETA = {"beta": Key("beta", 1.0, Weight), "kl_warmup_epochs": Key("kl_warmup_epochs", 0, Epochs)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +75,10 @@ class Family:
             (with `defaults.DENOISING_CORRUPTION`). Every family accepts a recipe's corruption.
         dataset_size: its loss estimates a density over the whole training set (the
             β-TCVAE's aggregate posterior), so its constructor takes the training set's size.
-        loss: recipe `loss` key -> (constructor argument, default). Other loss keys are refused.
-        model: the family's own recipe `model` keys -> (constructor argument, default), as `loss`
-            (the keys every family takes, encoder and latent_dim, are the recipe schema's).
+        loss: recipe `loss` key -> its `Key` (constructor argument, default, type and bounds):
+            the recipe's loss section is built from these. Other loss keys are refused.
+        model: the family's own recipe `model` keys -> `Key` (argument and default; their types
+            are the recipe's model section's, as are the keys every family takes).
         figures: the figures that apply; the recipe's default `outputs.figures`.
         rules: ("key.path: message", holds(model section, loss values)) the recipe checks: a
             family's constraint between keys, reported with the message when it does not hold.
@@ -81,7 +116,7 @@ class Family:
 
 def _arguments(keys, section):
     values = {key: getattr(section, key, None) for key in keys}
-    return {arg: default if values[key] is None else values[key] for key, (arg, default) in keys.items()}
+    return {key.arg: key.default if values[name] is None else values[name] for name, key in keys.items()}
 
 
 # The decoder's scale: learned for the logistic, unit or learned for the gaussian, none for the bernoulli.
@@ -118,19 +153,19 @@ def _variational(name, class_name, summary, loss, rules=(), **kwargs):
 
 # The β-TCVAE's three KL terms (Chen et al. 2018): alpha, beta, gamma.
 TC_WEIGHTS = {
-    "mi_weight": ("mi_weight", 1.0),
-    "tc_weight": ("tc_weight", 6.0),
-    "dimension_kl_weight": ("dimension_kl_weight", 1.0),
-    "kl_warmup_epochs": ("kl_warmup_epochs", 0),
+    "mi_weight": Key("mi_weight", 1.0, Weight),
+    "tc_weight": Key("tc_weight", 6.0, Weight),
+    "dimension_kl_weight": Key("dimension_kl_weight", 1.0, Weight),
+    "kl_warmup_epochs": BETA["kl_warmup_epochs"],
 }
 
 # The hierarchical VAE's `model` keys; its stochastic layers replace `encoder` and `latent_dim`.
 HIERARCHY = {
-    "stochastic_layers": ("stochastic_layers", None),
-    "inference": ("inference", "bottom_up"),
-    "prior": ("prior", "standard"),
-    "pseudo_inputs": ("pseudo_inputs", 500),
-    "posterior_flow": ("posterior_flow", 0),
+    "stochastic_layers": Key("stochastic_layers", None),
+    "inference": Key("inference", "bottom_up"),
+    "prior": Key("prior", "standard"),
+    "pseudo_inputs": Key("pseudo_inputs", 500),
+    "posterior_flow": Key("posterior_flow", 0),
 }
 
 _TABLE = (
@@ -147,10 +182,10 @@ _TABLE = (
         "an autoencoder whose code units are mostly inactive (KL or L1 penalty)",
         loss={
             **RECONSTRUCTION,
-            "sparsity_penalty": ("sparsity_penalty", "kl"),
-            "sparsity_weight": ("sparsity_weight", 0.1),
-            "sparsity_target": ("sparsity_target", 0.05),
-            "weight_penalty": ("weight_penalty", 0.0),
+            "sparsity_penalty": Key("sparsity_penalty", "kl", Literal["kl", "l1"]),
+            "sparsity_weight": Key("sparsity_weight", 0.1, Weight),
+            "sparsity_target": Key("sparsity_target", 0.05, Annotated[float, Field(gt=0.0, lt=1.0)]),
+            "weight_penalty": Key("weight_penalty", 0.0, Weight),
         },
         rules=(
             (
@@ -163,14 +198,14 @@ _TABLE = (
         "contractive_ae",
         "ContractiveAutoencoder",
         "an autoencoder penalised by its encoder's Jacobian norm (Rifai et al. 2011)",
-        loss={**RECONSTRUCTION, "contractive_weight": ("contractive_weight", 0.1)},
+        loss={**RECONSTRUCTION, "contractive_weight": Key("contractive_weight", 0.1, Weight)},
     ),
     Family(
         "wae",
         "WAE",
         "the Wasserstein autoencoder: an MMD term pulls the codes to the prior N(0, I) (Tolstikhin et al. 2018)",
         generative=True,
-        loss={**RECONSTRUCTION, "mmd_weight": ("mmd_weight", 10.0)},
+        loss={**RECONSTRUCTION, "mmd_weight": Key("mmd_weight", 10.0, Weight)},
         figures=FIGURES + GENERATIVE_FIGURES,
     ),
     Family(
@@ -180,11 +215,16 @@ _TABLE = (
         generative=True,
         loss={
             **RECONSTRUCTION,
-            "codebook_size": ("codebook_size", 512),
-            "commitment_weight": ("commitment_weight", 0.25),
-            "codebook_ema": ("codebook_ema", True),
-            "dead_code_restarts": ("dead_code_restarts", True),
-            "code_positions": ("code_positions", 16),
+            "codebook_size": Key("codebook_size", 512, Annotated[int, Field(ge=2, le=65_536)]),
+            "commitment_weight": Key("commitment_weight", 0.25, Weight),
+            "codebook_ema": Key("codebook_ema", True, bool),
+            "dead_code_restarts": Key("dead_code_restarts", True, bool),
+            "code_positions": Key(
+                "code_positions",
+                16,
+                Annotated[int, Field(ge=1, le=4096)],
+                "vqvae with dense layers: code vectors per image (conv: the last feature map's grid).",
+            ),
         },
         # Its code is discrete: no traversals, no 2-D manifold.
         figures=tuple(f for f in FIGURES if f != "traversals") + ("samples", "interpolation"),
@@ -201,21 +241,25 @@ _TABLE = (
         "rae",
         "RAE",
         "the regularized autoencoder: L2 penalties on the codes and the decoder (Ghosh et al. 2020)",
-        loss={**RECONSTRUCTION, "code_weight": ("code_weight", 0.1), "decoder_weight": ("decoder_weight", 1e-4)},
+        loss={
+            **RECONSTRUCTION,
+            "code_weight": Key("code_weight", 0.1, Weight),
+            "decoder_weight": Key("decoder_weight", 1e-4, Weight),
+        },
     ),
     _variational("vae", "VAE", "the seed's variational autoencoder (Kingma & Welling 2014)", BETA),
     _variational(
         "iwae",
         "IWAE",
         "the importance-weighted autoencoder (Burda et al. 2016)",
-        {"importance_samples": ("k", 5)},
+        {"importance_samples": Key("k", 5, ImportanceSamples)},
     ),
     _variational(
         "hvae",
         "HVAE",
         "the hierarchical VAE: stochastic layers (Burda et al. 2016), ladder inference (Sønderby et al. 2016), "
         "the VampPrior (Tomczak & Welling 2018), IAF posteriors (Kingma et al. 2016)",
-        {"importance_samples": ("k", 1), **BETA},
+        {"importance_samples": Key("k", 1, ImportanceSamples), **BETA},
         model=HIERARCHY,
         rules=(
             (
@@ -248,6 +292,9 @@ FAMILIES = {family.name: family for family in _TABLE}
 ALL_FIGURES = FIGURES + GENERATIVE_FIGURES
 # Every recipe loss key of any family, with the families that take it.
 LOSS_KEYS = {key: tuple(f.name for f in _TABLE if key in f.loss) for f in _TABLE for key in f.loss}
+# Every recipe loss key's type and description (the recipe's loss section is made of these): one per
+# key, whichever families share it (tests/test_families.py checks that they agree).
+LOSS_TYPES = {key: (spec.type, spec.description) for f in _TABLE for key, spec in f.loss.items()}
 # Every family-specific recipe model key, with the families that take it.
 MODEL_KEYS = {key: tuple(f.name for f in _TABLE if key in f.model) for f in _TABLE for key in f.model}
 

@@ -27,7 +27,7 @@ FAMILIES = tuple(families.FAMILIES)
 
 # Upper bounds that catch typos (a latent of 10**9) before they allocate memory.
 MAX_UNITS = 65_536
-MAX_EPOCHS = 100_000
+MAX_EPOCHS = defaults.MAX_EPOCHS
 MAX_BATCH = 1_048_576
 
 Units = Annotated[int, Field(ge=1, le=MAX_UNITS)]
@@ -118,43 +118,18 @@ class ModelSection(Section):
         return any(not isinstance(layer, int) for layer in self.encoder + (self.decoder or []))
 
 
-class LossSection(Section):
-    """What is minimised. Which keys a family takes, and their defaults, are its entry in the
-    family table (`kerasae.families`): `type` for the deterministic AEs, `likelihood` for
-    variational ones, and each family's own weights. A key left out takes the family's default."""
+def _loss_section():
+    """The recipe's `loss` section: every loss key of any family, with the type, bounds and description
+    its family table entry gives (`families.LOSS_TYPES`), each optional. `Recipe` checks that the
+    recipe's family takes the keys given (`_loss_problems`) and fills in the family's defaults."""
+    fields = {
+        key: (Optional[kind], Field(default=None, description=description))
+        for key, (kind, description) in families.LOSS_TYPES.items()
+    }
+    return pydantic.create_model("LossSection", __base__=Section, __module__=__name__, **fields)
 
-    type: Optional[Literal["bce", "mse"]] = None
-    likelihood: Optional[Literal["bernoulli", "gaussian", "logistic"]] = Field(
-        default=None,
-        description="Variational families' p(x | z): bernoulli (binary pixels), gaussian, or logistic (the "
-        "discretized logistic of 8-bit images, exact probabilities; NLL also in bits per dimension).",
-    )
-    scale: Optional[Literal["unit", "per_channel", "per_pixel"]] = Field(
-        default=None,
-        description="The gaussian's sigma or the logistic's scale: unit (sigma 1), or learned per channel or "
-        "per pixel, shared by all images.",
-    )
-    beta: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    kl_warmup_epochs: Optional[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]] = None
-    importance_samples: Optional[Annotated[int, Field(ge=1, le=5000)]] = None
-    sparsity_penalty: Optional[Literal["kl", "l1"]] = None
-    sparsity_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    sparsity_target: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None
-    weight_penalty: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    contractive_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    mmd_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    code_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    decoder_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    mi_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    tc_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    dimension_kl_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    codebook_size: Optional[Annotated[int, Field(ge=2, le=65_536)]] = None
-    commitment_weight: Optional[Annotated[float, Field(ge=0.0, le=1e4)]] = None
-    codebook_ema: Optional[bool] = None
-    dead_code_restarts: Optional[bool] = None
-    code_positions: Optional[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default=None, description="vqvae with dense layers: code vectors per image (conv: the last feature map's grid)."
-    )
+
+LossSection = _loss_section()
 
 
 class CorruptionSection(Section):
@@ -522,9 +497,9 @@ class Recipe(Section):
             # One error per line; _describe turns each into its own located problem.
             raise ValueError("\n".join(problems))
         for section, keys in ((self.loss, family.loss), (self.model, family.model)):
-            for key, (_, default) in keys.items():
+            for key, spec in keys.items():
                 if getattr(section, key) is None:
-                    setattr(section, key, default)
+                    setattr(section, key, spec.default)
         if family.denoising and self.corruption.type == "none":
             kind = defaults.DENOISING_CORRUPTION["kind"]
             self.corruption = CorruptionSection(type=kind, p=defaults.DENOISING_CORRUPTION["p"])
@@ -557,8 +532,8 @@ class Recipe(Section):
                 problems.append(f"loss.{key}: applies to family {takers}, not '{family.name}'")
         if not problems:  # the family's own rules, on its loss values with their defaults
             values = {
-                key: default if getattr(self.loss, key) is None else getattr(self.loss, key)
-                for key, (_, default) in family.loss.items()
+                key: spec.default if getattr(self.loss, key) is None else getattr(self.loss, key)
+                for key, spec in family.loss.items()
             }
             problems += [message for message, holds in family.rules if not holds(self.model, values)]
         return problems

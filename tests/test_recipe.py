@@ -4,9 +4,9 @@ import glob
 import os
 
 import pytest
-from conftest import RECIPES
+from conftest import RECIPES, run_python
 
-from kerasae import recipe
+from kerasae import families, recipe
 from kerasae.errors import RecipeError
 from kerasae.families import FAMILIES
 
@@ -275,3 +275,62 @@ def test_errors_agree_with_themselves_inside_lists_and_unions(override, expected
     with pytest.raises(RecipeError) as info:
         recipe.load(os.path.join(RECIPES, "vae.yaml"), [override])
     assert info.value.problems == [f"--set {override}: {expected}"]
+
+
+def test_the_loss_section_is_made_of_the_family_tables_typed_keys():
+    """Each family's loss keys carry their types and bounds in the family table; the recipe's loss
+    section is built from them, and a key that several families share has one type."""
+    for family in FAMILIES.values():
+        for key, spec in family.loss.items():
+            assert families.LOSS_TYPES[key] == (spec.type, spec.description), (family.name, key)
+    assert list(recipe.LossSection.model_fields) == list(families.LOSS_TYPES)
+    with pytest.raises(RecipeError, match=r"loss.sparsity_target: .*less than 1"):
+        recipe.validate(
+            {
+                "name": "sparse",
+                "model": {"family": "sparse_ae", "encoder": [32], "latent_dim": 8},
+                "data": {"dataset": "digits"},
+                "loss": {"sparsity_target": 1.5},
+            }
+        )
+
+
+TOY_FAMILY = """
+    import dataclasses, json
+    from typing import Annotated
+    from pydantic import Field
+    from kerasae import families
+    # A new family: one table entry (its model class would be one file in kerasae/models/).
+    capacity = families.Key("capacity", 25.0, Annotated[float, Field(ge=0.0, le=100.0)])
+    vae = families.FAMILIES["vae"]
+    toy = dataclasses.replace(vae, name="capacity_vae", loss={**vae.loss, "capacity": capacity})
+    table = [*families.FAMILIES.values(), toy]
+    families.FAMILIES = {f.name: f for f in table}
+    families.LOSS_KEYS = {k: tuple(f.name for f in table if k in f.loss) for f in table for k in f.loss}
+    families.LOSS_TYPES = {k: (v.type, v.description) for f in table for k, v in f.loss.items()}
+    from kerasae import recipe
+    from kerasae.errors import RecipeError
+    model = {"family": "capacity_vae", "encoder": [32], "latent_dim": 8}
+    base = {"name": "toy", "model": model, "data": {"dataset": "digits"}}
+    out = {"default": recipe.validate(base).loss.capacity}
+    out["given"] = recipe.validate({**base, "loss": {"capacity": 50}}).loss.capacity
+    bad = {"bound": {**base, "loss": {"capacity": -1}}}
+    bad["other family"] = {**base, "model": {**model, "family": "vae"}, "loss": {"capacity": 5}}
+    for name, data in bad.items():
+        try:
+            recipe.validate(data)
+        except RecipeError as e:
+            out[name] = str(e)
+    print(json.dumps(out))
+"""
+
+
+def test_a_new_family_is_one_table_entry_for_the_recipe():
+    """A toy family added to the table alone: its loss key is validated with its bounds, defaulted,
+    and refused, with the family named, on another family."""
+    import json
+
+    out = json.loads(run_python(TOY_FAMILY).strip().splitlines()[-1])
+    assert out["default"] == 25.0 and out["given"] == 50.0
+    assert "loss.capacity" in out["bound"] and "greater than or equal to 0" in out["bound"]
+    assert "loss.capacity: applies to family capacity_vae, not 'vae'" in out["other family"]
