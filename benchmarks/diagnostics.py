@@ -11,7 +11,7 @@ through `kerasae train`, end to end. These isolate parts of it:
     .venv/bin/python benchmarks/diagnostics.py --parts eval,quality   # only some parts
 
 For the seed's VAE (784-400-20, ReLU, Bernoulli decoder) and AE (784-64-784, sigmoid), batch 128:
-  * kerasae: `kerasae.train.run` on recipes/vae.yaml and recipes/ae.yaml, changed as above, one
+  * kerasae: `kerasae.run.train.run` on recipes/vae.yaml and recipes/ae.yaml, changed as above, one
     subprocess per backend, timed inside each epoch;
   * a plain PyTorch eager loop of the same model, without validation or random binarization;
   * a plain JAX loop, `jax.jit`-compiled, with a hand-written Adam;
@@ -54,7 +54,7 @@ def load_images(limit):
     """Binarized MNIST training and test images as float32 (N, 784), through kerasae's own data resolution."""
     sys.path.insert(0, ROOT)
     from kerasae import data
-    from kerasae.recipe import DataSection
+    from kerasae.spec.recipe import DataSection
 
     d = data.load(DataSection(binarize="threshold", validation_split=0.0, limit=limit))
     return d.x_train.reshape(len(d.x_train), -1), d.x_test.reshape(len(d.x_test), -1)
@@ -80,7 +80,8 @@ KERASAE_CHILD = (
 import json, sys, time, resource
 sys.path.insert(0, sys.argv[1])
 import keras
-from kerasae import recipe, train
+from kerasae.spec import recipe
+from kerasae.run import train
 
 class EpochTimer(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
@@ -97,7 +98,7 @@ print(json.dumps({"epoch_seconds": times, "peak_rss_mb": peak_mb()}))
 
 
 def kerasae_run(backend, model, epochs, limit, extra=(), child=KERASAE_CHILD, args=()):
-    """One `kerasae.train.run` of the model's recipe in a fresh process on `backend`; the child's JSON."""
+    """One `kerasae.run.train.run` of the model's recipe in a fresh process on `backend`; the child's JSON."""
     recipe_file = os.path.join(ROOT, "recipes", MODELS[model][0])
     overrides = [
         f"train.epochs={epochs}",
@@ -131,7 +132,11 @@ import json, sys, time, resource
 sys.path.insert(0, sys.argv[1])
 import keras
 import numpy as np
-from kerasae import data, evaluate, recipe, train, zoo
+from kerasae import data
+from kerasae.assess import evaluate
+from kerasae.spec import recipe
+from kerasae.run import train
+from kerasae.store import zoo
 
 class DecoderPasses(keras.Model):
     # The decoder alone on a batch of codes, each output row summed (so outputs stay small).
@@ -333,7 +338,8 @@ METRICS_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import keras
-from kerasae import recipe, train
+from kerasae.spec import recipe
+from kerasae.run import train
 
 class TimeBudget(keras.callbacks.Callback):
     # Ends the run after the last epoch that fits in the budget (the next one would overrun it).

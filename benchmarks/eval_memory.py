@@ -34,7 +34,8 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from kerasae import builder, evaluate, recipe
+from kerasae.spec import builder, recipe
+from kerasae.assess import evaluate
 
 def peak_mb():
     with open("/proc/self/status") as f:

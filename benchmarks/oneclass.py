@@ -46,7 +46,7 @@ def isolation_forest(recipe, digit):
     from sklearn.metrics import roc_auc_score
 
     from kerasae import data
-    from kerasae import recipe as recipe_module
+    from kerasae.spec import recipe as recipe_module
 
     spec = recipe_module.load(recipe, [f"data.classes=[{digit}]"])
     dataset = data.load(spec.data, seed=spec.train.seed)
@@ -107,7 +107,8 @@ def main():
 
 def write_card(result, entry):
     """The table, with how it was made, as the entry's benchmark.md; then its card again."""
-    from kerasae import cards, zoo
+    from kerasae.assess import cards
+    from kerasae.store import zoo
 
     epochs = f" --epochs {result['epochs']}" if result["epochs"] else ""
     text = (
@@ -120,7 +121,7 @@ def write_card(result, entry):
     zoo.write_text(os.path.join(entry, zoo.BENCHMARK_FILE), text)
     with open(os.path.join(entry, zoo.METRICS_FILE)) as f:
         metrics = json.load(f)
-    from kerasae import recipe as recipe_module
+    from kerasae.spec import recipe as recipe_module
 
     spec = recipe_module.load(os.path.join(entry, zoo.RECIPE_FILE))
     cards.entry_card(entry, spec.to_dict(), metrics)

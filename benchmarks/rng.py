@@ -27,7 +27,8 @@ import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import keras
-from kerasae import backend, builder, recipe
+from kerasae import backend
+from kerasae.spec import builder, recipe
 
 def constant(kind, shape, dtype, seed_generator):
     # Same shape, no random numbers, and a value known only at run time (the generator's state

@@ -110,7 +110,7 @@ def recipe_work(recipe, limit):
     """The shipped recipe's model, data and per-step randomness, as plain values and arrays."""
     sys.path.insert(0, ROOT)
     from kerasae import data
-    from kerasae import recipe as recipe_module
+    from kerasae.spec import recipe as recipe_module
 
     r = recipe_module.load(os.path.join(ROOT, "recipes", f"{recipe}.yaml"), [f"data.limit={limit}"] if limit else [])
     d = data.load(r.data, seed=r.train.seed)

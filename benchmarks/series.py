@@ -49,7 +49,7 @@ def kerasae_row(recipe, backend, zoo_dir):
 
 def window_scores_per_step(score_windows, values, length):
     """Each step's score: the mean of the scores of the stride-1 windows that hold it."""
-    from kerasae import series
+    from kerasae.data import series
 
     windows, at = series.cut(values, length, 1)
     scores = score_windows(windows.reshape(len(windows), -1))
@@ -64,8 +64,9 @@ def reference_rows(recipe):
     """IsolationForest and PyOD's AutoEncoder on the windows kerasae trains on, judged per step."""
     from sklearn.ensemble import IsolationForest
 
-    from kerasae import data, series
-    from kerasae import recipe as recipe_module
+    from kerasae import data
+    from kerasae.data import series
+    from kerasae.spec import recipe as recipe_module
 
     spec = recipe_module.load(recipe)
     dataset = data.load(spec.data, seed=spec.train.seed)
@@ -101,7 +102,7 @@ def pca_row(x_fit, kept, components, quantile):
     its squared error in the PCA reconstruction, averaged over the windows that hold it (kerasae's score)."""
     from sklearn.decomposition import PCA
 
-    from kerasae import series
+    from kerasae.data import series
 
     start = time.perf_counter()
     pca = PCA(components, random_state=0).fit(x_fit)

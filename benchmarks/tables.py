@@ -49,7 +49,7 @@ def reference_rows(recipe):
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from kerasae import data
-    from kerasae import recipe as recipe_module
+    from kerasae.spec import recipe as recipe_module
 
     spec = recipe_module.load(recipe)
     dataset = data.load(spec.data, seed=spec.train.seed)

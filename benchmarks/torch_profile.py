@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 import run  # noqa: E402 -- benchmarks/run.py: the recipe's work and the hand loop
 import torch  # noqa: E402
 
-from kerasae import backend, builder, recipe  # noqa: E402
+from kerasae import backend  # noqa: E402
+from kerasae.spec import builder, recipe  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -15,8 +15,8 @@ import importlib.abc
 import os
 import sys
 
-from kerasae import families as _families
 from kerasae.quiet import native_stderr as _quiet_native_stderr
+from kerasae.spec import families as _families
 
 # TensorFlow's C++ start-up chatter drowns the progress bar; a user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,17 +29,34 @@ _PUBLIC = {
     **dict.fromkeys((family.class_name for family in _families.FAMILIES.values()), "kerasae.models"),
     **dict.fromkeys(("Sampling", "Corruption", "DynamicBinarization"), "kerasae.layers"),
     **dict.fromkeys(("KerasaeError", "RecipeError", "DataError", "ZooError"), "kerasae.errors"),
-    "FAMILIES": "kerasae.families",
-    "load": "kerasae.zoo",
+    "FAMILIES": "kerasae.spec.families",
+    "load": "kerasae.store.zoo",
 }
 
 __all__ = [*_PUBLIC, "__version__"]
 
+# Modules that moved into the layers' folders, by their former names: `from kerasae import recipe` still works.
+_MOVED = {
+    name: f"kerasae.{folder}.{name}"
+    for folder, names in (
+        ("spec", ("recipe", "families", "builder")),
+        ("data", ("images", "tables", "series")),
+        ("store", ("zoo", "export")),
+        ("assess", ("evaluate", "metric_table", "fid", "samplers", "figures", "filters", "cards")),
+        ("run", ("train", "checkpoint", "callbacks", "entry")),
+        ("serve", ("explore", "server")),
+    )
+    for name in names
+}
+
 
 def __getattr__(name):
-    if name not in _PUBLIC:
+    if name in _MOVED:
+        value = importlib.import_module(_MOVED[name])
+    elif name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    else:
         raise AttributeError(f"module 'kerasae' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value
     return value
 

@@ -137,7 +137,7 @@ def _image_commands(sub):
 
 
 def _validate(args):
-    from kerasae import recipe
+    from kerasae.spec import recipe
 
     problems = 0
     for path in args.recipes:
@@ -156,7 +156,8 @@ def _validate(args):
 
 
 def _train(args):
-    from kerasae import recipe, zoo
+    from kerasae.spec import recipe
+    from kerasae.store import zoo
 
     r = recipe.load(args.recipe, args.overrides)
     version = zoo.version_name(r.name, args.zoo, args.overwrite)
@@ -166,7 +167,7 @@ def _train(args):
             "(--overwrite replaces the entry instead)",
             flush=True,
         )
-    from kerasae import train
+    from kerasae.run import train
 
     path, metrics = train.run(
         r, args.zoo, overwrite=args.overwrite, verbose=0 if args.quiet else None, resume=args.resume
@@ -185,7 +186,8 @@ def _train(args):
 
 
 def _eval(args):
-    from kerasae import entry, zoo
+    from kerasae.run import entry
+    from kerasae.store import zoo
 
     path = zoo.resolve(args.entry, args.zoo)
     zoo.check_entry(path)
@@ -203,7 +205,7 @@ def _eval(args):
 
 
 def _print_metrics(metrics):
-    from kerasae import cards
+    from kerasae.assess import cards
 
     rows = [(name, cards.fmt(value), unit) for name, value, unit in cards.metric_rows(metrics)]
     width = max(len(name) for name, _, _ in rows)
@@ -212,7 +214,7 @@ def _print_metrics(metrics):
 
 
 def _zoo_list(args):
-    from kerasae import zoo
+    from kerasae.store import zoo
 
     rows = zoo.entries(args.zoo)
     if args.json:
@@ -241,7 +243,7 @@ def _zoo_list(args):
 
 
 def _zoo_show(args):
-    from kerasae import zoo
+    from kerasae.store import zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     zoo.check_entry(entry)
@@ -287,7 +289,7 @@ def _load_images(path):
 
 
 def _denoise(args):
-    from kerasae import zoo
+    from kerasae.store import zoo
 
     model = zoo.load(args.entry, args.zoo)
     if model.corruption is None:
@@ -307,7 +309,10 @@ def _denoise(args):
 
 
 def _score(args):
-    from kerasae import anomaly, metric_table, series, zoo
+    from kerasae import anomaly
+    from kerasae.assess import metric_table
+    from kerasae.data import series
+    from kerasae.store import zoo
 
     model = zoo.load(args.entry, args.zoo)
     folder = zoo.resolve(args.entry, args.zoo)
@@ -362,7 +367,8 @@ def _print_detection(found, items):
 
 def _score_series(args, model, folder):
     """`kerasae score` of an entry trained on a series: one score per time step of --input."""
-    from kerasae import data, series, tables
+    from kerasae import data
+    from kerasae.data import series, tables
 
     kept = series.load(folder)
     length, threshold = kept["window"]["length"], kept["threshold"]
@@ -395,7 +401,7 @@ def _score_series(args, model, folder):
 
 def _load_items(path, entry):
     """Images from .npy / .npz, or, for an entry trained on a table, rows through its stored transform."""
-    from kerasae import tables
+    from kerasae.data import tables
 
     transform = tables.load(entry)
     if transform is None:
@@ -458,7 +464,7 @@ def _write_scores(path, scores, flags, truth):
 def _write_images(path, title, rows, arrays):
     """The images as a PNG grid, one labelled row per (label, images) pair; or, to a .npz path,
     the arrays themselves."""
-    from kerasae import figures
+    from kerasae.assess import figures
 
     if path.lower().endswith(".npz"):
         import numpy as np
@@ -470,7 +476,8 @@ def _write_images(path, title, rows, arrays):
 
 
 def _sample(args):
-    from kerasae import samplers, zoo
+    from kerasae.assess import samplers
+    from kerasae.store import zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     model = zoo.load(entry)
@@ -505,7 +512,9 @@ def _digits(text, num_classes):
 
 
 def _interpolate(args):
-    from kerasae import data, recipe, zoo
+    from kerasae import data
+    from kerasae.spec import recipe
+    from kerasae.store import zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     model = zoo.load(entry)
@@ -524,7 +533,7 @@ def _interpolate(args):
 def _export(args):
     import importlib.util
 
-    from kerasae import export, zoo
+    from kerasae.store import export, zoo
 
     entry = zoo.resolve(args.entry, args.zoo)
     zoo.check_entry(entry)
@@ -545,7 +554,7 @@ def _export(args):
 def _serve(args):
     import importlib.util
 
-    from kerasae import zoo
+    from kerasae.store import zoo
 
     missing = [m for m in ("starlette", "uvicorn", "jinja2", "markdown") if importlib.util.find_spec(m) is None]
     if missing:
@@ -555,7 +564,7 @@ def _serve(args):
         raise KerasaeError(f"--zoo: no zoo folder at {folder}")
     if not 0 <= args.port <= 65535:
         raise KerasaeError(f"--port: {args.port} is not a port (0..65535)")
-    from kerasae import server
+    from kerasae.serve import server
 
     try:
         sock = server.bind(args.host, args.port)

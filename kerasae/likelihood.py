@@ -5,7 +5,7 @@ mean of -log p(x, z_i) / q(z_i | x), come from the same k log-weights. The k sam
 `chunk` at a time and combined with a running log-sum-exp, so memory stays flat as k grows;
 batches hold as many images as `DECODE_BUDGET` allows for the decoder (a conv decoder's take
 fewer), so it stays flat for every architecture and data-set size too. Used by the test
-metrics (`kerasae.evaluate`), anomaly scores (`Autoencoder.score`) and validation batches.
+metrics (`kerasae.assess.evaluate`), anomaly scores (`Autoencoder.score`) and validation batches.
 """
 
 import math

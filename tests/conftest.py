@@ -170,7 +170,8 @@ def shared_zoo(tmp_path_factory, mnist_like):
     the training command's own path. Read it; copy an entry (`copy_entry`) before writing into it."""
 
     def make(folder):
-        from kerasae import recipe, train
+        from kerasae.run import train
+        from kerasae.spec import recipe
 
         for spec in shared_recipes(mnist_like):
             train.run(recipe.validate(spec), str(folder), verbose=0)

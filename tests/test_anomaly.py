@@ -12,9 +12,11 @@ from conftest import ROOT, digit_images, small_recipe
 from test_evaluate import _linear_gaussian_vae
 
 import kerasae
-from kerasae import anomaly, cli, data, recipe, train
+from kerasae import anomaly, cli, data
 from kerasae.errors import DataError, RecipeError
 from kerasae.models.autoencoder import reconstruction_error
+from kerasae.run import train
+from kerasae.spec import recipe
 
 
 def _trained(cls, x, **kwargs):

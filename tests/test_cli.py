@@ -11,7 +11,10 @@ import yaml
 from conftest import RECIPES, ROOT, copy_entry, small_recipe
 
 import kerasae
-from kerasae import cli, data, export, fid, recipe, zoo
+from kerasae import cli, data
+from kerasae.assess import fid
+from kerasae.spec import recipe
+from kerasae.store import export, zoo
 
 
 def _recipe_file(tmp_path, recipe, name="r.yaml"):
@@ -136,7 +139,7 @@ def test_data_error_leaves_no_entry(tmp_path, zoo_dir, capsys):
 
 
 def test_a_failure_while_writing_the_entry_keeps_the_checkpoint(tmp_path, mnist_like, zoo_dir, monkeypatch, capsys):
-    from kerasae import figures
+    from kerasae.assess import figures
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")

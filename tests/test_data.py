@@ -8,7 +8,7 @@ from conftest import digit_images
 
 from kerasae import data
 from kerasae.errors import DataError
-from kerasae.recipe import DataSection
+from kerasae.spec.recipe import DataSection
 
 
 @pytest.fixture
@@ -217,7 +217,9 @@ def test_an_npy_folder_streams_the_images_an_npz_file_holds_in_memory(tmp_path, 
 def test_training_on_an_npy_folder_reads_batches_and_matches_the_npz_run(tmp_path, mnist_like, monkeypatch):
     from conftest import small_recipe
 
-    from kerasae import recipe, train, zoo
+    from kerasae.run import train
+    from kerasae.spec import recipe
+    from kerasae.store import zoo
 
     folder = _npy_folder(tmp_path / "set", mnist_like)
     asked = []
@@ -257,7 +259,7 @@ def test_npy_folder_errors_name_the_file(tmp_path, mnist_like):
 @pytest.mark.once
 def test_an_npy_dataset_needs_its_folder():
     from kerasae.errors import RecipeError
-    from kerasae.recipe import validate
+    from kerasae.spec.recipe import validate
 
     with pytest.raises(RecipeError, match=r"data.path: dataset 'npy' needs the folder of .npy files"):
         validate({"name": "x", "model": {"family": "ae", "latent_dim": 2}, "data": {"dataset": "npy"}})

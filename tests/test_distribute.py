@@ -11,8 +11,10 @@ import os
 import pytest
 from conftest import run_python
 
-from kerasae import backend, recipe, zoo
+from kerasae import backend
 from kerasae.errors import KerasaeError, RecipeError
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 # Trains the AE and the VAE on one device and data-parallel on two, with the same global
 # batch, and prints the final losses and what the run was spread over.
@@ -25,7 +27,8 @@ if keras.backend.backend() == "tensorflow":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from conftest import small_recipe
-from kerasae import recipe, train
+from kerasae.spec import recipe
+from kerasae.run import train
 
 class Spread(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
@@ -110,7 +113,8 @@ def test_torch_refuses_data_parallel_naming_the_keras_version(mnist_like, tmp_pa
     import sys, json
     sys.path.insert(0, "tests")
     from conftest import small_recipe
-    from kerasae import recipe, train
+    from kerasae.spec import recipe
+    from kerasae.run import train
     from kerasae.errors import KerasaeError
     r = small_recipe("ae", sys.argv[1], epochs=1)
     r["distribute"] = {"strategy": "data_parallel"}
@@ -158,7 +162,8 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_refused(mnist_like, tm
     import sys
     sys.path.insert(0, "tests")
     from conftest import small_recipe
-    from kerasae import recipe, train
+    from kerasae.spec import recipe
+    from kerasae.run import train
     from kerasae.errors import KerasaeError
     r = small_recipe("ae", sys.argv[1], epochs=1)
     r["train"]["batch_size"] = 33

@@ -12,7 +12,10 @@ from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 
 import kerasae
-from kerasae import cards, cli, data, evaluate, metric_table, recipe, zoo
+from kerasae import cli, data
+from kerasae.assess import cards, evaluate, metric_table
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 
 def _linear_gaussian_vae(exact_posterior):
@@ -131,7 +134,7 @@ def test_figures_are_real_pictures(vae_entry):
 def test_snapshots_follow_the_chosen_epochs(mnist_like):
     from test_models import fit_small
 
-    from kerasae.callbacks import Snapshots
+    from kerasae.run.callbacks import Snapshots
 
     model, _, d = fit_small(mnist_like, "vae", epochs=1)
     snapshots = Snapshots(d.x_test[:5], None, epochs=[1, 3], steps=7)

@@ -29,8 +29,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, seed, settings
 from hypothesis import strategies as st
 
-from kerasae import backend, families, metric_table, recipe, train, zoo
+from kerasae import backend
+from kerasae.assess import metric_table
 from kerasae.errors import RecipeError
+from kerasae.run import train
+from kerasae.spec import families, recipe
+from kerasae.store import zoo
 
 # Examples per family: 2 in CI (the simplest, refused, and one that trains), more for a longer sweep.
 EXAMPLES = int(os.environ.get("KERASAE_SWEEP_EXAMPLES", "2"))

@@ -13,8 +13,9 @@ from sklearn.decomposition import PCA
 from test_models import fit_small
 
 import kerasae
-from kerasae import builder, cli, data, recipe
+from kerasae import cli, data
 from kerasae.errors import DataError, LabelsError
+from kerasae.spec import builder, recipe
 
 
 def test_linear_autoencoder_spans_the_pca_subspace():
@@ -216,7 +217,7 @@ def test_labelled_data_is_required_by_name(mnist_like):
     d = data.load(r.data)
     assert d.y_train is not None
     d.y_test = None
-    from kerasae.train import _check_labels
+    from kerasae.run.train import _check_labels
 
     with pytest.raises(DataError, match="needs labels, but the data has no y_test"):
         _check_labels(d, r)
@@ -283,7 +284,7 @@ def test_rae_penalties_are_the_codes_and_decoder_kernels_squared_norms(mnist_lik
 
 
 def test_the_gmm_sampler_draws_codes_like_the_training_codes(mnist_like):
-    from kerasae import samplers
+    from kerasae.assess import samplers
 
     model, _, d = fit_small(mnist_like, "ae", epochs=2)
     params = samplers.fit_to_model(model, d)
@@ -299,7 +300,7 @@ def test_the_gmm_sampler_draws_codes_like_the_training_codes(mnist_like):
 
 
 def test_the_gmm_sampler_of_a_wide_code_is_diagonal_and_draws_without_a_factor_per_code():
-    from kerasae import samplers
+    from kerasae.assess import samplers
 
     rng = np.random.default_rng(0)
     units = samplers.FULL_COVARIANCE_UNITS + 1  # a VQ-VAE's code on MNIST is 784 units
@@ -350,7 +351,7 @@ def test_betatcvae_terms_sum_to_the_kl_and_estimate_the_aggregate_posterior_with
 
 def test_betatcvae_kl_warmup_ramps_its_regularizer_up_to_one(mnist_like, tmp_path):
     """The β-TCVAE has no beta: a warm-up scales its three weighted terms from 0 to 1."""
-    from kerasae import train
+    from kerasae.run import train
 
     seen = []
 

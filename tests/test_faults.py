@@ -14,8 +14,11 @@ import pytest
 import yaml
 from conftest import ROOT, small_recipe
 
-from kerasae import cli, recipe, train, zoo
+from kerasae import cli
 from kerasae.errors import TrainingStopped, ZooError
+from kerasae.run import train
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 
 class SignalAt(keras.callbacks.Callback):

@@ -7,7 +7,10 @@ import pytest
 from conftest import FULL_MNIST_SIZES, full_mnist
 from scipy import linalg
 
-from kerasae import data, fid, recipe, zoo
+from kerasae import data
+from kerasae.assess import fid
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 
 @pytest.mark.once

@@ -83,7 +83,7 @@ def test_the_readme_main_command_trains_a_new_version_beside_the_shipped_entry(t
 
 
 def _port_free(port):
-    from kerasae import server
+    from kerasae.serve import server
 
     try:
         server.bind("127.0.0.1", port).close()
@@ -113,7 +113,7 @@ def test_the_readme_serve_command_opens_the_shipped_zoo_at_port_8000(tmp_path):
         text=True,
     )
     try:
-        from kerasae import zoo
+        from kerasae.store import zoo
 
         names = zoo.names(str(clone / "zoo"))
         first = process.stdout.readline()

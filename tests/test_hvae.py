@@ -14,10 +14,12 @@ from scipy.special import logsumexp
 from test_models import fit_small
 
 import kerasae
-from kerasae import cards, evaluate, recipe, zoo
+from kerasae.assess import cards, evaluate
 from kerasae.errors import RecipeError
 from kerasae.layers import AutoregressiveFlowStep, made_masks
 from kerasae.models.hvae import log_mixture
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 # A linear-Gaussian chain, independent per coordinate: z_2 ~ N(0, 1), z_1 | z_2 ~ N(a z_2, s^2),
 # x | z_1 ~ N(w z_1 + b, 1). Then x ~ N(b, w^2 (a^2 + s^2) + 1): p(x) in closed form.

@@ -15,8 +15,13 @@ import yaml
 from conftest import ROOT
 from PIL import Image
 
-from kerasae import data, evaluate, filters, images, recipe, train, zoo
+from kerasae import data
+from kerasae.assess import evaluate, filters
+from kerasae.data import images
 from kerasae.errors import DataError
+from kerasae.run import train
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 SIZE = 16
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from conftest import FULL_MNIST_SIZES, RECIPES, full_mnist
 
-from kerasae import cli, data, recipe, zoo
+from kerasae import cli, data
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 # Training on the full set is the same claim on every backend (the sweep and test_models check that
 # each backend trains every family): it runs in one suite.

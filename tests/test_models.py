@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from conftest import run_python, small_recipe
 
-from kerasae import backend, builder, data, recipe, train
-from kerasae.callbacks import KLWarmup
-from kerasae.families import FAMILIES
+from kerasae import backend, data
 from kerasae.models import VAE
+from kerasae.run import train
+from kerasae.run.callbacks import KLWarmup
+from kerasae.spec import builder, recipe
+from kerasae.spec.families import FAMILIES
 
 OTHER_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if b != backend.NAME]
 

@@ -68,7 +68,7 @@ def test_a_missing_name_warns_once_naming_it_and_its_fallback(missing):
 
 
 def test_without_the_should_eval_hook_a_signal_stops_at_the_epochs_end(missing):
-    from kerasae.callbacks import Guard
+    from kerasae.run.callbacks import Guard
 
     missing("keras.Model._should_eval")
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
@@ -86,8 +86,8 @@ def test_without_the_should_eval_hook_a_signal_stops_at_the_epochs_end(missing):
 
 
 def test_without_the_compiled_flag_an_entry_keeps_the_optimizer_and_still_loads(tmp_path, missing):
-    from kerasae import zoo
     from kerasae.models import Autoencoder
+    from kerasae.store import zoo
 
     model = Autoencoder(image_shape=(4, 4, 1), latent_dim=2)
     model.compile(optimizer="adam")

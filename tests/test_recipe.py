@@ -6,9 +6,9 @@ import os
 import pytest
 from conftest import RECIPES, run_python
 
-from kerasae import families, recipe
 from kerasae.errors import RecipeError
-from kerasae.families import FAMILIES
+from kerasae.spec import families, recipe
+from kerasae.spec.families import FAMILIES
 
 # The recipe schema: no backend computes here.
 pytestmark = pytest.mark.once
@@ -299,7 +299,7 @@ TOY_FAMILY = """
     import dataclasses, json
     from typing import Annotated
     from pydantic import Field
-    from kerasae import families
+    from kerasae.spec import families
     # A new family: one table entry (its model class would be one file in kerasae/models/).
     capacity = families.Key("capacity", 25.0, Annotated[float, Field(ge=0.0, le=100.0)])
     vae = families.FAMILIES["vae"]
@@ -308,7 +308,7 @@ TOY_FAMILY = """
     families.FAMILIES = {f.name: f for f in table}
     families.LOSS_KEYS = {k: tuple(f.name for f in table if k in f.loss) for f in table for k in f.loss}
     families.LOSS_TYPES = {k: (v.type, v.description) for f in table for k, v in f.loss.items()}
-    from kerasae import recipe
+    from kerasae.spec import recipe
     from kerasae.errors import RecipeError
     model = {"family": "capacity_vae", "encoder": [32], "latent_dim": 8}
     base = {"name": "toy", "model": model, "data": {"dataset": "digits"}}

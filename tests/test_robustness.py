@@ -12,9 +12,10 @@ from conftest import ROOT, small_recipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kerasae import data, recipe
+from kerasae import data
 from kerasae.errors import DataError, RecipeError
-from kerasae.recipe import DataSection
+from kerasae.spec import recipe
+from kerasae.spec.recipe import DataSection
 
 # Recipes and data files are read and checked before any backend computes.
 pytestmark = pytest.mark.once

@@ -12,8 +12,11 @@ import pytest
 import yaml
 from conftest import ROOT, small_recipe
 
-from kerasae import cli, data, layers, recipe, series, tables, train
+from kerasae import cli, data, layers
+from kerasae.data import series, tables
 from kerasae.errors import RecipeError
+from kerasae.run import train
+from kerasae.spec import recipe
 
 LENGTH = 32
 

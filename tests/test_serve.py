@@ -20,7 +20,11 @@ from conftest import REQUIRE_BROWSER_ENV, ROOT, copy_entry, small_recipe, unavai
 from PIL import Image
 from starlette.testclient import TestClient
 
-from kerasae import explore, fid, recipe, server, train, zoo
+from kerasae.assess import fid
+from kerasae.run import train
+from kerasae.serve import explore, server
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 SHIPPED = os.path.join(ROOT, "zoo")
 SHIPPED_NAMES = [name for name, _ in zoo.entries(SHIPPED)]

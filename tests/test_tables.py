@@ -11,8 +11,11 @@ import pytest
 import yaml
 from conftest import small_recipe
 
-from kerasae import cli, data, recipe, tables, train
+from kerasae import cli, data
+from kerasae.data import tables
 from kerasae.errors import DataError, RecipeError
+from kerasae.run import train
+from kerasae.spec import recipe
 
 
 def _rows(n, seed, odd_share=0.0):

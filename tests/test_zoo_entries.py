@@ -23,7 +23,11 @@ import pytest
 from conftest import REQUIRE_DATA_ENV, ROOT, full_mnist, unavailable
 
 import kerasae
-from kerasae import anomaly, cards, data, evaluate, recipe, series, zoo
+from kerasae import anomaly, data
+from kerasae.assess import cards, evaluate
+from kerasae.data import series
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 ZOO = os.path.join(ROOT, "zoo")
 ENTRIES = sorted(name for name, _ in zoo.entries(ZOO))

@@ -108,7 +108,7 @@ class Autoencoder(backend.Trainer, keras.Model):
     # was trained towards a prior over codes, N(0, I), and `generate` samples it; a variational
     # one also has a posterior (ELBO, NLL, `encode_distribution`); a conditional one
     # (`conditional`) needs a label per image. Every model interpolates, and every
-    # model generates through a density fitted to its codes (`kerasae.samplers`).
+    # model generates through a density fitted to its codes (`kerasae.assess.samplers`).
     generative = False
     variational = False
     # Labels: every method takes them; unconditional families ignore them, a conditional one
@@ -296,12 +296,12 @@ class Autoencoder(backend.Trainer, keras.Model):
     def generate(self, n=None, seed=None, labels=None):
         """Decodes n codes drawn from the prior N(0, I): images of shape (n, H, W, C); `labels`,
         one per image, steer a conditional model (n defaults to their number). Only a generative
-        model has a prior; any model generates from a fitted sampler (`kerasae.samplers`)."""
+        model has a prior; any model generates from a fitted sampler (`kerasae.assess.samplers`)."""
         n = len(labels) if n is None and labels is not None else n
         if not self.generative:
             raise ValueError(
                 f"A {type(self).__name__} was not trained towards a prior: sample it with a density fitted "
-                "to its codes (kerasae.samplers, `kerasae sample ENTRY --sampler gmm`)."
+                "to its codes (kerasae.assess.samplers, `kerasae sample ENTRY --sampler gmm`)."
             )
         return self.decode(self.prior_sample(n, seed), labels)
 

@@ -13,7 +13,7 @@ class RAE(Autoencoder):
     The loss adds `code_weight * ||z||^2 / 2` per image (it keeps the code space small and
     smooth) and `decoder_weight * ||theta_dec||^2`, the squared norm of the decoder's kernels (it
     keeps the decoder smooth). It has no prior: it generates by decoding codes drawn from a
-    density fitted to its training codes after training (`kerasae.samplers`, a Gaussian mixture).
+    density fitted to its training codes after training (`kerasae.assess.samplers`, a Gaussian mixture).
 
     Args:
         code_weight: weight of the codes' squared norm.

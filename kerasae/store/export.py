@@ -1,7 +1,7 @@
 """Serving exports of a saved `.keras` model: a TensorFlow SavedModel and ONNX files.
 
 Both run on the TensorFlow backend: on JAX and PyTorch `export` runs them in a TensorFlow
-subprocess (`python -m kerasae.export`). Every endpoint takes images as float32
+subprocess (`python -m kerasae.store.export`). Every endpoint takes images as float32
 (batch, H, W, C) in [0, 1]; conditional families also take integer labels (batch,).
 """
 
@@ -138,7 +138,7 @@ def export(format, model_path, out_dir):
     if keras.backend.backend() == "tensorflow":
         return EXPORTERS[format](model_path, out_dir)
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    command = [sys.executable, "-m", "kerasae.export", format, str(model_path), str(out_dir)]
+    command = [sys.executable, "-m", "kerasae.store.export", format, str(model_path), str(out_dir)]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -18,8 +18,10 @@ import threading
 import numpy as np
 from PIL import Image
 
-from kerasae import families, recipe, samplers, zoo
+from kerasae.assess import samplers
 from kerasae.errors import KerasaeError
+from kerasae.spec import families, recipe
+from kerasae.store import zoo
 
 # A drawing becomes an input the way MNIST's digits were made: its strokes' bounding box scaled
 # into the central 20 x 20 of 28 x 28 and centred on their centre of mass (LeCun et al. 1998).

@@ -18,17 +18,20 @@ import time
 import keras
 import numpy as np
 
-from kerasae import backend, builder, checkpoint, defaults, entry, families, likelihood, zoo
+from kerasae import backend, defaults, likelihood
 from kerasae import data as data_module
-from kerasae.callbacks import Guard, KLWarmup, OneEpoch, RunScope, Snapshots, StepClock
 from kerasae.errors import DataError, KerasaeError, TrainingStopped, ZooError
+from kerasae.run import checkpoint, entry
+from kerasae.run.callbacks import Guard, KLWarmup, OneEpoch, RunScope, Snapshots, StepClock
+from kerasae.spec import builder, families
+from kerasae.store import zoo
 
 
 def run(recipe, zoo_dir=None, overwrite=False, verbose=None, callbacks=(), resume=False):
     """Trains a validated recipe, checkpointing every epoch, and writes its zoo entry.
 
     Args:
-        recipe: a `Recipe` from `kerasae.recipe.load`.
+        recipe: a `Recipe` from `kerasae.spec.recipe.load`.
         zoo_dir: the zoo folder (default: $KERASAE_ZOO, else ./zoo).
         overwrite: replace an existing entry of the same name (and start over
             from any interrupted run's checkpoint). Without it, a name the zoo

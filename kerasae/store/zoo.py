@@ -39,7 +39,7 @@ SNAPSHOTS_FILE = "snapshots.npz"
 # was written: any machine, any backend, with or without the data set, can check a load.
 CHECK_FILE = "check.npz"
 CHECK_IMAGES = 32
-# The Gaussian mixture fitted to the training codes (kerasae.samplers), as plain arrays.
+# The Gaussian mixture fitted to the training codes (kerasae.assess.samplers), as plain arrays.
 SAMPLER_FILE = "sampler.npz"
 # A benchmark's results on the entry's recipe, as Markdown (`benchmarks/oneclass.py --card`): the card shows it.
 BENCHMARK_FILE = "benchmark.md"
@@ -218,7 +218,7 @@ def search_path(zoo=None):
     if zoo:
         return [zoo]
     folders = [f for f in os.environ.get(ZOO_ENV, "").split(os.pathsep) if f]
-    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), DEFAULT_ZOO)
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), DEFAULT_ZOO)
     for folder in (DEFAULT_ZOO, shipped):
         if os.path.abspath(folder) not in map(os.path.abspath, folders):
             folders.append(folder)

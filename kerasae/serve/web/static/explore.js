@@ -1,5 +1,5 @@
 // The entry page of `kerasae serve`: a drawing pad, sliders over the code, an interpolation
-// strip and samples, each answered by the server's Keras model (kerasae/server.py's JSON API).
+// strip and samples, each answered by the server's Keras model (kerasae/serve/server.py's JSON API).
 "use strict";
 
 const entry = document.getElementById("entry").dataset.entry;

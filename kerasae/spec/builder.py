@@ -2,7 +2,7 @@
 
 import keras
 
-from kerasae import families
+from kerasae.spec import families
 
 
 def model_arguments(recipe, image_shape, num_classes=10, train_size=60_000):

@@ -2,7 +2,10 @@
 
 import os
 
-from kerasae import data, families, metric_table, zoo
+from kerasae import data
+from kerasae.assess import metric_table
+from kerasae.spec import families
+from kerasae.store import zoo
 
 FIGURE_CAPTIONS = {
     "reconstructions": "Test {subject}s (top row) and their reconstructions after the epochs shown "
@@ -96,7 +99,7 @@ def fmt(value, digits=2):
 
 
 def metric_rows(metrics):
-    """(metric, value, unit) rows for the card's table: the metric table's (`kerasae.metric_table`)."""
+    """(metric, value, unit) rows for the card's table: the metric table's (`kerasae.assess.metric_table`)."""
     return metric_table.rows(metrics)
 
 
@@ -242,7 +245,7 @@ def _fid_note(fid):
     """What the zoo table's FID columns are."""
     return [
         f"FID: {fid['samples']} samples (decoder means) against the 10,000 MNIST test digits, on the 128 "
-        f"penultimate features of kerasae's MNIST classifier (`kerasae/fid.py`, test accuracy "
+        f"penultimate features of kerasae's MNIST classifier (`kerasae/assess/fid.py`, test accuracy "
         f"{fid['classifier_accuracy']:.4f}); lower is better. The floor, half the test digits against the other "
         f"half, is {fid['floor']:.2f}. `prior`: codes from the family's prior; `gmm`: from a 10-component Gaussian "
         "mixture fitted to 10,000 training codes (`sampler.npz`). Active units: code units whose mean over the "

@@ -4,7 +4,7 @@ FID (Heusel et al. 2017) compares the mean and covariance of features of generat
 those of real ones: ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)); 0 for identical
 distributions. ImageNet's Inception features say little about 28 x 28 digits, so kerasae ships
 its own feature extractor: a small convnet trained once on the MNIST training set
-(`python -m kerasae.fid`), its 128 penultimate units the features. The file it writes,
+(`python -m kerasae.assess.fid`), its 128 penultimate units the features. The file it writes,
 `kerasae/assets/fid_mnist.npz`, holds the classifier's weights, its test accuracy, the
 features' statistics on the 10,000 MNIST test digits (the reference every sample set is
 compared with) and the floor: the FID between the two halves of the test set, what real
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-ASSET = os.path.join(os.path.dirname(__file__), "assets", "fid_mnist.npz")
+ASSET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "fid_mnist.npz")
 IMAGE_SHAPE = (28, 28, 1)
 SAMPLES = 10_000  # generated images per FID, as many as the reference's test digits
 _CACHE = {}
@@ -112,7 +112,7 @@ def applies(image_shape, data_record):
 
 def sample_fids(model, sampler_params, n=SAMPLES, seed=0):
     """{sampler: FID} of n images from each sampler the model has (prior where generative; gmm)."""
-    from kerasae import samplers
+    from kerasae.assess import samplers
 
     out = {}
     for sampler in samplers.SAMPLERS:
@@ -125,10 +125,10 @@ def sample_fids(model, sampler_params, n=SAMPLES, seed=0):
 
 
 def train_and_write(x_train, y_train, x_test, y_test, epochs=8, path=ASSET):
-    """Trains the classifier on MNIST and writes the asset (`python -m kerasae.fid`)."""
+    """Trains the classifier on MNIST and writes the asset (`python -m kerasae.assess.fid`)."""
     import keras
 
-    from kerasae import zoo
+    from kerasae.store import zoo
 
     keras.utils.set_random_seed(0)
     features, classifier = build_classifier()
@@ -160,7 +160,8 @@ def train_and_write(x_train, y_train, x_test, y_test, epochs=8, path=ASSET):
 
 
 if __name__ == "__main__":
-    from kerasae import data, recipe
+    from kerasae import data
+    from kerasae.spec import recipe
 
     section = recipe.DataSection(dataset="mnist", binarize="none")
     d = data.load(section)

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kerasae import filters as first_layer  # noqa: E402
+from kerasae.assess import filters as first_layer  # noqa: E402
 
 DPI = 100
 
@@ -260,7 +260,7 @@ def _scores(s, path):
 def series_panels(values, columns, scores, threshold, is_anomaly, path, title, first_step=0):
     """A series (standardized columns) above its scores per step with the threshold; flagged steps
     marked, known anomalous steps shaded in both."""
-    from kerasae import series
+    from kerasae.data import series
 
     steps = first_step + np.arange(len(values))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10.0, 5.0), sharex=True)
@@ -295,7 +295,7 @@ def series_panels(values, columns, scores, threshold, is_anomaly, path, title, f
 
 
 def _series(s, path):
-    from kerasae import series
+    from kerasae.data import series
 
     kept = s.dataset.series
     if kept is not None:

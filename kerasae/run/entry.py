@@ -1,7 +1,7 @@
 """A zoo entry, written in one place: a new one from a trained model (`write`, by `kerasae train`)
 and an existing one evaluated again (`refresh`, by `kerasae eval`).
 
-A new entry is built in a staging folder and renamed into place (`kerasae.zoo`), so a reader never
+A new entry is built in a staging folder and renamed into place (`kerasae.store.zoo`), so a reader never
 sees half of one. What an entry holds: `model.keras`, `check.npz`, `sampler.npz`, `recipe.yaml`,
 `metrics.json`, `history.json`, `figures/`, a SavedModel when the recipe asks, a table's or a
 series' `transform.json` and `series.json`, and the card `README.md`; the zoo's card lists it.
@@ -14,8 +14,12 @@ import platform
 
 import keras
 
-from kerasae import backend, builder, cards, data, evaluate, export, figures, samplers, series, tables, zoo
-from kerasae import recipe as recipe_module
+from kerasae import backend, data
+from kerasae.assess import cards, evaluate, figures, samplers
+from kerasae.data import series, tables
+from kerasae.spec import builder
+from kerasae.spec import recipe as recipe_module
+from kerasae.store import export, zoo
 
 # Held-out normal items the anomaly threshold is calibrated on, at most.
 CALIBRATION_ITEMS = 10_000
@@ -28,7 +32,7 @@ class Trained:
     Attributes:
         model: the trained model.
         history: Keras's history of every epoch, {metric: [value per epoch]}.
-        snapshots: the per-epoch images some figures show (`kerasae.callbacks.Snapshots`).
+        snapshots: the per-epoch images some figures show (`kerasae.run.callbacks.Snapshots`).
         train_seconds: seconds spent training, over every resumed part of the run.
         timings: this process's epochs: wall-clock and in-step seconds.
     """

@@ -11,8 +11,9 @@ import os
 
 import numpy as np
 
-from kerasae import backend, zoo
+from kerasae import backend
 from kerasae.errors import ZooError
+from kerasae.store import zoo
 
 # What a resumed run may change: how long it trains, how often it checkpoints, and whether its
 # steps compile (in sections `outputs` and `distribute`, not compared: what it writes and on how

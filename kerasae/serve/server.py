@@ -1,9 +1,9 @@
 """`kerasae serve`: the zoo as a local web page, each entry's model a canvas and sliders away.
 
 Starlette routes the requests and uvicorn serves them. The pages are Jinja2 templates
-(`kerasae/web/templates`) around the cards' Markdown; the page's script (`kerasae/web/static`)
+(`kerasae/serve/web/templates`) around the cards' Markdown; the page's script (`kerasae/serve/web/static`)
 asks the JSON API below, and the server answers through the entry's Keras model, loaded once
-with `safe_mode` on whichever backend runs (`kerasae.explore`).
+with `safe_mode` on whichever backend runs (`kerasae.serve.explore`).
 
     GET  /                                  the zoo's table (as zoo/README.md)
     GET  /entries/{name}/                   an entry's card and its interactive panel
@@ -38,8 +38,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from kerasae import cards, explore, zoo
+from kerasae.assess import cards
 from kerasae.errors import KerasaeError
+from kerasae.serve import explore
+from kerasae.store import zoo
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 MAX_BODY = 512 * 1024  # bytes: a 280 x 280 drawing is ~10 KB as PNG

@@ -12,7 +12,9 @@ import os
 
 import numpy as np
 
-from kerasae import data, recipe, zoo
+from kerasae import data
+from kerasae.spec import recipe
+from kerasae.store import zoo
 
 SAMPLERS = ("prior", "gmm")
 GMM_COMPONENTS = 10

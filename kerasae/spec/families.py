@@ -3,7 +3,7 @@
 Each `Family` says which class implements it, what it can do (variational, conditional,
 denoising), which recipe `loss` keys it takes and which constructor argument each becomes
 (with its default), and which figures apply (the metrics that apply follow from what the model can do:
-`kerasae.metric_table`). The recipe schema, the builder, the model cards and the command line
+`kerasae.assess.metric_table`). The recipe schema, the builder, the model cards and the command line
 read this table; no other module names a family. Adding a family is one model class in
 `kerasae/models/`, one entry below, one recipe and its tests (the README's "How to add a family").
 
@@ -293,7 +293,7 @@ ALL_FIGURES = FIGURES + GENERATIVE_FIGURES
 # Every recipe loss key of any family, with the families that take it.
 LOSS_KEYS = {key: tuple(f.name for f in _TABLE if key in f.loss) for f in _TABLE for key in f.loss}
 # Every recipe loss key's type and description (the recipe's loss section is made of these): one per
-# key, whichever families share it (tests/test_families.py checks that they agree).
+# key, whichever families share it (tests/test_recipe.py checks that they agree).
 LOSS_TYPES = {key: (spec.type, spec.description) for f in _TABLE for key, spec in f.loss.items()}
 # Every family-specific recipe model key, with the families that take it.
 MODEL_KEYS = {key: tuple(f.name for f in _TABLE if key in f.model) for f in _TABLE for key in f.model}

@@ -1,12 +1,12 @@
 """Data sources: MNIST (with an offline fallback), scikit-learn digits, user `.npz`, `.npy`
 folders larger than memory, folders of image files, Hugging Face datasets, photograph patches, rows
-of a table (`kerasae.tables`) and windows of a time series (`kerasae.series`).
+of a table (`kerasae.data.tables`) and windows of a time series (`kerasae.data.series`).
 
 Every source returns a `Dataset` of float32 images shaped (N, H, W, C) with
 values in [0, 1], split into train / validation / test, plus a record of what
 was used (name, source, sizes, sha256 of the arrays) that goes into the zoo.
 The `npy`, `folder` and `huggingface` sources keep their training and validation images on disk
-(`MappedImages`) and `Batches` reads them one batch at a time (`kerasae.images` decodes files).
+(`MappedImages`) and `Batches` reads them one batch at a time (`kerasae.data.images` decodes files).
 """
 
 import dataclasses
@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from kerasae import images as images_module
+from kerasae.data import images as images_module
 from kerasae.errors import DataError
 
 MNIST_FILE = "mnist.npz"
@@ -45,7 +45,7 @@ class Dataset:
     anomalous: np.ndarray | None = None
     # A table's or a series' fitted `tables.Transform` (plain values), written into the entry.
     transform: dict | None = None
-    # A series' held-out parts, kept whole for scores per time step (`kerasae.series.Series`).
+    # A series' held-out parts, kept whole for scores per time step (`kerasae.data.series.Series`).
     series: object = None
 
     @property
@@ -542,7 +542,7 @@ def _load_patches(section, seed):
 def _load_table(section, seed):
     """Rows of a CSV or Parquet file: a fixed `test_split` held out, the transform fitted on the
     training rows (after `classes` keeps the normal ones), rows as 1 x D single-channel images."""
-    from kerasae import tables
+    from kerasae.data import tables
 
     path = section.path
     frame = tables.read(path)
@@ -594,10 +594,10 @@ def _load_table(section, seed):
 
 
 def _load_sequence(section, seed):
-    """Windows of a series (`kerasae.series`): the file's rows in order, split in time into training,
+    """Windows of a series (`kerasae.data.series`): the file's rows in order, split in time into training,
     validation and test parts; the transform fitted on the training part; windows that hold a step the
     label column marks anomalous left out of training and validation."""
-    from kerasae import series, tables
+    from kerasae.data import series, tables
 
     path = section.path
     frame = tables.read(path)
@@ -665,7 +665,7 @@ def _series_parts(n_steps, section, path):
 def _cut_series(steps, anomalous, parts, length, stride):
     """{part: (windows, which hold a labelled anomaly or None)} and how many training and validation
     windows were left out for holding one."""
-    from kerasae import series
+    from kerasae.data import series
 
     cut, dropped = {}, 0
     for part, (first, last) in parts.items():
@@ -684,7 +684,7 @@ def step_labels(frame, label, path):
     text = frame[label].astype(str).str.strip().str.lower()
     bad = ~text.isin(["0", "1", "0.0", "1.0", "true", "false"])
     if bad.any():
-        from kerasae import tables
+        from kerasae.data import tables
 
         at = int(np.argmax(bad.to_numpy()))
         raise DataError(

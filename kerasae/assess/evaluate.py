@@ -1,5 +1,5 @@
 """Test-set metrics for a trained model, in stated units (nats per image unless named): what
-`kerasae.metric_table` lists, computed from a model and its data (no files read or written).
+`kerasae.assess.metric_table` lists, computed from a model and its data (no files read or written).
 
 Every family: reconstruction BCE and squared error per image, PSNR, the PCA
 baseline with as many components as the code has units, and a linear probe
@@ -7,8 +7,8 @@ baseline with as many components as the code has units, and a linear probe
 the PCA subspace; the DAE its denoising gain; variational families the test
 ELBO and its terms and an importance-sampled negative log-likelihood; a VQ-VAE its
 code use. Every family: the number of active code units and, on MNIST, the FID of
-its samples for each sampler (`kerasae.fid`). On image patches: how many first-layer
-filters are edge-like (`kerasae.filters`).
+its samples for each sampler (`kerasae.assess.fid`). On image patches: how many first-layer
+filters are edge-like (`kerasae.assess.filters`).
 """
 
 import functools
@@ -18,8 +18,10 @@ import time
 import numpy as np
 from keras import ops
 
-from kerasae import anomaly, fid, filters, likelihood, losses, metric_table, series
-from kerasae.likelihood import ImportanceLogWeights, decoded_values, images_per_batch  # noqa: F401 -- kerasae.evaluate's names
+from kerasae import anomaly, likelihood, losses
+from kerasae.assess import fid, filters, metric_table
+from kerasae.data import series
+from kerasae.likelihood import ImportanceLogWeights, decoded_values, images_per_batch  # noqa: F401 -- kerasae.assess.evaluate's names
 
 EPS = 1e-7
 PROBE_TRAIN_IMAGES = 10_000
@@ -101,7 +103,7 @@ def importance_sampled_nll(model, x, y=None, k=1000, chunk=100, batch_size=None)
 
 
 def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_samples=fid.SAMPLES):
-    """Every metric of the metric table (`kerasae.metric_table`) that applies, on the test split.
+    """Every metric of the metric table (`kerasae.assess.metric_table`) that applies, on the test split.
 
     Args:
         model: a trained kerasae model.
@@ -109,8 +111,8 @@ def evaluate(model, dataset, nll_samples=1000, probe=True, sampler=None, fid_sam
         nll_samples: importance samples per image for the NLL of variational
             families (0 skips it).
         probe: fit the linear probe when the data has labels.
-        sampler: the model's fitted gmm sampler (`kerasae.samplers`): with it, the FID of its
-            samples and of its prior's, on MNIST (`kerasae.fid`).
+        sampler: the model's fitted gmm sampler (`kerasae.assess.samplers`): with it, the FID of its
+            samples and of its prior's, on MNIST (`kerasae.assess.fid`).
         fid_samples: images generated per sampler for the FID (0 skips it).
     """
     start = time.perf_counter()

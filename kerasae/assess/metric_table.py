@@ -1,10 +1,10 @@
 """The metric table: every number an entry reports, once.
 
 Each `Metric` is a key of metrics.json's "evaluation", the card's rows for it (label, value, unit),
-which way is better, when it applies and how it is computed. `kerasae.evaluate` computes, in the
+which way is better, when it applies and how it is computed. `kerasae.assess.evaluate` computes, in the
 table's order, what applies; the cards and `kerasae eval` show the rows in the same order. A new
 metric is one entry here (and, when it needs a new computation, one property of
-`kerasae.evaluate.Evaluation`).
+`kerasae.assess.evaluate.Evaluation`).
 
 `applies` and `compute` take that `Evaluation`: the model, the data and what the metrics share
 (codes, the PCA fit, the ELBO's terms), each computed once when first asked for. This module
@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from kerasae import families
+from kerasae.spec import families
 
 SCORE_NAMES = {
     "reconstruction": "reconstruction loss",

@@ -1,0 +1,1 @@
+"""The zoo on disk: file names, atomic writes, staging, locks; SavedModel and ONNX exports."""
