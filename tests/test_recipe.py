@@ -321,16 +321,48 @@ TOY_FAMILY = """
             recipe.validate(data)
         except RecipeError as e:
             out[name] = str(e)
+    # ... and its model class, the one model file (here defined inline, exported as kerasae.models exports).
+    import keras
+    import numpy as np
+    from keras import ops
+    import kerasae.models
+    from kerasae.spec import builder
+
+    class CapacityVAE(kerasae.models.VAE):
+        def __init__(self, capacity=25.0, **kwargs):
+            super().__init__(**kwargs)
+            self.capacity = capacity
+
+        def get_config(self):
+            return {**super().get_config(), "capacity": self.capacity}
+
+        def compute_losses(self, x, y=None, training=False):
+            losses = super().compute_losses(x, y, training)
+            kl_term = ops.cast(self.kl_weight, "float32") * ops.abs(losses["kl_loss"] - self.capacity)
+            return {**losses, "loss": losses["reconstruction_loss"] + kl_term}
+
+    kerasae.models.CapacityVAE = CapacityVAE
+    families.FAMILIES["capacity_vae"] = dataclasses.replace(toy, class_name="CapacityVAE")
+    r = recipe.validate({**base, "loss": {"capacity": 3, "beta": 2.0}})
+    model = builder.build(r, (8, 8, 1))
+    model.compile(optimizer=builder.optimizer(r.train))
+    x = (np.random.default_rng(0).random((256, 8, 8, 1)) > 0.5).astype("float32")
+    out["losses"] = model.fit(x, epochs=4, batch_size=64, verbose=0).history["loss"]
+    out["model"] = [type(model).__name__, model.capacity]
     print(json.dumps(out))
 """
 
 
-def test_a_new_family_is_one_table_entry_for_the_recipe():
-    """A toy family added to the table alone: its loss key is validated with its bounds, defaulted,
-    and refused, with the family named, on another family."""
+def test_a_new_family_is_one_model_class_and_one_table_entry():
+    """A toy family, one table entry and one model class: its loss key is validated with its bounds,
+    defaulted, and refused, with the family named, on another family; the builder makes its model,
+    which trains."""
     import json
 
     out = json.loads(run_python(TOY_FAMILY).strip().splitlines()[-1])
     assert out["default"] == 25.0 and out["given"] == 50.0
     assert "loss.capacity" in out["bound"] and "greater than or equal to 0" in out["bound"]
     assert "loss.capacity: applies to family capacity_vae, not 'vae'" in out["other family"]
+    # The builder makes the family's class with its key, and it trains.
+    assert out["model"] == ["CapacityVAE", 3.0]
+    assert out["losses"][-1] < out["losses"][0]
