@@ -8,6 +8,7 @@ a dict whose "loss" entry is minimised. Each backend's module turns that into `t
   with a named algorithm; in-memory arrays as one `tf.data` pipeline per run.
 - `jax.py`: a stateless step returning its new state; the steps as one `lax.scan`.
 - `torch.py`: `backward()`; Adam's update in one fused kernel; convolutions as `F.conv2d` calls.
+- `torch_trace.py`: the training losses traced into a graph of PyTorch operators and replayed.
 - `jax_conv.py`: convolutions as one matrix product and a reshuffle, for XLA on a CPU.
 - `distribute.py`: data-parallel training on several devices or hosts.
 - `private.py`: every private Keras / JAX / PyTorch name used, with its public fallback.

@@ -1,7 +1,9 @@
 """The PyTorch backend: its `Trainer` and random draws.
 
 Laid out as Keras's `keras/src/backend/torch/trainer.py`: the model's `compute_losses` is
-differentiated by `backward()`, and Adam's update runs as one fused PyTorch kernel.
+differentiated by `backward()`, and Adam's update runs as one fused PyTorch kernel. In training,
+`compute_losses` runs as a graph of PyTorch operators traced once per batch shape
+(`torch_trace.py`), not op by op through Keras.
 """
 
 import contextlib
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kerasae.backend import private
+from kerasae.backend import private, torch_trace
 from kerasae.backend.common import LossTracking
 
 
@@ -230,12 +232,22 @@ class Trainer(LossTracking):
         _fuse(self.optimizer)
         x, y = self._data(data)
         self.zero_grad()
-        losses = self.compute_losses(x, y, training=True)
+        losses = self._training_losses(x, y)
         self.optimizer.scale_loss(losses["loss"]).backward()  # mixed_float16's loss scale; else as is
         grads = [v.value.grad for v in weights]
         with torch.no_grad():
             self.optimizer.apply(grads, weights)
         return {name: value.detach() for name, value in losses.items()}
+
+    def _training_losses(self, x, y):
+        """`compute_losses(x, y, training=True)`, replayed from its traced graph where it can be
+        (`torch_trace.py`; kept out of Keras's attribute tracking, and not under torch.compile)."""
+        if self.jit_compile:
+            return self.compute_losses(x, y, training=True)
+        traced = self.__dict__.get("_traced_losses")
+        if traced is None:
+            traced = self.__dict__["_traced_losses"] = torch_trace.TracedLosses(self)
+        return traced(x, y)
 
     def make_train_function(self, force=False):
         """`steps_per_execution` steps per call: Keras's torch trainer takes one batch per call,
