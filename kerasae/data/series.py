@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from kerasae.data import dataset, tables
 from kerasae.errors import DataError
 
 SERIES_FILE = "series.json"
@@ -149,3 +150,100 @@ def load(folder):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def load_series(section, seed=0):
+    """Windows of a series (`kerasae.data.series`): the file's rows in order, split in time into training,
+    validation and test parts; the transform fitted on the training part; windows that hold a step the
+    label column marks anomalous left out of training and validation."""
+    path = section.path
+    frame = tables.read(path)
+    label = section.label_column
+    if label is not None:
+        tables.require_columns(frame, [label], path, what="label column (data.label_column)")
+    columns = section.columns or [c for c in frame.columns if c != label]
+    tables.require_columns(frame, columns, path)
+    length, stride = section.window.length, section.window.stride
+    require_length(len(frame), length, path)
+    values = tables.clean(frame, columns, [], section.missing, path)  # a bad value named by column and line
+    anomalous = step_labels(frame, label, path)
+    parts = _series_parts(len(frame), section, path)
+    val_first, n_train = parts["validation"]
+    transform = tables.Transform.fit(values.iloc[:val_first], columns, [], section.missing)
+    steps = transform.apply(values, path)[:, 0, :, 0]  # (steps, columns)
+    by_part, dropped = _cut_series(steps, anomalous, parts, length, stride)
+    (x_train, _), (x_val, _), (x_test, test_held) = by_part["training"], by_part["validation"], by_part["test"]
+    if section.limit:  # windows
+        x_train, x_test = x_train[: section.limit], x_test[: section.limit]
+        test_held = None if test_held is None else test_held[: section.limit]
+    if len(x_train) == 0:
+        raise DataError(f"{path}: every training window holds a step marked anomalous in '{label}'")
+    record = {
+        "name": "sequence",
+        "source": os.path.basename(path),
+        "sha256": {"file": dataset.file_sha256(path)},
+        "columns": list(columns),
+        "window": {"length": length, "stride": stride},
+        "binarize": "none",
+        "steps": {part: last - first for part, (first, last) in parts.items()},
+        "sizes": {"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
+        "image_shape": list(x_train.shape[1:]),
+    }
+    if anomalous is not None:
+        record["sizes"]["test_anomalous"] = int(test_held.sum())
+        record["left_out_windows"] = dropped
+    kept = Series(
+        length,
+        stride,
+        steps[val_first:n_train],
+        steps[n_train:],
+        None if anomalous is None else anomalous[n_train:],
+        n_train,
+    )
+    return dataset.Dataset(x_train, None, x_val, None, x_test, None, record, test_held, transform.to_dict(), kept)
+
+
+def _series_parts(n_steps, section, path):
+    """{part: (first, last) step} of a series split in time; each part must hold one window (the validation
+    part calibrates the step threshold)."""
+    length = section.window.length
+    n_train = n_steps - int(round(n_steps * section.test_split))
+    n_val = int(round(n_train * section.validation_split))
+    parts = {"training": (0, n_train - n_val), "validation": (n_train - n_val, n_train), "test": (n_train, n_steps)}
+    for part, (first, last) in parts.items():
+        if last - first < length:
+            raise DataError(
+                f"{path}: the {part} part (steps {first} to {last - 1}; data.test_split, data.validation_split) "
+                f"is {last - first} steps, shorter than one window (data.window.length {length})"
+            )
+    return parts
+
+
+def _cut_series(steps, anomalous, parts, length, stride):
+    """{part: (windows, which hold a labelled anomaly or None)} and how many training and validation
+    windows were left out for holding one."""
+    by_part, dropped = {}, 0
+    for part, (first, last) in parts.items():
+        windows, at = cut(steps[first:last], length, stride)
+        held = None if anomalous is None else anomalous_windows(anomalous[first:last], at, length)
+        if held is not None and part != "test":
+            windows, dropped, held = windows[~held], dropped + int(held.sum()), None
+        by_part[part] = (windows, held)
+    return by_part, dropped
+
+
+def step_labels(frame, label, path):
+    """Which steps the label column marks anomalous (1 or true; 0 or false: normal), or None."""
+    if label is None:
+        return None
+    text = frame[label].astype(str).str.strip().str.lower()
+    bad = ~text.isin(["0", "1", "0.0", "1.0", "true", "false"])
+    if bad.any():
+        from kerasae.data import tables
+
+        at = int(np.argmax(bad.to_numpy()))
+        raise DataError(
+            f"{path}: column '{label}', {tables.line_of(frame, at, path)}: '{frame[label].iloc[at]}' is not a step "
+            "label (1 or true: anomalous; 0 or false: normal)"
+        )
+    return text.isin(["1", "1.0", "true"]).to_numpy()

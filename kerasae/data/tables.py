@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from kerasae.data import dataset
 from kerasae.errors import DataError
 
 TRANSFORM_FILE = "transform.json"
@@ -179,3 +180,76 @@ def load(folder):
         return None
     with open(path) as f:
         return Transform.from_dict(json.load(f))
+
+
+def load_table(section, seed=0):
+    """Rows of a CSV or Parquet file: a fixed `test_split` held out, the transform fitted on the
+    training rows (after `classes` keeps the normal ones), rows as 1 x D single-channel images."""
+    path = section.path
+    frame = read(path)
+    label = section.label_column
+    if label is not None:
+        require_columns(frame, [label], path, what="label column (data.label_column)")
+    columns = section.columns or [c for c in frame.columns if c != label]
+    require_columns(frame, columns, path)
+    require_columns(frame, section.categorical, path, what="categorical column")
+    if len(frame) < 4:
+        raise DataError(f"{path}: {len(frame)} rows; a table needs at least 4 (training, validation and test)")
+    train_rows, test_rows = split(len(frame), section.test_split)
+    train, test = frame.iloc[train_rows], frame.iloc[test_rows]
+    train, anomalous = _normal_rows(train, test, section.classes, label, path)
+    # Rows checked (the first bad value named), and with `missing: drop` those with a gap left out.
+    checked = clean(train, columns, section.categorical, section.missing, path)
+    train = train.loc[checked.index]
+    kept = clean(test, columns, section.categorical, section.missing, path).index
+    if anomalous is not None:
+        anomalous = anomalous[test.index.get_indexer(kept)]
+    test = test.loc[kept]
+    transform = Transform.fit(checked, columns, section.categorical, section.missing)
+    x_train, x_test = transform.apply(train, path), transform.apply(test, path)
+    y_train, y_test = (_row_classes(frame, part, label) for part in (train, test))
+    n_fit = len(x_train) - dataset.validation_size(len(x_train), section)
+    record = {
+        "name": "table",
+        "source": os.path.basename(path),
+        "sha256": {"file": dataset.file_sha256(path)},
+        "columns": transform.feature_names(),
+        "binarize": "none",
+        "sizes": {"train": n_fit, "validation": len(x_train) - n_fit, "test": len(x_test)},
+        "image_shape": list(x_train.shape[1:]),
+    }
+    if anomalous is not None:
+        record["classes"] = list(section.classes)
+        record["sizes"]["test_anomalous"] = int(anomalous.sum())
+    return dataset.Dataset(
+        x_train[:n_fit],
+        None if y_train is None else y_train[:n_fit],
+        x_train[n_fit:],
+        None if y_train is None else y_train[n_fit:],
+        x_test,
+        y_test,
+        record,
+        anomalous,
+        transform.to_dict(),
+    )
+
+
+def _normal_rows(train, test, classes, label, path):
+    """(training rows of `classes`, which test rows are of the others); all rows and None without classes."""
+    if not classes:
+        return train, None
+    if label is None:
+        raise DataError("data.classes: needs data.label_column, the column that holds each row's class")
+    wanted = {str(c) for c in classes}
+    missing = sorted(wanted - set(train[label].astype(str)))
+    if missing:
+        raise DataError(f"data.classes: no training row of class '{missing[0]}' in column '{label}' of {path}")
+    return train[train[label].astype(str).isin(wanted)], ~test[label].astype(str).isin(wanted).to_numpy()
+
+
+def _row_classes(frame, rows, label):
+    """Each row's class as an integer: its place among the column's values, sorted as text."""
+    if label is None:
+        return None
+    names = sorted(set(frame[label].astype(str)))
+    return np.searchsorted(names, rows[label].astype(str).to_numpy()).astype(np.int32)
