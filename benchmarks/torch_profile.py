@@ -6,7 +6,8 @@ PyTorch loop of benchmarks/run.py doing the same work (issue 31: the torch backe
     .venv/bin/python benchmarks/torch_profile.py --recipes vae --steps 20
 
 kerasae's step is cut where its PyTorch trainer (`kerasae/backend/torch.py`) cuts it: the forward pass
-(`compute_losses`: binarization, encoder, sampling, decoder, losses), `backward()`, the optimizer's
+(`compute_losses`: binarization, encoder, sampling, decoder, losses; replayed from its traced graph, as in
+`fit`, with the random draws drawn by Keras beside it: `backend/torch_trace.py`), `backward()`, the optimizer's
 `apply` (Keras's Adam around torch's fused kernel); "fit's loop" is what a step costs inside `model.fit`
 beyond those, fed and grouped as `kerasae train` does (`steps_per_execution` steps per call, the loss
 trackers updated once per group, Keras's epoch iterator and callbacks, the batches' gathers). The hand
@@ -72,10 +73,10 @@ def kerasae_step_phases(name, work, steps):
         x = torch.as_tensor(x_all[i * work["batch"] : (i + 1) * work["batch"]])
         if i % 4 == 0:  # a profiled forward pass, apart from the timed step
             with in_aten(in_ops):
-                model.compute_losses(x, None, training=True)
+                model._training_losses(x, None)
         model.zero_grad()
         with timed(phases, "forward"):
-            losses = model.compute_losses(x, None, training=True)
+            losses = model._training_losses(x, None)  # as fit runs it: the traced graph where it applies
         with timed(phases, "backward"):
             losses["loss"].backward()
         grads = [v.value.grad for v in model.trainable_weights]

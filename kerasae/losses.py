@@ -8,6 +8,8 @@ import math
 
 from keras import ops
 
+from kerasae import backend
+
 
 def _flat(*tensors, batch_dims=1):
     """Each tensor with an image's axes (those after the first `batch_dims`) flattened into one:
@@ -21,8 +23,7 @@ def _flat(*tensors, batch_dims=1):
 def bernoulli_nll(target, logits, batch_dims=1):
     """-log p(target | logits) under independent Bernoulli pixels: BCE summed per image."""
     target, logits = _flat(target, logits, batch_dims=batch_dims)
-    # max(l, 0) - l * x + log(1 + exp(-|l|)): the stable form of BCE from logits.
-    return ops.sum(ops.relu(logits) - logits * target + ops.log1p(ops.exp(-ops.abs(logits))), axis=-1)
+    return ops.sum(backend.sigmoid_cross_entropy(target, logits), axis=-1)
 
 
 def bce(target, output, epsilon=1e-7, batch_dims=1):

@@ -14,7 +14,8 @@ a dict whose "loss" entry is minimised. Each backend's module turns that into `t
 - `private.py`: every private Keras / JAX / PyTorch name used, with its public fallback.
 
 Each backend module defines the same names: `Trainer`, `random`, `coarse_uniform`,
-`array_feed`, `array_batches` (None where the trainer slices numpy itself), `hardware`, and
+`array_feed`, `array_batches` (None where the trainer slices numpy itself), `hardware`,
+`sigmoid_cross_entropy` (a Bernoulli pixel's loss from its logit: PyTorch's fused kernel on torch), and
 `conv` / `conv_transpose` ("same"-padded 2-D convolutions: on a CPU, JAX's are rewritten in
 `jax_conv.py` as convolutions XLA compiles well; PyTorch's call `F.conv2d` on channels-first
 views; TensorFlow's are Keras's).
@@ -56,6 +57,7 @@ Trainer, random, coarse_uniform, hardware = (
 )
 array_feed, array_batches = implementation.array_feed, implementation.array_batches
 conv, conv_transpose = implementation.conv, implementation.conv_transpose
+sigmoid_cross_entropy = implementation.sigmoid_cross_entropy
 
 from kerasae.backend.distribute import (  # noqa: E402 -- after the backend's own module
     Replicas,
@@ -78,6 +80,7 @@ __all__ = [
     "hardware",
     "conv",
     "conv_transpose",
+    "sigmoid_cross_entropy",
     "Replicas",
     "distributed",
     "host_local",

@@ -78,3 +78,10 @@ def conv_transpose(x, kernel, strides):
     """Keras's "same"-padded 2-D transposed convolution (kernel (kh, kw, out, in)): the output is
     `strides` times the input's size."""
     return keras.ops.conv_transpose(x, kernel, strides=strides, padding="same")
+
+
+def sigmoid_cross_entropy(target, logits):
+    """-log p(target | logits) of each Bernoulli pixel, elementwise, in the stable form
+    max(l, 0) - l * x + log(1 + exp(-|l|)) (XLA fuses it into one loop)."""
+    ops = keras.ops
+    return ops.relu(logits) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))

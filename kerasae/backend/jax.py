@@ -13,7 +13,14 @@ import keras
 import numpy as np
 
 from kerasae.backend import private
-from kerasae.backend.common import LossTracking, array_batches, array_feed, split_same_shape, take_group  # noqa: F401
+from kerasae.backend.common import (  # noqa: F401
+    LossTracking,
+    array_batches,
+    array_feed,
+    sigmoid_cross_entropy,
+    split_same_shape,
+    take_group,
+)
 from kerasae.backend.jax_conv import conv, conv_transpose  # noqa: F401 -- this backend's convolutions
 
 TRAIN_FUNCTION = "keras.Model.train_function (replaced by make_train_function)"

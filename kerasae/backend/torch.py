@@ -106,6 +106,14 @@ def conv_transpose(x, kernel, strides):
     return y.permute(0, 2, 3, 1)
 
 
+def sigmoid_cross_entropy(target, logits):
+    """-log p(target | logits) of each Bernoulli pixel, as PyTorch's one fused kernel (forward and
+    backward) where Keras's ops run seven passes over the pixels each way. Targets broadcast
+    (one image against its k importance samples' logits)."""
+    logits, target = torch.broadcast_tensors(logits, target)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
 def hardware():
     """The GPUs PyTorch sees, else the CPU's cores, in words."""
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
