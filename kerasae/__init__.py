@@ -15,8 +15,8 @@ import importlib.abc
 import os
 import sys
 
+from kerasae import families as _families
 from kerasae.quiet import native_stderr as _quiet_native_stderr
-from kerasae.spec import families as _families
 
 # TensorFlow's C++ start-up chatter drowns the progress bar; a user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,7 +29,7 @@ _PUBLIC = {
     **dict.fromkeys((family.class_name for family in _families.FAMILIES.values()), "kerasae.models"),
     **dict.fromkeys(("Sampling", "Corruption", "DynamicBinarization"), "kerasae.layers"),
     **dict.fromkeys(("KerasaeError", "RecipeError", "DataError", "ZooError"), "kerasae.errors"),
-    "FAMILIES": "kerasae.spec.families",
+    "FAMILIES": "kerasae.families",
     "load": "kerasae.store.zoo",
 }
 
@@ -39,7 +39,7 @@ __all__ = [*_PUBLIC, "__version__"]
 _MOVED = {
     name: f"kerasae.{folder}.{name}"
     for folder, names in (
-        ("spec", ("recipe", "families", "builder")),
+        ("spec", ("recipe", "builder")),
         ("data", ("images", "tables", "series")),
         ("store", ("zoo", "export")),
         ("assess", ("evaluate", "metric_table", "fid", "samplers", "figures", "filters", "cards")),

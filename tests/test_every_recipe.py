@@ -29,11 +29,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, seed, settings
 from hypothesis import strategies as st
 
-from kerasae import backend
+from kerasae import backend, families
 from kerasae.assess import metric_table
 from kerasae.errors import RecipeError
 from kerasae.run import train
-from kerasae.spec import families, recipe
+from kerasae.spec import recipe
 from kerasae.store import zoo
 
 # Examples per family: 2 in CI (the simplest, refused, and one that trains), more for a longer sweep.

@@ -9,11 +9,11 @@ import pytest
 from conftest import run_python, small_recipe
 
 from kerasae import backend, data
+from kerasae.families import FAMILIES
 from kerasae.models import VAE
 from kerasae.run import train
 from kerasae.run.callbacks import KLWarmup
 from kerasae.spec import builder, recipe
-from kerasae.spec.families import FAMILIES
 
 OTHER_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if b != backend.NAME]
 

@@ -6,9 +6,10 @@ import os
 import pytest
 from conftest import RECIPES, run_python
 
+from kerasae import families
 from kerasae.errors import RecipeError
-from kerasae.spec import families, recipe
-from kerasae.spec.families import FAMILIES
+from kerasae.families import FAMILIES
+from kerasae.spec import recipe
 
 # The recipe schema: no backend computes here.
 pytestmark = pytest.mark.once
@@ -31,6 +32,30 @@ def test_the_family_table_and_the_schema_agree():
         assert family.model_class.variational == family.variational, name
         assert family.model_class.generative == family.generative, name
         assert family.model_class.conditional == family.conditional, name
+
+
+def test_a_model_class_takes_its_capabilities_from_its_table_entry(monkeypatch):
+    """The table is the one place that says what a family can do: a class an entry names gets the
+    entry's capabilities when it is defined, one no entry names keeps its parent's, and two entries
+    that disagree about one class are refused."""
+    import dataclasses
+
+    import kerasae.models
+
+    entry = dataclasses.replace(FAMILIES["ae"], name="toy_conditional", class_name="ToyConditional", conditional=True)
+    monkeypatch.setitem(families.FAMILIES, "toy_conditional", entry)
+
+    class ToyConditional(kerasae.models.Autoencoder):
+        pass
+
+    class Unnamed(kerasae.models.VAE):
+        pass
+
+    assert (ToyConditional.generative, ToyConditional.variational, ToyConditional.conditional) == (False, False, True)
+    assert (Unnamed.generative, Unnamed.variational, Unnamed.conditional) == (True, True, False)
+    monkeypatch.setitem(families.FAMILIES, "toy_generative", dataclasses.replace(entry, generative=True))
+    with pytest.raises(ValueError, match="ToyConditional more than one set of capabilities"):
+        families.capabilities("ToyConditional")
 
 
 def test_seed_recipes_match_the_seed():
@@ -299,7 +324,7 @@ TOY_FAMILY = """
     import dataclasses, json
     from typing import Annotated
     from pydantic import Field
-    from kerasae.spec import families
+    from kerasae import families
     # A new family: one table entry (its model class would be one file in kerasae/models/).
     capacity = families.Key("capacity", 25.0, Annotated[float, Field(ge=0.0, le=100.0)])
     vae = families.FAMILIES["vae"]

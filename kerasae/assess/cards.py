@@ -2,9 +2,8 @@
 
 import os
 
-from kerasae import data
+from kerasae import data, families
 from kerasae.assess import metric_table
-from kerasae.spec import families
 from kerasae.store import zoo
 
 FIGURE_CAPTIONS = {

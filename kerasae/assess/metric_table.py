@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from kerasae.spec import families
+from kerasae import families
 
 SCORE_NAMES = {
     "reconstruction": "reconstruction loss",

@@ -1,4 +1,4 @@
-"""Model families: one class each; `kerasae.spec.families` names them and says what each can do."""
+"""Model families: one class each; `kerasae.families` names them and says what each can do."""
 
 from kerasae.models.autoencoder import Autoencoder, DenoisingAutoencoder
 from kerasae.models.betatcvae import BetaTCVAE

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasae import backend, defaults, likelihood, losses, networks
+from kerasae import backend, defaults, families, likelihood, losses, networks
 from kerasae.layers import Corruption, DynamicBinarization
 
 PREDICT_BATCH = defaults.PREDICT_BATCH
@@ -109,17 +109,22 @@ class Autoencoder(backend.Trainer, keras.Model):
     # one also has a posterior (ELBO, NLL, `encode_distribution`); a conditional one
     # (`conditional`) needs a label per image. Every model interpolates, and every
     # model generates through a density fitted to its codes (`kerasae.assess.samplers`).
-    generative = False
-    variational = False
     # Labels: every method takes them; unconditional families ignore them, a conditional one
     # joins them to the encoder's and the decoder's inputs through these hooks.
-    conditional = False
+    # The family table says which (`kerasae.families`); a class no entry names inherits its parent's.
+    generative, variational, conditional = families.capabilities("Autoencoder")
     # Importance samples per image in the training objective (1: a single-sample loss).
     k = 1
     # The anomaly scores the family can give (`score`): the reconstruction error in data space;
     # variational families also the negative ELBO and the importance-sampled -log p(x).
     scores = ("reconstruction",)
     default_score = "reconstruction"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        said = families.capabilities(cls.__name__)
+        if said is not None:
+            cls.generative, cls.variational, cls.conditional = said
 
     @property
     def code_size(self):

@@ -22,8 +22,6 @@ class CVAE(VAE):
         **kwargs: the `VAE` arguments.
     """
 
-    conditional = True
-
     def __init__(self, num_classes=10, **kwargs):
         self.num_classes = num_classes  # read by condition_dim() while the networks are built
         super().__init__(**kwargs)

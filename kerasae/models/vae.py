@@ -34,8 +34,6 @@ class VAE(Autoencoder):
     """
 
     loss_names = ("loss", "reconstruction_loss", "kl_loss")
-    generative = True
-    variational = True
     scores = ("reconstruction", "elbo", "nll")
     default_score = "elbo"
 

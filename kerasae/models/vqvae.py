@@ -38,7 +38,6 @@ class VQVAE(Autoencoder):
     """
 
     loss_names = ("loss", "reconstruction_loss", "codebook_loss", "commitment_loss", "perplexity")
-    generative = True
 
     def __init__(
         self,

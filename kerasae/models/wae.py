@@ -23,7 +23,6 @@ class WAE(Autoencoder):
     """
 
     loss_names = ("loss", "reconstruction_loss", "mmd_loss")
-    generative = True
 
     def __init__(self, mmd_weight=10.0, **kwargs):
         super().__init__(**kwargs)

@@ -18,12 +18,12 @@ import time
 import keras
 import numpy as np
 
-from kerasae import backend, defaults, likelihood
+from kerasae import backend, defaults, families, likelihood
 from kerasae import data as data_module
 from kerasae.errors import DataError, KerasaeError, TrainingStopped, ZooError
 from kerasae.run import checkpoint, entry
 from kerasae.run.callbacks import Guard, KLWarmup, OneEpoch, RunScope, Snapshots, StepClock
-from kerasae.spec import builder, families
+from kerasae.spec import builder
 from kerasae.store import zoo
 
 

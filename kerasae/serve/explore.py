@@ -18,9 +18,10 @@ import threading
 import numpy as np
 from PIL import Image
 
+from kerasae import families
 from kerasae.assess import samplers
 from kerasae.errors import KerasaeError
-from kerasae.spec import families, recipe
+from kerasae.spec import recipe
 from kerasae.store import zoo
 
 # A drawing becomes an input the way MNIST's digits were made: its strokes' bounding box scaled

@@ -2,7 +2,7 @@
 
 import keras
 
-from kerasae.spec import families
+from kerasae import families
 
 
 def model_arguments(recipe, image_shape, num_classes=10, train_size=60_000):

@@ -20,9 +20,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from kerasae import defaults
+from kerasae import defaults, families
 from kerasae.errors import RecipeError
-from kerasae.spec import families
 
 FAMILIES = tuple(families.FAMILIES)
 

@@ -302,3 +302,13 @@ MODEL_KEYS = {key: tuple(f.name for f in _TABLE if key in f.model) for f in _TAB
 def get(name):
     """The `Family` of a recipe's `model.family` (validated by the recipe schema)."""
     return FAMILIES[name]
+
+
+def capabilities(class_name):
+    """(generative, variational, conditional) of a model class, as the entries that name it say; None
+    for a class no entry names. The model classes take theirs from here (`Autoencoder.__init_subclass__`):
+    the table is the one place that says what a family can do."""
+    said = {(f.generative, f.variational, f.conditional) for f in FAMILIES.values() if f.class_name == class_name}
+    if len(said) > 1:
+        raise ValueError(f"the family table gives {class_name} more than one set of capabilities: {sorted(said)}")
+    return said.pop() if said else None
