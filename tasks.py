@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 
@@ -107,9 +108,12 @@ def test(args):
     parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
     # CI (.ci/run) allows no skip: every test it has must run.
     no_skips = bool(os.environ.get("KERASAE_NO_SKIPS"))
+    # JAX's compiled programs are cached on disk (kerasae's default, ~/.cache/kerasae/jax): the
+    # suite's processes share one cache, empty at the start of each run so that runs time alike.
+    jax_cache = tempfile.mkdtemp(prefix="kerasae-tests-jax-")
     for backend in backends:
         junit = os.path.join(VENV, f"junit-{backend}.xml")
-        env = {**os.environ, "KERAS_BACKEND": backend, "KERASAE_ONCE_BACKEND": once}
+        env = {**os.environ, "KERAS_BACKEND": backend, "KERASAE_ONCE_BACKEND": once, "KERASAE_JAX_CACHE": jax_cache}
         _say(f"pytest on KERAS_BACKEND={backend}" + (" (and the backend-independent tests)" if backend == once else ""))
         start = time.time()
         pytest = [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", *parallel, "--durations=25"]
@@ -123,6 +127,7 @@ def test(args):
             rc = rc or 1
         totals = [t + c for t, c in zip(totals, (passed, failed, skipped))]
         status = status or rc
+    shutil.rmtree(jax_cache, ignore_errors=True)
     print(f"total: {totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
     return status or (5 if not any(totals) else 0)
 

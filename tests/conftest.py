@@ -11,6 +11,7 @@ skipped, so that a suite reports `0 skipped` and any skip is a signal.
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -22,6 +23,9 @@ os.environ["KERASAE_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX's compiled programs go to a cache of the tests' own, shared by the suite's workers and the
+# processes they start (never the user's ~/.cache/kerasae).
+os.environ.setdefault("KERASAE_JAX_CACHE", os.path.join(tempfile.gettempdir(), f"kerasae-tests-jax-{os.getuid()}"))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")

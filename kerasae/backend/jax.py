@@ -25,6 +25,40 @@ from kerasae.backend.jax_conv import conv, conv_transpose  # noqa: F401 -- this 
 
 TRAIN_FUNCTION = "keras.Model.train_function (replaced by make_train_function)"
 
+# XLA's compiled programs, kept on disk between runs (JAX's persistent compilation cache): a run
+# on JAX compiles some 300 programs (its steps, predict, each op called outside them), ~35 s of a
+# small recipe's run on this team's CPU; a second run of the same recipe, or `kerasae serve` on
+# the entries it trained, reads them back. $KERASAE_JAX_CACHE names the folder, or "off"; a cache
+# set through JAX's own settings (JAX_COMPILATION_CACHE_DIR) is left as it is.
+JAX_CACHE_ENV = "KERASAE_JAX_CACHE"
+JAX_CACHE_BYTES = 2**30  # the least recently used programs go past this
+
+
+def _cache_folder():
+    chosen = os.environ.get(JAX_CACHE_ENV)
+    if chosen:
+        return None if chosen.lower() == "off" else chosen
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(home, "kerasae", "jax")
+
+
+def _use_compilation_cache():
+    folder = _cache_folder()
+    if folder is None or jax.config.jax_compilation_cache_dir is not None:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return  # a read-only home: compile every time, as without a cache
+    if not os.access(folder, os.W_OK):
+        return
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # JAX's default: only >= 1 s
+    jax.config.update("jax_compilation_cache_max_size", JAX_CACHE_BYTES)
+
+
+_use_compilation_cache()
+
 
 def random(kind, shape, dtype, seed_generator):
     """`keras.random.normal` or `.uniform` (kind) drawn from a layer's generator."""

@@ -1,0 +1,67 @@
+"""On JAX, compiled XLA programs are kept on disk ($KERASAE_JAX_CACHE): a second process that
+trains the same model compiles nothing, reads every program back and trains the same weights."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import run_python
+
+pytestmark = pytest.mark.backends("jax")
+
+# A small model fitted for two epochs in a fresh process; prints the compilation cache's hits and
+# misses (JAX's own counters), the folder JAX was given and the trained weights' sum.
+FIT = """
+    import json, jax, keras, numpy as np
+    import kerasae
+    from kerasae import backend
+    counts = {"hits": 0, "misses": 0}
+    def count(event, **kwargs):
+        for name in counts:
+            if event == f"/jax/compilation_cache/cache_{name}":
+                counts[name] += 1
+    jax.monitoring.register_event_listener(count)
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((96, 12), dtype="float32")
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(12)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, x, batch_size=32, epochs=2, verbose=0)
+    model.predict(x[:7], verbose=0)
+    weights = float(sum(np.sum(w) for w in model.get_weights()))
+    print(json.dumps({**counts, "folder": jax.config.jax_compilation_cache_dir, "weights": weights}))
+"""
+
+
+def _fit(monkeypatch, cache, **env):
+    monkeypatch.setenv("KERASAE_JAX_CACHE", str(cache))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return json.loads(run_python(FIT).splitlines()[-1])
+
+
+def test_a_second_process_reads_every_program_from_the_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "jax"
+    first = _fit(monkeypatch, cache)
+    assert first["folder"] == str(cache) and first["misses"] > 0 and first["hits"] == 0
+    programs = len(os.listdir(cache))
+    assert programs >= first["misses"]  # every program compiled was written (and a lock file)
+    second = _fit(monkeypatch, cache)
+    assert second["misses"] == 0 and second["hits"] == first["misses"]
+    assert len(os.listdir(cache)) == programs
+    np.testing.assert_allclose(second["weights"], first["weights"], rtol=1e-6)
+
+
+def test_off_and_jax_own_setting_and_an_unwritable_folder_leave_the_cache_alone(tmp_path, monkeypatch):
+    off = _fit(monkeypatch, "off")
+    assert off["folder"] is None and off["hits"] == off["misses"] == 0
+    # A folder set through JAX's own variable wins, with JAX's own settings (programs that took 1 s or more).
+    own = _fit(monkeypatch, tmp_path / "unused", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "own"))
+    assert own["folder"] == str(tmp_path / "own")
+    assert not (tmp_path / "unused").exists()
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    # A folder that cannot be written (a file's path here: read-only homes are the case met): no cache, and it trains.
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    unwritable = _fit(monkeypatch, blocked / "jax")
+    assert unwritable["folder"] is None and np.isfinite(unwritable["weights"])
