@@ -1,5 +1,6 @@
 """On JAX, compiled XLA programs are kept on disk ($KERASAE_JAX_CACHE): a second process that
-trains the same model compiles nothing, reads every program back and trains the same weights."""
+trains the same model compiles nothing, reads every program back and trains the same weights; past
+its size the oldest programs go first."""
 
 import json
 import os
@@ -65,3 +66,16 @@ def test_off_and_jax_own_setting_and_an_unwritable_folder_leave_the_cache_alone(
     blocked.write_text("")
     unwritable = _fit(monkeypatch, blocked / "jax")
     assert unwritable["folder"] is None and np.isfinite(unwritable["weights"])
+
+
+def test_a_cache_past_its_size_loses_its_oldest_programs_first(tmp_path):
+    from kerasae.backend import jax as jax_backend
+
+    for age, name in enumerate(["newest", "newer", "older", "oldest"]):
+        path = tmp_path / name
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1e9 - age * 60, 1e9 - age * 60))
+    jax_backend._prune(tmp_path, 400)  # within the size: all kept
+    assert len(os.listdir(tmp_path)) == 4
+    jax_backend._prune(tmp_path, 300)  # past it: down to 3/4 of it, the oldest first
+    assert sorted(os.listdir(tmp_path)) == ["newer", "newest"]
