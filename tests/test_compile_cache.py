@@ -54,18 +54,23 @@ def test_a_second_process_reads_every_program_from_the_cache(tmp_path, monkeypat
 
 
 def test_off_and_jax_own_setting_and_an_unwritable_folder_leave_the_cache_alone(tmp_path, monkeypatch):
-    off = _fit(monkeypatch, "off")
-    assert off["folder"] is None and off["hits"] == off["misses"] == 0
-    # A folder set through JAX's own variable wins, with JAX's own settings (programs that took 1 s or more).
-    own = _fit(monkeypatch, tmp_path / "unused", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "own"))
-    assert own["folder"] == str(tmp_path / "own")
-    assert not (tmp_path / "unused").exists()
-    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
-    # A folder that cannot be written (a file's path here: read-only homes are the case met): no cache, and it trains.
+    from kerasae.backend import jax as jax_backend
+
+    monkeypatch.delenv("KERASAE_JAX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    default = tmp_path / "home" / "kerasae" / "jax"
+    assert jax_backend._cache_folder(None) == str(default) and default.is_dir()
+    monkeypatch.setenv("KERASAE_JAX_CACHE", str(tmp_path / "chosen"))
+    assert jax_backend._cache_folder(None) == str(tmp_path / "chosen")
+    # A folder JAX was given (JAX_COMPILATION_CACHE_DIR) is kept, with JAX's own settings.
+    assert jax_backend._cache_folder("/somewhere/of/jax") is None
+    monkeypatch.setenv("KERASAE_JAX_CACHE", "off")
+    assert jax_backend._cache_folder(None) is None
+    # A folder that cannot be made (a file's path here; read-only homes are the case met): no cache.
     blocked = tmp_path / "a-file"
     blocked.write_text("")
-    unwritable = _fit(monkeypatch, blocked / "jax")
-    assert unwritable["folder"] is None and np.isfinite(unwritable["weights"])
+    monkeypatch.setenv("KERASAE_JAX_CACHE", str(blocked / "jax"))
+    assert jax_backend._cache_folder(None) is None
 
 
 def test_a_cache_past_its_size_loses_its_oldest_programs_first(tmp_path):

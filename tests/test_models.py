@@ -237,7 +237,7 @@ LOAD_AND_PREDICT = """
     print(json.dumps({"backend": keras.backend.backend(), "classes": names}))
 """
 
-FITTED_EPOCHS = 3
+FITTED_EPOCHS = 2
 
 
 def _batch(fitted):
@@ -246,7 +246,7 @@ def _batch(fitted):
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, mnist_like):
-    """Every family fitted once, for three epochs, and saved as <family>.keras beside 64 test images,
+    """Every family fitted once, for two epochs, and saved as <family>.keras beside 64 test images,
     and a conv VAE (kerasae's conv layers) as conv-vae.keras: the loss, reload and other-backend tests
     share these fits."""
     folder = tmp_path_factory.mktemp("families")

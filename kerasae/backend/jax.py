@@ -38,23 +38,25 @@ JAX_CACHE_ENV = "KERASAE_JAX_CACHE"
 JAX_CACHE_BYTES = 2**30
 
 
-def _cache_folder():
+def _cache_folder(jax_folder):
+    """The folder for compiled programs; None where JAX was given its own (`jax_folder`), where
+    $KERASAE_JAX_CACHE is "off", or where the folder cannot be written (a read-only home: then
+    every run compiles, as without a cache)."""
     chosen = os.environ.get(JAX_CACHE_ENV)
-    if chosen:
-        return None if chosen.lower() == "off" else chosen
+    if jax_folder is not None or (chosen and chosen.lower() == "off"):
+        return None
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(home, "kerasae", "jax")
-
-
-def _use_compilation_cache():
-    folder = _cache_folder()
-    if folder is None or jax.config.jax_compilation_cache_dir is not None:
-        return
+    folder = chosen or os.path.join(home, "kerasae", "jax")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:
-        return  # a read-only home: compile every time, as without a cache
-    if not os.access(folder, os.W_OK):
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
+def _use_compilation_cache():
+    folder = _cache_folder(jax.config.jax_compilation_cache_dir)
+    if folder is None:
         return
     with contextlib.suppress(OSError):  # (another process pruning at the same time)
         _prune(folder, JAX_CACHE_BYTES)
