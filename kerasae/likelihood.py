@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasae import backend
+
 # Decoder outputs (float32 values) one batch of importance samples may hold, ~512 MB: the dense
 # seed VAE decodes 487 images x 100 samples per call, a conv VAE (45k values per decode) 29 x 100.
 DECODE_BUDGET = 2**27
@@ -29,6 +31,9 @@ class ImportanceLogWeights(keras.Model):
         super().__init__(**kwargs)
         self.vae = vae
         self.k = k
+        # Nothing of its own to build: else `predict` first calls it op by op on a batch to build it
+        # (on JAX each op of that pass compiled for the batch's shape).
+        self.built = True
 
     def call(self, inputs):
         x, y = self.vae.split_inputs(inputs)
@@ -51,13 +56,14 @@ def bounds(model, inputs, n, k=1000, chunk=100, batch_size=None):
     the model's `model_inputs` gives), from the same k importance samples per image."""
     chunk = max(1, min(chunk, k, DECODE_BUDGET // decoded_values(model)))
     batch_size = batch_size or images_per_batch(model, chunk)
+    inputs, _ = backend.pad_rows(inputs, batch_size)  # on JAX: a batch shape already compiled
     sampler = ImportanceLogWeights(model, chunk)
     total, mean = np.full(n, -np.inf), np.zeros(n)
     drawn = 0
     while drawn < k:
         if k - drawn < chunk:
             sampler = ImportanceLogWeights(model, k - drawn)
-        log_w = sampler.predict(inputs, batch_size=batch_size, verbose=0).astype(np.float64)
+        log_w = sampler.predict(inputs, batch_size=batch_size, verbose=0)[:n].astype(np.float64)
         total = np.logaddexp(total, _logsumexp(log_w))
         mean += log_w.sum(axis=1) / k
         drawn += sampler.k

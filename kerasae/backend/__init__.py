@@ -15,7 +15,9 @@ a dict whose "loss" entry is minimised. Each backend's module turns that into `t
 
 Each backend module defines the same names: `Trainer`, `random`, `coarse_uniform`,
 `array_feed`, `array_batches` (None where the trainer slices numpy itself), `hardware`,
-`sigmoid_cross_entropy` (a Bernoulli pixel's loss from its logit: PyTorch's fused kernel on torch), and
+`sigmoid_cross_entropy` (a Bernoulli pixel's loss from its logit: PyTorch's fused kernel on torch),
+`padded_rows` (the batch a call outside training pads n items to: powers of two on JAX, where each
+new shape is a new program to compile; n elsewhere), and
 `conv` / `conv_transpose` ("same"-padded 2-D convolutions: on a CPU, JAX's are rewritten in
 `jax_conv.py` as convolutions XLA compiles well; PyTorch's call `F.conv2d` on channels-first
 views; TensorFlow's are Keras's).
@@ -23,6 +25,7 @@ Everything else in kerasae is backend-neutral.
 """
 
 import keras
+import numpy as np
 
 from kerasae import defaults
 from kerasae.backend import private
@@ -58,6 +61,7 @@ Trainer, random, coarse_uniform, hardware = (
 array_feed, array_batches = implementation.array_feed, implementation.array_batches
 conv, conv_transpose = implementation.conv, implementation.conv_transpose
 sigmoid_cross_entropy = implementation.sigmoid_cross_entropy
+padded_rows = implementation.padded_rows
 
 from kerasae.backend.distribute import (  # noqa: E402 -- after the backend's own module
     Replicas,
@@ -81,6 +85,7 @@ __all__ = [
     "conv",
     "conv_transpose",
     "sigmoid_cross_entropy",
+    "padded_rows",
     "Replicas",
     "distributed",
     "host_local",
@@ -91,7 +96,18 @@ __all__ = [
     "writes_entry",
     "steps_per_execution",
     "jit_compile",
+    "pad_rows",
 ]
+
+
+def pad_rows(inputs, batch_size):
+    """(inputs, n): numpy inputs (an array or a structure of arrays, n items each) padded with rows
+    of zeros to this backend's `padded_rows(n, batch_size)`; slice the outputs back to n."""
+    n = len(keras.tree.flatten(inputs)[0])
+    extra = padded_rows(n, batch_size) - n
+    if not extra:
+        return inputs, n
+    return keras.tree.map_structure(lambda a: np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]), inputs), n
 
 
 def steps_per_execution(requested=None, replicas=1):

@@ -80,6 +80,13 @@ def conv_transpose(x, kernel, strides):
     return keras.ops.conv_transpose(x, kernel, strides=strides, padding="same")
 
 
+def padded_rows(n, batch_size):
+    """Rows that n inputs fed `batch_size` at a time are padded to before a call outside
+    training (`kerasae.models.autoencoder.run`): n as they are, where a new batch shape costs
+    nothing (TensorFlow's eager calls and its retracing functions, PyTorch). JAX overrides it."""
+    return n
+
+
 def sigmoid_cross_entropy(target, logits):
     """-log p(target | logits) of each Bernoulli pixel, elementwise, in the stable form
     max(l, 0) - l * x + log(1 + exp(-|l|)) (XLA fuses it into one loop)."""

@@ -14,7 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from kerasae.backend import common, private
-from kerasae.backend.common import LossTracking, conv, sigmoid_cross_entropy, take_group  # noqa: F401 -- Keras's
+from kerasae.backend.common import (  # noqa: F401 -- Keras's
+    LossTracking,
+    conv,
+    padded_rows,
+    sigmoid_cross_entropy,
+    take_group,
+)
 from kerasae.quiet import native_stderr
 
 # TensorFlow looks for its devices on first use; on a machine without a GPU, its CUDA plugin then

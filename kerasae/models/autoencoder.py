@@ -413,11 +413,14 @@ def _offset(seed, k):
 
 def run(network, inputs, batch_size=PREDICT_BATCH):
     """`network`'s outputs for numpy inputs (an array or a list of arrays), numpy out: a direct call
-    for up to `DIRECT_CALL_MAX` inputs, `predict` in batches beyond."""
-    if len(keras.tree.flatten(inputs)[0]) > DIRECT_CALL_MAX:
-        return network.predict(inputs, batch_size=batch_size, verbose=0)
-    outputs = network(keras.tree.map_structure(ops.convert_to_tensor, inputs), training=False)
-    return keras.tree.map_structure(ops.convert_to_numpy, outputs)
+    for up to `DIRECT_CALL_MAX` inputs, `predict` in batches beyond; on JAX the inputs padded to a
+    batch shape already compiled (`backend.padded_rows`)."""
+    inputs, n = backend.pad_rows(inputs, batch_size)
+    if n > DIRECT_CALL_MAX:
+        outputs = network.predict(inputs, batch_size=batch_size, verbose=0)
+    else:
+        outputs = network(keras.tree.map_structure(ops.convert_to_tensor, inputs), training=False)
+    return keras.tree.map_structure(lambda a: ops.convert_to_numpy(a)[:n], outputs)
 
 
 def reconstruction_error(x, x_hat, kind):
