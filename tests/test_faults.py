@@ -137,6 +137,15 @@ def test_a_fresh_run_will_not_silently_discard_checkpoints(tmp_path, mnist_like)
     changed = recipe.validate({**r.to_dict(), "model": {**r.to_dict()["model"], "latent_dim": 3}})
     with pytest.raises(ZooError, match=r"the recipe changed since the checkpoint \(model\)"):
         train.run(changed, zoo_dir, verbose=0, resume=True)
+    # The variables' values at the last checkpoint sit beside the model file written at the first:
+    # values of other shapes are refused, naming both files.
+    values = os.path.join(zoo.run_path(r.name, zoo_dir), zoo.VARIABLES_FILE)
+    with np.load(values) as saved:
+        kept = {key: saved[key] for key in saved.files}
+    np.savez(values, **{**kept, "0": kept["0"][:1]})
+    with pytest.raises(ZooError, match=f"{zoo.VARIABLES_FILE} holds other variables than {zoo.CHECKPOINT_FILE}"):
+        train.run(r, zoo_dir, verbose=0, resume=True)
+    np.savez(values, **kept)
     longer = recipe.validate({**r.to_dict(), "train": {**r.to_dict()["train"], "epochs": 4, "jit_compile": False}})
     entry, metrics = train.run(longer, zoo_dir, verbose=0, resume=True)  # more epochs, no XLA: fine
     assert metrics["epochs"] == 4

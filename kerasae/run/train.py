@@ -146,7 +146,7 @@ class Loop:
             train.jit_compile, distributed=self.recipe.distribute.strategy != "none", conv=self.recipe.model.conv
         )
         if resume:
-            model = keras.saving.load_model(os.path.join(self.folder, zoo.CHECKPOINT_FILE))
+            model = checkpoint.load_model(self.folder)
             model.jit_compile = jit  # the checkpoint's compile settings are those of the backend that wrote it
             return model
         model = builder.build(

@@ -33,6 +33,7 @@ STAGING_PREFIX = ".staging-"
 # A training run's checkpoints live in <zoo>/.runs/<name>/ until its entry is committed.
 RUNS_DIR = ".runs"
 CHECKPOINT_FILE = "checkpoint.keras"
+VARIABLES_FILE = "checkpoint-variables.npz"
 STATE_FILE = "state.json"
 SNAPSHOTS_FILE = "snapshots.npz"
 # A few test images with the codes and reconstructions the model gave them when the entry
