@@ -192,7 +192,7 @@ def test_contractive_training_shrinks_the_jacobian(mnist_like):
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(RECIPES, "*.yaml"))))
-def test_every_shipped_recipe_trains_one_epoch_with_falling_loss(path, mnist_like):
+def test_every_shipped_recipe_trains_with_falling_loss(path, mnist_like):
     dataset = recipe.load(path).data.dataset
     if dataset == "patches":  # cut from the photographs scikit-learn ships
         data_keys = ["data.patches=2000"]
@@ -206,10 +206,10 @@ def test_every_shipped_recipe_trains_one_epoch_with_falling_loss(path, mnist_lik
     model = builder.build(r, d.image_shape)
     model.compile(optimizer=builder.optimizer(r.train))
     inputs = model.inputs_for(d.x_train, d.y_train)
-    before = model.evaluate(*inputs, verbose=0, return_dict=True)["loss"]
-    model.fit(*inputs, batch_size=32, epochs=1, verbose=0)
-    after = model.evaluate(*inputs, verbose=0, return_dict=True)["loss"]
-    assert np.isfinite(after) and after < before
+    # The training step alone (an `evaluate` around it compiled a second program per recipe on JAX
+    # and TensorFlow): the second epoch's mean training loss is below the first's.
+    losses = model.fit(*inputs, batch_size=32, epochs=2, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[1] < losses[0], losses
 
 
 def test_labelled_data_is_required_by_name(mnist_like):
