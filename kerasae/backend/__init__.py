@@ -17,7 +17,8 @@ Each backend module defines the same names: `Trainer`, `random`, `coarse_uniform
 `array_feed`, `array_batches` (None where the trainer slices numpy itself), `hardware`,
 `sigmoid_cross_entropy` (a Bernoulli pixel's loss from its logit: PyTorch's fused kernel on torch),
 `padded_rows` (the batch a call outside training pads n items to: powers of two on JAX, where each
-new shape is a new program to compile; n elsewhere), and
+new shape is a new program to compile; n elsewhere), `variable_numpy` (a variable's value in numpy,
+for checkpoints: TensorFlow reads a distributed one first), and
 `conv` / `conv_transpose` ("same"-padded 2-D convolutions: on a CPU, JAX's are rewritten in
 `jax_conv.py` as convolutions XLA compiles well; PyTorch's call `F.conv2d` on channels-first
 views; TensorFlow's are Keras's).
@@ -62,6 +63,7 @@ array_feed, array_batches = implementation.array_feed, implementation.array_batc
 conv, conv_transpose = implementation.conv, implementation.conv_transpose
 sigmoid_cross_entropy = implementation.sigmoid_cross_entropy
 padded_rows = implementation.padded_rows
+variable_numpy = implementation.variable_numpy
 
 from kerasae.backend.distribute import (  # noqa: E402 -- after the backend's own module
     Replicas,
@@ -86,6 +88,7 @@ __all__ = [
     "conv_transpose",
     "sigmoid_cross_entropy",
     "padded_rows",
+    "variable_numpy",
     "Replicas",
     "distributed",
     "host_local",

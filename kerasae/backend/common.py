@@ -87,6 +87,11 @@ def padded_rows(n, batch_size):
     return n
 
 
+def variable_numpy(variable):
+    """A Keras variable's value as a numpy array."""
+    return keras.ops.convert_to_numpy(variable.value)
+
+
 def sigmoid_cross_entropy(target, logits):
     """-log p(target | logits) of each Bernoulli pixel, elementwise, in the stable form
     max(l, 0) - l * x + log(1 + exp(-|l|)) (XLA fuses it into one loop)."""

@@ -21,6 +21,7 @@ from kerasae.backend.common import (  # noqa: F401
     sigmoid_cross_entropy,
     split_same_shape,
     take_group,
+    variable_numpy,
 )
 from kerasae.backend.jax_conv import conv, conv_transpose  # noqa: F401 -- this backend's convolutions
 

@@ -225,6 +225,13 @@ def conv_transpose(x, kernel, strides):
     return common.conv_transpose(x, kernel, strides)
 
 
+def variable_numpy(variable):
+    """A Keras variable's value as a numpy array. Under a `tf.distribute` strategy a scalar
+    `MirroredVariable` (the optimizer's step, a KL weight) does not convert as it is (numpy:
+    "object __array__ method not producing an array"): its value is read first."""
+    return variable.value.read_value().numpy()
+
+
 def hardware():
     """The GPUs TensorFlow sees, else the CPU's cores, in words."""
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kerasae.backend import private, torch_trace
-from kerasae.backend.common import LossTracking, padded_rows  # noqa: F401
+from kerasae.backend.common import LossTracking, padded_rows, variable_numpy  # noqa: F401
 
 
 class _Batches(torch.utils.data.IterableDataset):

@@ -106,7 +106,7 @@ def save(folder, model, state, snapshots):
             model.save(temporary)
             os.replace(temporary, model_file)
         variables = _variables(model)
-        values = {str(i): _numpy(v) for i, v in enumerate(variables)}
+        values = {str(i): backend.variable_numpy(v) for i, v in enumerate(variables)}
         values["paths"] = np.array([v.path for v in variables])
         zoo.write_arrays(os.path.join(folder, zoo.VARIABLES_FILE), values)
         zoo.write_arrays(os.path.join(folder, zoo.SNAPSHOTS_FILE), snapshots.arrays())
@@ -133,16 +133,6 @@ def load_model(folder):
         for i, variable in enumerate(variables):
             variable.assign(saved[str(i)])
     return model
-
-
-def _numpy(variable):
-    """A variable's value in numpy. Under a TensorFlow strategy a scalar `MirroredVariable` (the
-    optimizer's step, a KL weight) does not convert (numpy: "object __array__ method not producing an
-    array"): its value is read first."""
-    try:
-        return keras.ops.convert_to_numpy(variable.value)
-    except ValueError:
-        return keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(variable.value.read_value()))
 
 
 def _variables(model):
