@@ -51,6 +51,14 @@ def images_per_batch(model, samples, most=500):
     return max(1, min(most, DECODE_BUDGET // (decoded_values(model) * samples)))
 
 
+def test_batch(model):
+    """Images per call of a model's test step (a k-sample bound decodes each image k times), within
+    `DECODE_BUDGET`: the entry's test loss and the ELBO's evaluation both use it, so that they share
+    one compiled step (on JAX and XLA a new batch shape is a new program: ~1 s each for a small model
+    on a CPU), and a test set of up to 500 images is one call, its mean that of its images."""
+    return images_per_batch(model, getattr(model, "k", 1))
+
+
 def bounds(model, inputs, n, k=1000, chunk=100, batch_size=None):
     """(ELBO, log p(x) estimate) per image, nats, float64, for `n` images fed as `inputs` (what
     the model's `model_inputs` gives), from the same k importance samples per image."""

@@ -68,6 +68,12 @@ def test_train_writes_a_complete_entry(tmp_path, mnist_like, zoo_dir, capsys):
     model = zoo.load("test-dae", zoo_dir)
     assert type(model).__name__ == "DenoisingAutoencoder"
     _gives_its_stored_outputs(model, entry)
+    # The test loss is the mean over the 200 test images (one call of the test step, shared with
+    # the ELBO's evaluation), not a mean of unequal batches' means (6 of 32 and 1 of 8).
+    resolved = kerasae.spec.recipe.load(os.path.join(entry, zoo.RECIPE_FILE))
+    x_test = data.load(resolved.data, seed=resolved.train.seed).x_test
+    loss = model.compute_losses(model.model_inputs(x_test), training=False)["loss"]
+    assert metrics["test"]["loss"] == pytest.approx(float(loss), rel=1e-5)
 
     capsys.readouterr()
     assert cli.main(["zoo", "list", "--zoo", zoo_dir]) == 0

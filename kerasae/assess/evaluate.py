@@ -21,7 +21,7 @@ from keras import ops
 from kerasae import anomaly, likelihood, losses
 from kerasae.assess import fid, filters, metric_table
 from kerasae.data import series
-from kerasae.likelihood import ImportanceLogWeights, decoded_values, images_per_batch  # noqa: F401 -- kerasae.assess.evaluate's names
+from kerasae.likelihood import ImportanceLogWeights, decoded_values, images_per_batch, test_batch  # noqa: F401 -- kerasae.assess.evaluate's names
 
 EPS = 1e-7
 PROBE_TRAIN_IMAGES = 10_000
@@ -182,9 +182,8 @@ class Evaluation:
     def elbo_terms(self):
         """The test ELBO and its terms, from the model's own test step (an IWAE's decodes k samples per image)."""
         model = self.model
-        batch_size = images_per_batch(model, model.k)
         terms = model.evaluate(
-            *model.inputs_for(self.x_test, self.y_test), batch_size=batch_size, verbose=0, return_dict=True
+            *model.inputs_for(self.x_test, self.y_test), batch_size=test_batch(model), verbose=0, return_dict=True
         )
         return {**terms, "elbo": -(terms["reconstruction_loss"] + terms["kl_loss"])}
 

@@ -14,7 +14,7 @@ import platform
 
 import keras
 
-from kerasae import backend, data
+from kerasae import backend, data, likelihood
 from kerasae.assess import cards, evaluate, figures, samplers
 from kerasae.data import series, tables
 from kerasae.spec import builder
@@ -58,7 +58,7 @@ def write(recipe, dataset, trained, zoo_dir=None, overwrite=False, stopped=None)
     model, outputs = trained.model, recipe.outputs
     inputs = model.inputs_for(dataset.x_test, dataset.y_test)
     with zoo.staging(recipe.name, zoo_dir) as stage:
-        test = model.evaluate(*inputs, batch_size=recipe.train.batch_size, verbose=0, return_dict=True)
+        test = model.evaluate(*inputs, batch_size=likelihood.test_batch(model), verbose=0, return_dict=True)
         metrics = _metrics(recipe, dataset, trained, test, stopped)
         # A prior fitted to the training codes (a VQ-VAE's) and the threshold are part of the saved model.
         n = samplers.GMM_IMAGES * 6
