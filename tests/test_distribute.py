@@ -5,6 +5,7 @@ logical CPUs; both must be set before the backend starts, so each check runs in
 its own interpreter on the backend it is about: once, in that backend's suite.
 """
 
+import contextlib
 import json
 import os
 
@@ -59,18 +60,29 @@ print(json.dumps(out))
 def _run(backend_name, mnist_like, tmp_path, families=("ae", "vae")):
     # One interpreter per TensorFlow data-parallel training: a second MirroredStrategy in a process
     # that already trained fails to all-reduce (Keras 3.15 / TF 2.21). JAX runs all in one.
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     runs = [("single,data_parallel", ",".join(families))]
     if backend_name == "tensorflow":
         runs = [("single", ",".join(families))] + [("data_parallel", family) for family in families]
     out = {}
-    try:
+    with two_host_devices():
         for modes, names in runs:
             text = run_python(SCRIPT, backend=backend_name, args=(mnist_like, str(tmp_path), modes, names), timeout=600)
             out.update(json.loads(text.strip().splitlines()[-1]))
-    finally:
-        del os.environ["XLA_FLAGS"]
     return out
+
+
+@contextlib.contextmanager
+def two_host_devices():
+    """$XLA_FLAGS of the interpreters started inside: two CPU devices for JAX, besides the flags set."""
+    before = os.environ.get("XLA_FLAGS")
+    os.environ["XLA_FLAGS"] = f"{before or ''} --xla_force_host_platform_device_count=2".strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["XLA_FLAGS"]
+        else:
+            os.environ["XLA_FLAGS"] = before
 
 
 def _close(a, b, rel, keys=None):
@@ -173,11 +185,8 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_refused(mnist_like, tm
     except KerasaeError as e:
         print(e)
     """
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    try:
+    with two_host_devices():
         out = run_python(code, backend="jax", args=(mnist_like, str(tmp_path)))
-    finally:
-        del os.environ["XLA_FLAGS"]
     assert "train.batch_size: 33 does not split evenly over 2 replicas" in out
 
 
