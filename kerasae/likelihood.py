@@ -56,7 +56,7 @@ def test_batch(model):
     `DECODE_BUDGET`: the entry's test loss and the ELBO's evaluation both use it, so that they share
     one compiled step (on JAX and XLA a new batch shape is a new program: ~1 s each for a small model
     on a CPU), and a test set of up to 500 images is one call, its mean that of its images."""
-    return images_per_batch(model, getattr(model, "k", 1))
+    return images_per_batch(model, model.k)
 
 
 def bounds(model, inputs, n, k=1000, chunk=100, batch_size=None):
