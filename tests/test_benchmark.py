@@ -147,3 +147,17 @@ def test_the_serve_latency_benchmark_runs(tmp_path):
     (row,) = json.loads(output.read_text())["results"]
     assert row["entry"] == "vae-mnist" and row["backend"] == backend.NAME and row["moves"] >= 4
     assert 0 < row["median_ms"] <= row["p95_ms"] <= row["max_ms"]
+
+
+@pytest.mark.slow
+@pytest.mark.once
+def test_the_torch_profile_diagnostic_runs(tmp_path):
+    """benchmarks/torch_profile.py (where a PyTorch-backend step's milliseconds go, next to the hand
+    loop), a few steps of a dense and the conv recipe: every phase timed on both sides."""
+    output = tmp_path / "torch_profile.json"
+    out = _run("torch_profile.py", "--recipes", "ae,conv-vae", "--steps", "4", "--output", str(output))
+    for name in ("ae", "conv-vae"):
+        ours, hand = (json.loads(output.read_text())["recipes"][name][side] for side in ("kerasae", "hand loop"))
+        assert all(ours[p] > 0 for p in ("forward", "backward", "optimizer", "step in fit"))
+        assert all(hand[p] > 0 for p in ("forward", "backward", "optimizer", "step"))
+        assert f"| {name} | **step** |" in out
