@@ -69,6 +69,8 @@ def test_a_traced_vae_draws_and_trains_exactly_as_the_eager_pass(tracing):
     assert len(traced[2].graphs) == 2  # batches of 32, and the epoch's last batch of 16
     assert_same_training(eager, traced)
     assert traced[1]["reconstruction_loss"][-1] < traced[1]["reconstruction_loss"][0]
+    # Both per-step draws (binarization, the code) were drawn directly, not by Keras, with Keras's bits.
+    assert all(replays(draws) == ["_uniform01", "_normal"] for _, draws in traced[2].graphs.values())
 
 
 def test_a_traced_denoising_autoencoder_trains_exactly_as_the_eager_pass(tracing):
@@ -82,6 +84,47 @@ def test_a_traced_denoising_autoencoder_trains_exactly_as_the_eager_pass(tracing
     tracing(True)
     traced = trained(make)
     assert not traced[2].eager, traced[2].reason
+    assert_same_training(eager, traced)
+    assert all(replays(draws) == ["_uniform01"] for _, draws in traced[2].graphs.values())
+
+
+def replays(draws):
+    """The names of the functions a traced graph's draws are replayed with."""
+    return [draw.func.__name__ for draw in draws]
+
+
+@pytest.fixture
+def keras_draws_otherwise(monkeypatch):
+    """Keras's PyTorch `uniform` drawing other bits than the direct draw, as a Keras version might."""
+    import keras.src.backend.torch.random as keras_random
+
+    from kerasae.backend import torch_trace
+
+    original = keras_random.uniform
+
+    def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
+        return original(shape, minval, maxval, dtype, seed) * 0.5
+
+    monkeypatch.setattr(keras_random, "uniform", uniform)
+    torch_trace._direct_draws_match.cache_clear()
+    yield
+    torch_trace._direct_draws_match.cache_clear()
+
+
+def test_where_keras_draws_other_bits_keras_draws_every_replay(tracing, keras_draws_otherwise):
+    from kerasae.backend import torch_trace
+
+    def make():
+        return Autoencoder(
+            image_shape=(8, 8, 1), encoder_layers=[16], latent_dim=3, seed=0, corruption={"kind": "masking", "p": 0.2}
+        )
+
+    tracing(False)
+    eager = trained(make)
+    tracing(True)
+    traced = trained(make)
+    assert not torch_trace._direct_draws_match()
+    assert all(replays(draws) == ["uniform"] for _, draws in traced[2].graphs.values())
     assert_same_training(eager, traced)
 
 
