@@ -73,16 +73,22 @@ def test_a_traced_vae_draws_and_trains_exactly_as_the_eager_pass(tracing):
     assert all(replays(draws) == ["_uniform01", "_normal"] for _, draws in traced[2].graphs.values())
 
 
-def test_a_traced_denoising_autoencoder_trains_exactly_as_the_eager_pass(tracing):
-    def make():
-        return Autoencoder(
-            image_shape=(8, 8, 1), encoder_layers=[16], latent_dim=3, seed=0, corruption={"kind": "masking", "p": 0.2}
-        )
+def denoising():
+    return Autoencoder(
+        image_shape=(8, 8, 1), encoder_layers=[16], latent_dim=3, seed=0, corruption={"kind": "masking", "p": 0.2}
+    )
 
+
+def eager_and_traced(tracing, make):
+    """`trained(make)` with the tracing off, then on."""
     tracing(False)
     eager = trained(make)
     tracing(True)
-    traced = trained(make)
+    return eager, trained(make)
+
+
+def test_a_traced_denoising_autoencoder_trains_exactly_as_the_eager_pass(tracing):
+    eager, traced = eager_and_traced(tracing, denoising)
     assert not traced[2].eager, traced[2].reason
     assert_same_training(eager, traced)
     assert all(replays(draws) == ["_uniform01"] for _, draws in traced[2].graphs.values())
@@ -114,15 +120,7 @@ def keras_draws_otherwise(monkeypatch):
 def test_where_keras_draws_other_bits_keras_draws_every_replay(tracing, keras_draws_otherwise):
     from kerasae.backend import torch_trace
 
-    def make():
-        return Autoencoder(
-            image_shape=(8, 8, 1), encoder_layers=[16], latent_dim=3, seed=0, corruption={"kind": "masking", "p": 0.2}
-        )
-
-    tracing(False)
-    eager = trained(make)
-    tracing(True)
-    traced = trained(make)
+    eager, traced = eager_and_traced(tracing, denoising)
     assert not torch_trace._direct_draws_match()
     assert all(replays(draws) == ["uniform"] for _, draws in traced[2].graphs.values())
     assert_same_training(eager, traced)

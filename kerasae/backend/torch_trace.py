@@ -206,7 +206,8 @@ def _dtype(dtype):
 
 
 def _uniform01(shape, dtype, seed):
-    return torch.rand(shape, generator=_seeded(seed), dtype=dtype, device=_random_module().get_device())
+    generator = _seeded(seed)
+    return torch.rand(shape, generator=generator, dtype=dtype, device=generator.device)
 
 
 def _normal(shape, mean, stddev, dtype, seed):
