@@ -62,7 +62,7 @@ def kerasae_step_phases(name, work, steps):
     model = builder.build(r, work["x"].shape[1:])
     model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=backend.steps_per_execution())
     x_all = work["x"][: steps * work["batch"]]
-    feed = backend.array_feed(x_all, None, work["batch"])  # as `kerasae train` feeds `fit`
+    feed = backend.array_feed(model, x_all, None, work["batch"])  # as `kerasae train` feeds `fit`
     model.fit(x_all[: 2 * work["batch"]], batch_size=work["batch"], epochs=1, verbose=0)  # builds, warms up
     batches, count = feed(np.random.default_rng(0).permutation(len(x_all)))
     start = time.perf_counter()

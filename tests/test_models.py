@@ -212,6 +212,36 @@ def test_several_steps_per_call_train_as_single_steps(mnist_like):
     assert h4["loss"][1] < h4["loss"][0]
 
 
+@pytest.mark.parametrize("family", ["vae", "cvae"])
+def test_the_runs_array_feed_trains_as_fit_on_the_rows(mnist_like, family):
+    """`kerasae train` feeds `fit` through `backend.array_feed` (on TensorFlow the step gathers
+    its batch from the rows' positions): one epoch over a permutation of 300 images, in calls of
+    4 steps of 32 (a short last batch), gives the weights and loss of `fit` on `x[rows]`, the
+    labels of a conditional model included."""
+    images = 300
+    r = recipe.validate(small_recipe(family, mnist_like, epochs=1))
+    d = data.load(r.data, seed=r.train.seed)
+    x, y = d.x_train[:images], d.y_train[:images]
+    rows = np.random.default_rng(0).permutation(images)
+    results = []
+    for fed in (False, True):
+        keras.utils.set_random_seed(r.train.seed)
+        model = builder.build(r, d.image_shape, num_classes=10)
+        model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=4, jit_compile=backend.jit_compile())
+        x_fit, y_fit = model.inputs_for(x, y)
+        if fed:
+            batches, count = backend.array_feed(model, x_fit, y_fit, 32)(rows)
+            history = model.fit(batches, steps_per_epoch=count, epochs=1, shuffle=False, verbose=0).history
+        else:
+            labels = None if y_fit is None else y_fit[rows]
+            history = model.fit(x_fit[rows], labels, batch_size=32, epochs=1, shuffle=False, verbose=0).history
+        results.append((model.get_weights(), history["loss"]))
+    (reference, loss), (fed_weights, fed_loss) = results
+    for a, b in zip(reference, fed_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss, fed_loss, rtol=1e-5)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_save_and_reload_reproduces_outputs(fitted, family):
     model = fitted.models[family]

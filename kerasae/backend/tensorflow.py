@@ -6,6 +6,7 @@ loop. Random draws name their algorithm (Keras leaves TensorFlow's "auto_select"
 a CPU lowers to a slow generator); arrays become one `tf.data` pipeline per run.
 """
 
+import collections
 import contextlib
 import contextvars
 import os
@@ -62,48 +63,65 @@ def random(kind, shape, dtype, seed_generator):
     return draw(shape, seed=_tf_seed(seed_generator), dtype=dtype, alg=_tf_algorithm())
 
 
-def array_feed(x, y, batch_size):
+class Positions(collections.namedtuple("Positions", ["positions"])):
+    """A training batch as the positions of its rows in the epoch's order (an `ArrayFeed`'s
+    element): the training step gathers the images itself."""
+
+
+class ArrayFeed:
     """The batches of in-memory arrays in a given row order, for `fit`, on TensorFlow without a
     `tf.distribute` strategy: `feed(rows)` returns (a `tf.data.Dataset`, its number of batches).
 
     Given numpy arrays, Keras's TensorFlow trainer converts a fresh copy of them into a new
     dataset at every `fit` call, and kerasae calls `fit` once per epoch: the copy, and deleting
     the last epoch's dataset (TensorFlow unregisters its functions), took ~0.7 s of a 2.5 s
-    epoch of the seed's VAE. Here the arrays become tensors once, and one dataset per number of
-    batches, made once, gathers each batch by the rows of the epoch (held in a variable): a
-    `range(n)`, not an endless range cut by `take_while`, whose iterator (every `fit` makes one)
-    took ~10 against ~7 ms to make, of the ~45 ms an AE epoch spends outside its steps. None
-    under a strategy: there the caller passes `x[rows]`. (JAX's feed gathers batch by batch in
-    Python, `common.array_feed`; PyTorch's through a `DataLoader`, `torch.array_feed`.)
+    epoch of the seed's VAE. Here the arrays become tensors once, the epoch's rows are held in a
+    variable, and the dataset, one per number of rows, made once, yields each batch's positions
+    in that order (`Positions`): the training step gathers its images (`Trainer.train_step`).
+    A dataset that gathers them itself needs a `map`, and every iterator of a `map` instantiates
+    its function: ~7 ms, twice a `fit` (Keras makes the next epoch's iterator as one ends), of
+    the ~80 ms an AE epoch spent outside its steps; a `range().batch()` iterator takes ~0.5 ms.
+    (JAX's feed gathers batch by batch in Python, `common.array_feed`; PyTorch's through a
+    `DataLoader`, `torch.array_feed`.)
     """
+
+    def __init__(self, x, y, batch_size):
+        self.tensors = tuple(tf.constant(a) for a in (x, y) if a is not None)
+        self.order = tf.Variable(tf.zeros([0], "int64"), shape=tf.TensorShape([None]), trainable=False)
+        self.batch_size = batch_size
+        self.datasets = {}  # rows per call -> its dataset: one for full epochs, a few more for segments
+
+    def __call__(self, rows):
+        self.order.assign(np.asarray(rows, dtype="int64"))
+        n = len(rows)
+        if n not in self.datasets:
+            batches = tf.data.Dataset.range(n).batch(self.batch_size)
+            self.datasets[n] = _untuned(tf.data.Dataset.zip(Positions(batches)))  # a zip, not a map: no function
+        return self.datasets[n], -(-n // self.batch_size)
+
+    def gather(self, positions):
+        """A batch's arrays, from its `Positions` (inside the traced training step)."""
+        rows = tf.gather(self.order, positions.positions)
+        return tuple(tf.gather(t, rows) for t in self.tensors)
+
+
+def array_feed(model, x, y, batch_size):
+    """An `ArrayFeed` of x (and y) whose batches `model`'s training steps gather; None under a
+    `tf.distribute` strategy, where the caller passes `x[rows]`."""
     if tf.distribute.has_strategy():
         return None
-    tensors = tuple(tf.constant(a) for a in (x, y) if a is not None)
-    order = tf.Variable(tf.zeros([0], "int64"), shape=tf.TensorShape([None]), trainable=False)
-    datasets = {}  # batches per call -> its dataset: one for full epochs, a few more for segments
-
-    def batch(i):
-        rows = order[i * batch_size : (i + 1) * batch_size]
-        return tuple(tf.gather(t, rows) for t in tensors)
-
-    def feed(rows):
-        order.assign(np.asarray(rows, dtype="int64"))
-        count = -(-len(rows) // batch_size)
-        if count not in datasets:
-            datasets[count] = _prefetched(tf.data.Dataset.range(count).map(batch))
-        return datasets[count], count
-
-    return feed
+    model.array_feed = ArrayFeed(x, y, batch_size)
+    return model.array_feed
 
 
-def _prefetched(dataset):
-    """The dataset with two batches made ahead, and tf.data's autotuning off. Autotuning puts a
-    prefetch of its own at the end of the pipeline, and destroying an iterator of it (every
-    `fit` makes one) then blocked for ~1.2 s in one epoch of two, after the epoch's last step:
-    most of the time TensorFlow spent outside its steps."""
+def _untuned(dataset):
+    """The dataset with tf.data's autotuning off. Autotuning puts a prefetch of its own at the end
+    of the pipeline, and destroying an iterator of it (every `fit` makes one) then blocked for
+    ~1.2 s in one epoch of two, after the epoch's last step: most of the time TensorFlow spent
+    outside its steps."""
     options = tf.data.Options()
     options.autotune.enabled = False
-    return dataset.prefetch(2).with_options(options)
+    return dataset.with_options(options)
 
 
 def array_batches(x, y, batch_size):
@@ -111,7 +129,8 @@ def array_batches(x, y, batch_size):
     `array_feed`); None elsewhere."""
     if tf.distribute.has_strategy():
         return None
-    return _prefetched(tf.data.Dataset.from_tensor_slices(tuple(a for a in (x, y) if a is not None)).batch(batch_size))
+    arrays = tuple(a for a in (x, y) if a is not None)
+    return _untuned(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size).prefetch(2))
 
 
 def coarse_uniform(shape, dtype, seed_generator):
@@ -156,8 +175,12 @@ def _tracing_for(model):
 class Trainer(LossTracking):
     """`train_step` / `test_step` of a kerasae model on TensorFlow (mixed into `Autoencoder`)."""
 
+    array_feed = None  # the `ArrayFeed` whose `Positions` the training steps receive, once a run made one
+
     def train_step(self, data):
         with _tracing_for(self):
+            if isinstance(data, Positions):
+                data = self.array_feed.gather(data)
             return self._train_step(data)
 
     def test_step(self, data):

@@ -37,9 +37,9 @@ class _Batches(torch.utils.data.IterableDataset):
             yield tuple(t[index] for t in self.tensors)
 
 
-def array_feed(x, y, batch_size):
-    """The batches of in-memory arrays in a given row order, for `fit`: `feed(rows)` returns (a
-    `DataLoader`, its number of batches). The arrays become tensors once (sharing their memory)
+def array_feed(model, x, y, batch_size):
+    """The batches of in-memory arrays in a given row order, for `model`'s `fit`: `feed(rows)`
+    returns (a `DataLoader`, its number of batches). The arrays become tensors once (sharing their memory)
     and each batch is one gather: given numpy arrays, Keras's torch trainer slices and converts
     them batch by batch through its own `DataLoader` and collation (~0.5 ms a step)."""
     tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (x, y) if a is not None)
@@ -57,7 +57,7 @@ def _as_is(batch):
 
 def array_batches(x, y, batch_size):
     """Arrays in order as a `DataLoader` of batches (see `array_feed`)."""
-    return array_feed(x, y, batch_size)(np.arange(len(x)))[0]
+    return array_feed(None, x, y, batch_size)(np.arange(len(x)))[0]
 
 
 def random(kind, shape, dtype, seed_generator):

@@ -169,7 +169,7 @@ class Loop:
         local_batch, local_val_batch = self.batch_size // replicas.processes, val_batch // replicas.processes
         x_val, y_val = self.model.inputs_for(dataset.x_val, dataset.y_val)
         streamed = isinstance(self.x, data_module.MappedImages)  # dataset: npy, read batch by batch
-        feed = None if streamed else backend.array_feed(self.x, y, local_batch)
+        feed = None if streamed else backend.array_feed(self.model, self.x, y, local_batch)
         if streamed:
             self.batches = lambda rows: {"x": data_module.batches(self.x, y, rows, local_batch)}
             validation = data_module.batches(x_val, y_val, val_rows, local_val_batch)
