@@ -186,60 +186,40 @@ def test_same_seed_same_result(fitted, mnist_like):
     np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-6)
 
 
-def test_several_steps_per_call_train_as_single_steps(mnist_like):
+def test_several_steps_per_call_and_the_runs_feed_train_as_single_steps(mnist_like):
     """Batches of 32 in calls of 4 steps give the weights and logs of one step per call: 300 images
     are two whole groups of 4 batches (compiled, as kerasae compiles: each one XLA loop; on PyTorch
-    one Python loop), then a short group of one whole batch and a short last one (single steps)."""
+    one Python loop), then a short group of one whole batch and a short last one (single steps).
+    So does the feed `kerasae train` gives `fit` (`backend.array_feed`: the rows of a permutation;
+    on TensorFlow the step gathers its batch from their positions), a conditional model's labels
+    included."""
     images = 300
     assert backend.steps_per_execution(4) == 4  # on every backend
-    r = recipe.validate(small_recipe("vae", mnist_like, epochs=2))
+    r = recipe.validate(small_recipe("cvae", mnist_like, epochs=2))
     d = data.load(r.data, seed=r.train.seed)
+    rows = np.random.default_rng(0).permutation(images)
     results = []
-    for steps in (1, 4):
+    for steps, fed in ((1, False), (4, False), (4, True)):
         keras.utils.set_random_seed(r.train.seed)
-        model = builder.build(r, d.image_shape)
+        model = builder.build(r, d.image_shape, num_classes=10)
         model.compile(
             optimizer=builder.optimizer(r.train),
             steps_per_execution=backend.steps_per_execution(steps),
             jit_compile=backend.jit_compile(),
         )
-        history = model.fit(d.x_train[:images], batch_size=32, epochs=2, shuffle=False, verbose=0).history
-        results.append((model.get_weights(), history))
-    (single, h1), (grouped, h4) = results
-    for a, b in zip(single, grouped):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(h1["loss"], h4["loss"], rtol=1e-5)
-    assert h4["loss"][1] < h4["loss"][0]
-
-
-@pytest.mark.parametrize("family", ["vae", "cvae"])
-def test_the_runs_array_feed_trains_as_fit_on_the_rows(mnist_like, family):
-    """`kerasae train` feeds `fit` through `backend.array_feed` (on TensorFlow the step gathers
-    its batch from the rows' positions): one epoch over a permutation of 300 images, in calls of
-    4 steps of 32 (a short last batch), gives the weights and loss of `fit` on `x[rows]`, the
-    labels of a conditional model included."""
-    images = 300
-    r = recipe.validate(small_recipe(family, mnist_like, epochs=1))
-    d = data.load(r.data, seed=r.train.seed)
-    x, y = d.x_train[:images], d.y_train[:images]
-    rows = np.random.default_rng(0).permutation(images)
-    results = []
-    for fed in (False, True):
-        keras.utils.set_random_seed(r.train.seed)
-        model = builder.build(r, d.image_shape, num_classes=10)
-        model.compile(optimizer=builder.optimizer(r.train), steps_per_execution=4, jit_compile=backend.jit_compile())
-        x_fit, y_fit = model.inputs_for(x, y)
+        x, y = model.inputs_for(d.x_train[:images], d.y_train[:images])
         if fed:
-            batches, count = backend.array_feed(model, x_fit, y_fit, 32)(rows)
-            history = model.fit(batches, steps_per_epoch=count, epochs=1, shuffle=False, verbose=0).history
+            batches, count = backend.array_feed(model, x, y, 32)(rows)
+            history = model.fit(batches, steps_per_epoch=count, epochs=2, shuffle=False, verbose=0).history
         else:
-            labels = None if y_fit is None else y_fit[rows]
-            history = model.fit(x_fit[rows], labels, batch_size=32, epochs=1, shuffle=False, verbose=0).history
-        results.append((model.get_weights(), history["loss"]))
-    (reference, loss), (fed_weights, fed_loss) = results
-    for a, b in zip(reference, fed_weights):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(loss, fed_loss, rtol=1e-5)
+            history = model.fit(x[rows], y[rows], batch_size=32, epochs=2, shuffle=False, verbose=0).history
+        results.append((model.get_weights(), history))
+    (single, h1), *others = results
+    for weights, history in others:
+        for a, b in zip(single, weights):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h1["loss"], history["loss"], rtol=1e-5)
+        assert history["loss"][1] < history["loss"][0]
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

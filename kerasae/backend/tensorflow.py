@@ -80,7 +80,7 @@ class ArrayFeed:
     in that order (`Positions`): the training step gathers its images (`Trainer.train_step`).
     A dataset that gathers them itself needs a `map`, and every iterator of a `map` instantiates
     its function: ~7 ms, twice a `fit` (Keras makes the next epoch's iterator as one ends), of
-    the ~80 ms an AE epoch spent outside its steps; a `range().batch()` iterator takes ~0.5 ms.
+    the ~60 ms an AE epoch spent outside its steps; a `range().batch()` iterator takes ~0.5 ms.
     (JAX's feed gathers batch by batch in Python, `common.array_feed`; PyTorch's through a
     `DataLoader`, `torch.array_feed`.)
     """
